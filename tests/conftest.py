@@ -1,0 +1,8 @@
+"""Shared pytest configuration. Test helpers live in tests/support/."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
