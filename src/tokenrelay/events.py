@@ -83,6 +83,15 @@ class Tool(msgspec.Struct, omit_defaults=True):
     strict: bool | None = None
 
 
+class Source(msgspec.Struct):
+    """The request as the client sent it, in the client's own protocol. An upstream that
+    speaks the same protocol is sent this body (model and stream fields patched), so
+    nothing the client said is lost in a same-protocol relay."""
+
+    protocol: str
+    body: dict[str, Any]
+
+
 class ChatRequest(msgspec.Struct, omit_defaults=True):
     """The canonical request. ``extra`` carries wire fields the canon has no slot for;
     they reach an upstream that speaks the same protocol unchanged.
@@ -110,6 +119,7 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     include_usage: bool = False
     user: str | None = None
     extra: dict[str, Any] = {}
+    source: Source | None = None
 
     def last_user_text(self) -> str:
         """The text of the last user message ('' if there is none)."""

@@ -1,0 +1,121 @@
+"""The ``tokenrelay`` command: ``serve``, ``chat``, ``models``, ``fake-upstream``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .config import ConfigError, load
+    from .server.app import create_app
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"tokenrelay: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    app = create_app(config)
+    names = ", ".join(sorted(app.state.gateway.router.providers)) or "none"
+    print(
+        f"tokenrelay: serving on http://{args.host}:{args.port} (providers: {names})",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--base-url",
+        default=os.environ.get("TOKENRELAY_BASE_URL", DEFAULT_BASE_URL),
+        help="the gateway's OpenAI-compatible base URL (default: %(default)s, or $TOKENRELAY_BASE_URL)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("TOKENRELAY_API_KEY"),
+        help="key sent as a Bearer token (default: $TOKENRELAY_API_KEY)",
+    )
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .chat_cli import run_chat
+
+    return run_chat(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .chat_cli import run_models
+
+    return run_models(args)
+
+
+def _fake(argv: list[str]) -> int:
+    from .fake.cli import main as fake_main
+
+    return fake_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenrelay", description="An LLM API relay station.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--config", help="YAML configuration file (default: $TOKENRELAY_CONFIG)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+
+    chat = sub.add_parser("chat", help="chat with a model, streaming the reply")
+    chat.add_argument("prompt", nargs="?", help="the message (read from stdin when '-')")
+    chat.add_argument("-m", "--model", default="local/echo")
+    chat.add_argument("-s", "--system", help="a system prompt")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--no-stream", action="store_true", help="ask for one non-streaming response")
+    _client_args(chat)
+    chat.set_defaults(func=_chat)
+
+    models = sub.add_parser("models", help="list the models the gateway serves")
+    _client_args(models)
+    models.set_defaults(func=_models)
+
+    sub.add_parser(
+        "fake-upstream", help="run the fake upstream used by tests and benchmarks", add_help=False
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fake-upstream"]:
+        return _fake(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Configuration: a YAML file (``--config`` or ``TOKENRELAY_CONFIG``) on top of embedded
+defaults, plus every provider whose key is found in the environment.
+
+Secrets are written as ``${ENV}`` (or ``${ENV:-default}``) references and resolved at
+load time. A bad file fails at start with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from .catalog import ENV_PROVIDERS
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the field."""
+
+
+class TimeoutsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    connect: float = 10.0
+    read: float = 600.0
+    total: float | None = None
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: str
+    base_url: str
+    protocol: Literal["openai", "anthropic", "gemini"] = "openai"
+    api_key: str | None = None
+    models: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    headers: dict[str, str] = {}
+    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+
+
+class LocalConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    rate: float = 30.0  # deltas per second of local/echo; 0 = as fast as possible
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    providers: list[ProviderConfig] = []
+    local: LocalConfig = msgspec.field(default_factory=LocalConfig)
+    keepalive_interval: float = 5.0  # seconds between ': ping' comments before the first token
+    max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413
+    env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
+
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, path: str, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+
+        return _REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}", env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") -> Config:
+    """A configuration from parsed YAML; raises ``ConfigError`` naming the bad field."""
+    env = dict(os.environ) if env is None else env
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    data = _expand(data, "$", env)
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    names = set()
+    for i, p in enumerate(config.providers):
+        where = f"{source}: $.providers[{i}]"
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", p.name):
+            raise ConfigError(
+                f"{where}.name: {p.name!r} may use only letters, digits, '_', '.', '-'"
+            )
+        if p.name in names or p.name == "local":
+            raise ConfigError(f"{where}.name: {p.name!r} is used twice (or is reserved)")
+        names.add(p.name)
+        if not p.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url: must start with http:// or https://")
+        if not p.models:
+            raise ConfigError(f"{where}.models: list at least one model, or '*' for any")
+    if config.env_providers:
+        config.providers.extend(_env_providers(env, names))
+    return config
+
+
+def _env_providers(env: dict[str, str], taken: set[str]) -> list[ProviderConfig]:
+    found = []
+    for spec in ENV_PROVIDERS:
+        key = next((env[k] for k in spec.key_vars if env.get(k)), None)
+        if key is None or spec.name in taken:
+            continue
+        base_url = env.get(spec.base_url_var, "") if spec.base_url_var else ""
+        found.append(
+            ProviderConfig(
+                name=spec.name,
+                base_url=base_url or spec.base_url,
+                protocol=spec.protocol,  # type: ignore[arg-type]
+                api_key=key,
+                models=[*spec.models, "*"],
+            )
+        )
+    return found
+
+
+def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load ``path`` (or ``$TOKENRELAY_CONFIG``, or nothing: the embedded defaults)."""
+    env = dict(os.environ) if env is None else env
+    path = path or env.get("TOKENRELAY_CONFIG") or None
+    if path is None:
+        return parse({}, env)
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    return parse(data, env, str(file))

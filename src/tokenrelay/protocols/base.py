@@ -1,0 +1,88 @@
+"""What a protocol codec provides. A protocol is one module in this package; adding one
+changes nothing else.
+
+Two roles, either or both per protocol:
+
+- client side (the gateway is the server): wire request -> ``ChatRequest``, canonical
+  events -> wire bytes, the fold -> a non-streaming body, errors in the wire's shape;
+- upstream side (the gateway is the client): ``ChatRequest`` -> wire request, wire
+  frames -> canonical events, an upstream error body -> ``GatewayError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..events import ChatRequest, Error, Event, GatewayError
+from ..fold import Fold, Tally
+from ..sse import ServerSentEvent
+
+
+class StreamDecoder(Protocol):
+    """Upstream frames -> canonical events, one frame at a time."""
+
+    def feed(self, frame: ServerSentEvent) -> list[Event]: ...
+
+    def close(self) -> list[Event]:
+        """End of the upstream body: an ``Error`` if the stream ended unfinished."""
+        ...
+
+
+class StreamEncoder(Protocol):
+    """Canonical events -> the client's wire bytes, whole frames only. ``ended`` turns
+    true once the stream is over (an error frame or the trailer was written)."""
+
+    ended: bool
+
+    def encode(self, events: list[Event]) -> bytes: ...
+
+    def close(self) -> bytes:
+        """The trailer of a finished stream (usage frame, end marker)."""
+        ...
+
+    def fail(self, error: Error) -> bytes:
+        """An in-band error frame that ends the stream."""
+        ...
+
+
+class FramePassthrough(Protocol):
+    """Upstream frames -> client bytes when both speak the same protocol: frames are
+    inspected, not rebuilt, so fields the canon does not know survive."""
+
+    ended: bool
+
+    def encode(self, frames: list[ServerSentEvent]) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+    def fail(self, error: Error) -> bytes: ...
+
+
+class ClientProtocol(Protocol):
+    name: str
+
+    def decode_request(self, body: Any) -> ChatRequest: ...
+
+    def stream_encoder(self, request: ChatRequest, model: str, tally: Tally) -> StreamEncoder: ...
+
+    def passthrough(self, request: ChatRequest, model: str, tally: Tally) -> FramePassthrough: ...
+
+    def encode_response(self, fold: Fold, model: str) -> dict[str, Any]: ...
+
+    def error_body(self, error: GatewayError) -> dict[str, Any]: ...
+
+    def error_frame(self, error: Error) -> bytes: ...
+
+
+class UpstreamProtocol(Protocol):
+    name: str
+
+    def url(self, base_url: str, model: str, stream: bool) -> str: ...
+
+    def headers(self, api_key: str | None) -> dict[str, str]: ...
+
+    def encode_request(self, request: ChatRequest, model: str) -> dict[str, Any]: ...
+
+    def stream_decoder(self) -> StreamDecoder: ...
+
+    def decode_error(self, status: int, body: bytes) -> GatewayError: ...

@@ -1,0 +1,1 @@
+"""Providers: a protocol codec + an endpoint + a transport, behind one interface."""

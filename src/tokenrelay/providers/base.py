@@ -1,0 +1,43 @@
+"""The interface every provider meets, the in-process ``local`` one included."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from ..events import ChatRequest, Event
+from ..sse import ServerSentEvent
+
+
+class Upstream(Protocol):
+    """An opened upstream response, past its status check.
+
+    ``protocol`` names the wire format of ``frames()`` (``None`` for an in-process
+    provider, which has only ``events()``). Each item of either iterator is what one
+    network read delivered, so the server writes it to the client in one piece.
+    Iterating raises ``GatewayError`` when the upstream fails mid-stream.
+    """
+
+    protocol: str | None
+
+    def frames(self) -> AsyncIterator[list[ServerSentEvent]]: ...
+
+    def events(self) -> AsyncIterator[list[Event]]: ...
+
+    async def aclose(self) -> None:
+        """Close the upstream request at once (idempotent)."""
+        ...
+
+
+class Provider(Protocol):
+    name: str
+
+    def models(self) -> list[str]:
+        """Upstream model names served; ``"*"`` means any name is passed through."""
+        ...
+
+    async def open(self, request: ChatRequest, model: str) -> Upstream:
+        """Send the request; raise ``GatewayError`` if the upstream refuses it."""
+        ...
+
+    async def aclose(self) -> None: ...

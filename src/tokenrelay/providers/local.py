@@ -1,0 +1,132 @@
+"""The built-in ``local`` provider: models that need no key and no network.
+
+``local/echo`` streams the last user message back in word-sized deltas at a steady pace,
+honours ``max_tokens`` (finish reason ``length``) and reports usage (one token per
+word). When the request offers tools and the last user message reads
+``/call NAME {json}``, it streams a call to tool NAME with those arguments instead, so
+tool use can be exercised with no keys.
+
+It takes the same path through the gateway as every remote provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from ..events import (
+    ChatRequest,
+    Event,
+    Finish,
+    GatewayError,
+    Start,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    Usage,
+)
+from ..sse import ServerSentEvent
+
+_WORD = re.compile(r"\s*\S+\s*")
+_CALL = re.compile(r"^/call\s+([A-Za-z0-9_.\-]+)\s*(.*)$", re.S)
+
+
+def count_tokens(text: str) -> int:
+    """The local models' token: one word."""
+    return len(text.split())
+
+
+class LocalUpstream:
+    protocol: str | None = None
+
+    def __init__(self, events: list[Event], delay: float) -> None:
+        self._events = events
+        self._delay = delay
+        self._closed = False
+
+    async def frames(self) -> AsyncIterator[list[ServerSentEvent]]:
+        raise NotImplementedError("the local provider produces events, not frames")
+        yield []  # pragma: no cover
+
+    async def events(self) -> AsyncIterator[list[Event]]:
+        # Start with the first piece at once; then one piece per tick.
+        events = self._events
+        i = 0
+        while i < len(events) and not self._closed:
+            batch = [events[i]]
+            i += 1
+            while i < len(events) and not isinstance(events[i], TextDelta | ToolCallDelta):
+                batch.append(events[i])
+                i += 1
+            if isinstance(batch[0], TextDelta | ToolCallDelta) and self._delay > 0:
+                await asyncio.sleep(self._delay)
+            yield batch
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+
+class LocalProvider:
+    """``local/echo``; ``rate`` is deltas per second (0 = as fast as possible)."""
+
+    name = "local"
+
+    def __init__(self, rate: float = 30.0) -> None:
+        self.rate = rate
+
+    def models(self) -> list[str]:
+        return ["echo"]
+
+    async def open(self, request: ChatRequest, model: str) -> LocalUpstream:
+        if model != "echo":
+            raise GatewayError(
+                "not_found", f"The model 'local/{model}' does not exist", code="model_not_found"
+            )
+        text = request.last_user_text()
+        prompt = sum(
+            count_tokens(p.text)
+            for m in request.messages
+            for p in m.parts
+            if isinstance(p, TextPart)
+        )
+        events: list[Event] = [
+            Start(f"local-{secrets.token_hex(12)}", "local/echo", int(time.time()))
+        ]
+        call = _CALL.match(text.strip()) if request.tools else None
+        if call:
+            events.extend(self._tool_call(call.group(1), call.group(2)))
+            output = count_tokens(call.group(2)) + 1
+        else:
+            words = _WORD.findall(text)
+            limit = request.max_tokens
+            cut = limit is not None and len(words) > limit
+            if cut:
+                words = words[:limit]
+            events.extend(TextDelta(w) for w in words)
+            events.append(Finish("length" if cut else "stop"))
+            output = len(words)
+        events.append(Usage(input=prompt, output=output))
+        return LocalUpstream(events, 1.0 / self.rate if self.rate > 0 else 0.0)
+
+    def _tool_call(self, name: str, arguments: str) -> list[Event]:
+        arguments = arguments.strip() or "{}"
+        try:
+            msgspec.json.decode(arguments)
+        except msgspec.DecodeError as exc:
+            raise GatewayError(
+                "invalid_request", f"/call arguments must be JSON: {exc}", param="messages"
+            ) from None
+        call_id = f"call_{secrets.token_hex(12)}"
+        pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
+        events: list[Event] = [ToolCallDelta(0, call_id, name, pieces[0])]
+        events.extend(ToolCallDelta(0, arguments=p) for p in pieces[1:])
+        events.append(Finish("tool_calls"))
+        return events
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,124 @@
+"""The ASGI application: routes, request bodies with a size limit, error shapes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..config import Config
+from ..events import GatewayError
+from ..protocols import openai
+from ..protocols.base import ClientProtocol
+from ..providers.base import Provider
+from ..providers.http import Endpoint, HTTPProvider, Timeouts
+from ..providers.local import LocalProvider
+from ..router import Router
+from .relay import Gateway
+from .streaming import SSEResponse
+
+log = logging.getLogger("tokenrelay")
+
+UPSTREAM_CODECS: dict[str, Any] = {"openai": openai}
+
+
+def build_providers(config: Config) -> list[Provider]:
+    providers: list[Provider] = []
+    if config.local.enabled:
+        providers.append(LocalProvider(config.local.rate))
+    for p in config.providers:
+        endpoint = Endpoint(
+            p.base_url,
+            p.api_key,
+            dict(p.headers),
+            Timeouts(p.timeouts.connect, p.timeouts.read, p.timeouts.total),
+        )
+        providers.append(
+            HTTPProvider(p.name, UPSTREAM_CODECS[p.protocol], endpoint, list(p.models))
+        )
+    return providers
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    too_large = GatewayError(
+        "request_too_large",
+        f"The request body is larger than the limit of {limit} bytes.",
+        code="request_too_large",
+    )
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(config: Config) -> Starlette:
+    router = Router(build_providers(config))
+    gateway = Gateway(config, router)
+
+    async def chat_endpoint(protocol: ClientProtocol, request: Request) -> Response | SSEResponse:
+        try:
+            body = await read_body(request, config.max_body_bytes)
+        except GatewayError as error:
+            return JSONResponse(protocol.error_body(error), error.status)
+        return await gateway.chat(protocol, body)
+
+    async def chat_completions(request: Request) -> Response | SSEResponse:
+        return await chat_endpoint(openai, request)
+
+    async def models(request: Request) -> Response:
+        data = [
+            {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+            for model_id, owner in router.listed()
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = {404: "not_found", 405: "invalid_request"}.get(exc.status_code, "invalid_request")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        error = GatewayError(kind, message, status=exc.status_code)
+        return JSONResponse(openai.error_body(error), exc.status_code)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        error = GatewayError("server", "The gateway failed to handle the request.")
+        return JSONResponse(openai.error_body(error), 500)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await router.aclose()
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    app.state.gateway = gateway
+    return app
