@@ -41,6 +41,18 @@ class Endpoint:
     timeouts: Timeouts = field(default_factory=Timeouts)
 
 
+def _salvage(content: aiohttp.StreamReader) -> bytes:
+    """What the connection delivered before it failed. aiohttp raises the failure before
+    handing over bytes it had already buffered; they are whole frames the client must
+    still get. (Reads aiohttp's private buffer: checked by the drop-after-k tests.)"""
+    buffer = getattr(content, "_buffer", None)
+    if not buffer:
+        return b""
+    data = b"".join(bytes(piece) for piece in buffer)
+    buffer.clear()
+    return data
+
+
 class HTTPUpstream:
     def __init__(
         self, provider: HTTPProvider, response: aiohttp.ClientResponse, codec: UpstreamProtocol
@@ -63,6 +75,9 @@ class HTTPUpstream:
                 if frames:
                     yield frames
         except (TimeoutError, aiohttp.ClientError) as exc:
+            frames = decoder.feed(_salvage(content))
+            if frames:
+                yield frames
             raise self._provider.failure(exc, "while streaming") from None
         self._finished = True
 
