@@ -7,10 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
-from support.procs import FakeUpstream, Gateway, gateway_config, start_fake, start_gateway  # noqa: E402
+import pytest
+from support.procs import FakeUpstream, Gateway, gateway_config, start_fake, start_gateway
 
 
 @pytest.fixture(scope="session")

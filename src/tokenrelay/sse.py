@@ -13,8 +13,12 @@ a list and joined once, so a long line costs linear time however it is split.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import suppress
 
 __all__ = ["SSEDecoder", "ServerSentEvent", "encode", "encode_comment"]
+
+_BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8; one at the start of a stream is not content
+_START, _SKIP_LF = 1, 2  # SSEDecoder._head states (0: nothing to do)
 
 
 class ServerSentEvent:
@@ -48,50 +52,65 @@ class ServerSentEvent:
 class SSEDecoder:
     """Incremental decoder: ``feed(bytes) -> [events]``, then ``flush()`` at end of stream.
 
-    ``flush`` drops an event that was not terminated by a blank line, as browsers do;
-    ``comments`` counts comment lines seen (keep-alives), for callers that care.
+    ``last_event_id`` is the spec's *last event ID string*: it takes the value of the
+    latest valid ``id`` field when a blank line ends a block (with or without data), so a
+    stream cut inside an event does not advance it; it is what to send as
+    ``Last-Event-ID`` on reconnection. ``comments`` counts comment lines seen
+    (keep-alives), for callers that care.
     """
 
-    __slots__ = ("_pending", "_skip_lf", "_data", "_event", "_retry", "last_event_id", "comments")
+    __slots__ = (
+        "_data",
+        "_event",
+        "_head",
+        "_id",
+        "_pending",
+        "_retry",
+        "comments",
+        "last_event_id",
+    )
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []  # pieces of an unfinished line (no CR/LF inside)
-        self._skip_lf = False  # the previous read ended in CR: a leading LF belongs to it
+        self._head = _START  # what the start of the next read needs, see _fix_head
         self._data: list[str] = []
         self._event: str | None = None
         self._retry: int | None = None
+        self._id: str | None = None  # the spec's last event ID buffer
         self.last_event_id: str | None = None
         self.comments = 0
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        if self._skip_lf:
-            self._skip_lf = False
-            if chunk[:1] == b"\n":
-                chunk = chunk[1:]
-        if b"\r" in chunk:
-            if chunk[-1:] == b"\r":
-                self._skip_lf = True
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n" not in chunk:
-            if chunk:
-                self._pending.append(chunk)
+        if self._head:
+            chunk = self._fix_head(chunk)
+        # bytes.splitlines breaks on LF, CR and CRLF and on nothing else: the SSE line ends.
+        lines = chunk.splitlines()
+        if not lines:
             return []
+        end = chunk[-1]
+        if end == 10:  # LF: every line is complete
+            tail = b""
+        elif end == 13:  # CR: an LF at the start of the next read belongs to it
+            self._head = _SKIP_LF
+            tail = b""
+        else:  # the last line is unfinished
+            tail = lines.pop()
+            if not lines:
+                self._pending.append(tail)
+                return []
         if self._pending:
-            self._pending.append(chunk)
-            chunk = b"".join(self._pending)
+            self._pending.append(lines[0])
+            lines[0] = b"".join(self._pending)
             self._pending = []
-        lines = chunk.split(b"\n")
-        tail = lines.pop()
         if tail:
             self._pending.append(tail)
         out: list[ServerSentEvent] = []
         for line in lines:
             if not line:
+                self.last_event_id = self._id
                 if self._data:
                     out.append(
-                        ServerSentEvent(
-                            "\n".join(self._data), self._event, self.last_event_id, self._retry
-                        )
+                        ServerSentEvent("\n".join(self._data), self._event, self._id, self._retry)
                     )
                     self._data = []
                 self._event = None
@@ -101,6 +120,25 @@ class SSEDecoder:
             else:
                 self._field(line)
         return out
+
+    def _fix_head(self, chunk: bytes) -> bytes:
+        """The rare reads that need care at their start: after a read that ended in CR,
+        and at stream start, where one UTF-8 BOM is dropped (its bytes may arrive in
+        several reads; they wait in ``_pending`` meanwhile)."""
+        if self._head == _SKIP_LF:
+            if not chunk:
+                return chunk
+            self._head = 0
+            return chunk[1:] if chunk[0] == 10 else chunk
+        if self._pending:
+            chunk = self._pending[0] + chunk
+            self._pending = []
+        if len(chunk) < 3 and _BOM.startswith(chunk):
+            if chunk:
+                self._pending.append(chunk)
+            return b""
+        self._head = 0
+        return chunk[3:] if chunk[:3] == _BOM else chunk
 
     def _field(self, line: bytes) -> None:
         if line[:1] == b":":
@@ -112,28 +150,26 @@ class SSEDecoder:
         if name == b"data":
             self._data.append(value.decode("utf-8", "replace"))
         elif name == b"event":
-            self._event = value.decode("utf-8", "replace")
+            # an empty event type means the default type, as no event field does
+            self._event = value.decode("utf-8", "replace") or None
         elif name == b"id":
             if b"\0" not in value:
-                self.last_event_id = value.decode("utf-8", "replace")
-        elif name == b"retry":
-            if value.isdigit():
+                self._id = value.decode("utf-8", "replace")
+        elif name == b"retry" and value.isdigit():  # bytes.isdigit: ASCII digits only
+            with suppress(ValueError):  # longer than int()'s digit limit (4300): ignored
                 self._retry = int(value)
 
     def flush(self) -> list[ServerSentEvent]:
-        """End of stream. An unterminated final line is still a line; an event without
-        its closing blank line is discarded (WHATWG)."""
-        if self._pending:
-            line = b"".join(self._pending)
-            self._pending = []
-            if line[:6] == b"data: ":
-                self._data.append(line[6:].decode("utf-8", "replace"))
-            else:
-                self._field(line)
+        """End of stream. Pending data is discarded (WHATWG): an event without its closing
+        blank line is not dispatched, and an unterminated last line is not processed.
+        ``last_event_id`` is kept; the decoder is then ready for the next stream (a
+        reconnection), whose leading BOM, if any, is dropped too."""
+        self._pending = []
+        self._head = _START
         self._data = []
         self._event = None
         self._retry = None
-        self._skip_lf = False
+        self._id = self.last_event_id
         return []
 
     def iter(self, chunks: Iterable[bytes]) -> Iterable[ServerSentEvent]:
@@ -167,6 +203,8 @@ def encode(
         _check_field("id", id)
         head += b"id: " + id.encode() + b"\n"
     if retry is not None:
+        if retry < 0:
+            raise ValueError(f"SSE retry must be a non-negative integer: {retry!r}")
         head += b"retry: %d\n" % retry
     if b"\n" in data or b"\r" in data:
         lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")

@@ -35,6 +35,7 @@ from .openai_stream import (
     error_object,
     usage_to_wire,
 )
+from .openai_stream import error_frame as error_frame  # part of the protocol's interface
 
 name = "openai"
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from .. import __version__
 from ..config import Config
@@ -23,7 +24,6 @@ from ..providers.http import Endpoint, HTTPProvider, Timeouts
 from ..providers.local import LocalProvider
 from ..router import Router
 from .relay import Gateway
-from .streaming import SSEResponse
 
 log = logging.getLogger("tokenrelay")
 
@@ -71,14 +71,14 @@ def create_app(config: Config) -> Starlette:
     router = Router(build_providers(config))
     gateway = Gateway(config, router)
 
-    async def chat_endpoint(protocol: ClientProtocol, request: Request) -> Response | SSEResponse:
+    async def chat_endpoint(protocol: ClientProtocol, request: Request) -> ASGIApp:
         try:
             body = await read_body(request, config.max_body_bytes)
         except GatewayError as error:
             return JSONResponse(protocol.error_body(error), error.status)
         return await gateway.chat(protocol, body)
 
-    async def chat_completions(request: Request) -> Response | SSEResponse:
+    async def chat_completions(request: Request) -> ASGIApp:
         return await chat_endpoint(openai, request)
 
     async def models(request: Request) -> Response:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config
 from ..events import Event, GatewayError
@@ -80,7 +80,7 @@ class Gateway:
         headers = {"x-request-id": exchange.request_id, **error.headers}
         return JSONResponse(protocol.error_body(error), error.status, headers)
 
-    async def chat(self, protocol: ClientProtocol, body: bytes) -> Response | SSEResponse:
+    async def chat(self, protocol: ClientProtocol, body: bytes) -> ASGIApp:
         exchange = Exchange(f"req_{secrets.token_hex(12)}", protocol.name)
         try:
             try:
