@@ -1,0 +1,336 @@
+"""Routing: one parsed request in, one planned reply (and its log record) out.
+
+Pure apart from the state it owns (the log, the per-model attempt counters, caches of
+recorded files and of precomputed stream plans); the server turns replies into bytes on
+the wire. Nothing here blocks except reading a fixture file the first time it is used.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import msgspec
+
+from . import wire
+from .httpio import Reply, Request, RequestRecord
+from .options import Script, ScriptError, parse_model
+from .plan import BAD_UTF8, End, StreamPlan, build_plan, read_replay, split_events
+from .wire import Proto
+
+__all__ = ["Router"]
+
+_GEMINI = re.compile(
+    r"/(?:v1beta|v1|v1alpha)/models/(?P<model>.+):(?P<method>streamGenerateContent|generateContent)"
+    r"(?:\?(?P<query>.*))?",
+    re.S,
+)
+_CHAT_PATHS: dict[str, Proto] = {
+    "/v1/chat/completions": "openai",
+    "/chat/completions": "openai",
+    "/v1/messages": "anthropic",
+    "/messages": "anthropic",
+}
+_MODEL_LIST_PATHS = ("/v1/models", "/models", "/v1beta/models")
+_CACHE_LIMIT = 1024
+_decode = msgspec.json.decode
+
+
+class Router:
+    """The state of one fake upstream and the routes that use it."""
+
+    def __init__(self, fixtures: Path | None, log_limit: int = 10_000) -> None:
+        self.fixtures = fixtures
+        self.log: list[RequestRecord] = []
+        self.log_limit = log_limit
+        self.attempts: dict[str, int] = {}
+        self.requests = 0
+        self.events_sent = 0
+        self._scripts: dict[str, Script] = {}
+        self._files: dict[tuple[str, str], list[bytes]] = {}
+        self._plans: dict[tuple[Any, ...], StreamPlan] = {}
+        self._ids = itertools.count(1)
+        self._created = int(time.time())
+
+    def reset(self) -> None:
+        """Forget the log and the ``fail_times`` counters."""
+        self.log.clear()
+        self.attempts.clear()
+
+    def record(self, entry: RequestRecord) -> None:
+        """Append to the log, dropping the oldest half when it outgrows ``log_limit``."""
+        if self.log_limit <= 0:
+            return
+        self.log.append(entry)
+        if len(self.log) > self.log_limit:
+            del self.log[: len(self.log) - self.log_limit // 2]
+
+    # --- dispatch ---------------------------------------------------------------------
+
+    def handle(self, req: Request) -> tuple[Reply, RequestRecord | None]:
+        """The reply to ``req`` and the record to log (``None`` for ``/_fake`` routes)."""
+        target = req.url.decode("latin-1")
+        gemini = _GEMINI.fullmatch(target)
+        if gemini is not None:
+            path = (
+                target[: gemini.start("query") - 1] if gemini.group("query") is not None else target
+            )
+            query = gemini.group("query") or ""
+        else:
+            path, _, query = target.partition("?")
+        if path.startswith("/_fake/"):
+            return self._control(req.method, path), None
+        self.requests += 1
+        record = RequestRecord(req.method, path, query, req.headers, None, req.started)
+        proto: Proto = "gemini" if gemini is not None else _CHAT_PATHS.get(path, "openai")
+        if gemini is not None or path in _CHAT_PATHS:
+            if req.method != "POST":
+                reply = _error(proto, 405, f"{req.method} is not allowed on {path}; use POST")
+            else:
+                reply = self._chat(req, proto, record, gemini)
+        elif path in _MODEL_LIST_PATHS:
+            reply = self._models(path, req.headers)
+        else:
+            reply = _error("openai", 404, f"no route {req.method} {path} on the fake upstream")
+        record.status = reply.status
+        return reply, record
+
+    def _control(self, method: str, path: str) -> Reply:
+        if path == "/_fake/log" and method == "GET":
+            return Reply(body=wire.encode_json([r.to_json() for r in self.log]), log=False)
+        if path == "/_fake/log" and method == "DELETE":
+            self.reset()
+            return Reply(body=b'{"cleared":true}', log=False)
+        if path == "/_fake/stats" and method == "GET":
+            stats = {
+                "cpu_seconds": time.process_time(),
+                "requests": self.requests,
+                "events_sent": self.events_sent,
+            }
+            return Reply(body=wire.encode_json(stats), log=False)
+        if path == "/_fake/health" and method == "GET":
+            return Reply(body=b'{"ok":true}', log=False)
+        return Reply(**_error_fields("openai", 404, f"no control route {method} {path}"), log=False)
+
+    def _models(self, path: str, headers: dict[str, str]) -> Reply:
+        names = ["echo", "gen/16", "gen/200"]
+        data: list[dict[str, Any]]
+        if self.fixtures is not None and self.fixtures.is_dir():
+            names += sorted(
+                f"replay/{p.parent.name}/{p.stem}" for p in self.fixtures.glob("*/*.sse")
+            )
+        if path == "/v1beta/models":
+            body: Any = {
+                "models": [
+                    {
+                        "name": f"models/{n}",
+                        "displayName": n,
+                        "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+                    }
+                    for n in names
+                ]
+            }
+        elif "anthropic-version" in headers:
+            data = [
+                {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
+                for n in names
+            ]
+            body = {"data": data, "has_more": False, "first_id": names[0], "last_id": names[-1]}
+        else:
+            data = [
+                {
+                    "id": n,
+                    "object": "model",
+                    "created": self._created,
+                    "owned_by": "tokenrelay-fake",
+                }
+                for n in names
+            ]
+            body = {"object": "list", "data": data}
+        return Reply(body=wire.encode_json(body))
+
+    # --- chat ---------------------------------------------------------------------------
+
+    def _chat(
+        self, req: Request, proto: Proto, record: RequestRecord, gemini: re.Match[str] | None
+    ) -> Reply:
+        try:
+            body = _decode(req.body) if req.body else None
+        except msgspec.DecodeError as exc:
+            return _error(proto, 400, f"request body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return _error(proto, 400, "request body must be a JSON object")
+        record.body = body
+        if gemini is not None:
+            model = unquote(gemini.group("model"))
+            stream = gemini.group("method") == "streamGenerateContent"
+        else:
+            named = body.get("model")
+            if not isinstance(named, str):
+                return _error(proto, 400, "'model' is required and must be a string")
+            model = named
+            stream = body.get("stream") is True
+        record.model = model
+        try:
+            script = self._script(model)
+            return self._serve(script, proto, body, stream)
+        except ScriptError as exc:
+            return _error(proto, exc.status, exc.message)
+
+    def _script(self, model: str) -> Script:
+        script = self._scripts.get(model)
+        if script is None:
+            script = parse_model(model)
+            if len(self._scripts) >= _CACHE_LIMIT:
+                self._scripts.clear()
+            self._scripts[model] = script
+        return script
+
+    def _serve(self, script: Script, proto: Proto, body: dict[str, Any], stream: bool) -> Reply:
+        model = script.model
+        count = self.attempts[model] = self.attempts.get(model, 0) + 1
+        if script.fails and (script.fail_times is None or count <= script.fail_times):
+            return self._failure(script, proto)
+        if not stream:
+            return self._plain(script, proto, body)
+        request_id = [("x-request-id", f"req_fake{next(self._ids)}")]
+        plan = self._stream_plan(script, proto, body)
+        return Reply(
+            content_type="text/event-stream",
+            headers=request_id,
+            stream=plan,
+            delay=script.ttft,
+            gap=script.gap,
+            model=model,
+        )
+
+    def _failure(self, script: Script, proto: Proto) -> Reply:
+        status = script.status or 500
+        if script.body is not None:
+            body = script.body.encode()
+        else:
+            body = wire.error_body(
+                proto, status, f"fake upstream failure ({status}) for {script.model}"
+            )
+        headers = [("retry-after", script.retry_after)] if script.retry_after is not None else []
+        return Reply(
+            status=status, body=body, headers=headers, delay=script.ttft, model=script.model
+        )
+
+    def _texts(self, script: Script, proto: Proto, body: dict[str, Any]) -> list[str]:
+        if script.kind == "gen":
+            return [f"tok{i} " for i in range(script.n)]
+        return wire.split_words(wire.last_user_text(proto, body))
+
+    def _stream_plan(self, script: Script, proto: Proto, body: dict[str, Any]) -> StreamPlan:
+        if script.kind == "replay":
+            key: tuple[Any, ...] = (proto, script.model)
+        else:
+            usage = _include_usage(body) if proto == "openai" else False
+            key = (proto, script.model, usage, wire.prompt_tokens(proto, body))
+        plan = self._plans.get(key) if script.kind != "echo" else None
+        if plan is not None:
+            return plan
+        if script.kind == "replay":
+            events = self._replay_events(script)
+            if script.no_done and events:
+                events = events[:-1]
+        else:
+            events = self._generate(script, proto, body)
+        plan = build_plan(events, script, proto)
+        if script.kind != "echo":
+            if len(self._plans) >= _CACHE_LIMIT:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _replay_events(self, script: Script) -> list[bytes]:
+        name = (script.provider, script.stem)
+        events = self._files.get(name)
+        if events is None:
+            events = split_events(read_replay(self.fixtures, script))
+            self._files[name] = events
+        return events
+
+    def _generate(self, script: Script, proto: Proto, body: dict[str, Any]) -> list[bytes]:
+        texts = self._texts(script, proto, body)
+        prompt = wire.prompt_tokens(proto, body)
+        number = next(self._ids)
+        if proto == "anthropic":
+            return wire.anthropic_stream(
+                texts,
+                ident=f"msg_fake{number}",
+                model=script.model,
+                prompt=prompt,
+                no_done=script.no_done,
+            )
+        if proto == "gemini":
+            return wire.gemini_stream(
+                texts,
+                ident=f"fake{number}",
+                model=script.model,
+                prompt=prompt,
+                no_done=script.no_done,
+            )
+        return wire.openai_stream(
+            texts,
+            ident=f"chatcmpl-fake{number}",
+            created=int(time.time()),
+            model=script.model,
+            prompt=prompt,
+            include_usage=_include_usage(body),
+            no_done=script.no_done,
+        )
+
+    def _plain(self, script: Script, proto: Proto, body: dict[str, Any]) -> Reply:
+        if script.kind == "replay":
+            raise ScriptError("replay/* models only stream: send stream=true", 400)
+        texts = self._texts(script, proto, body)
+        text = wire.encode_json("".join(texts))
+        if script.bad_utf8_at is not None:
+            text = text[:1] + BAD_UTF8 + text[1:]
+        prompt = wire.prompt_tokens(proto, body)
+        number = next(self._ids)
+        output = len(texts)
+        if script.malformed_at is not None:
+            data = b'{"broken'
+        elif proto == "anthropic":
+            data = wire.anthropic_body(
+                text, ident=f"msg_fake{number}", model=script.model, prompt=prompt, output=output
+            )
+        elif proto == "gemini":
+            data = wire.gemini_body(
+                text, ident=f"fake{number}", model=script.model, prompt=prompt, output=output
+            )
+        else:
+            data = wire.openai_body(
+                text,
+                ident=f"chatcmpl-fake{number}",
+                created=int(time.time()),
+                model=script.model,
+                prompt=prompt,
+                output=output,
+            )
+        end: End = "finish"
+        if script.stall_after is not None:
+            end = "stall"
+        elif script.drop_after is not None:
+            end = "drop"
+        return Reply(body=data, delay=script.ttft, end=end, model=script.model)
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _error_fields(proto: Proto, status: int, message: str) -> dict[str, Any]:
+    return {"status": status, "body": wire.error_body(proto, status, message)}
+
+
+def _error(proto: Proto, status: int, message: str) -> Reply:
+    return Reply(**_error_fields(proto, status, message))
