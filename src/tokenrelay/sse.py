@@ -1,10 +1,11 @@
 """Server-Sent Events: the one decoder and the one encoder in tokenrelay.
 
 Pure: no I/O. The decoder follows the WHATWG event-stream rules (CR, LF and CRLF line
-endings, a CR at the end of one read paired with an LF at the start of the next,
-multi-line ``data``, comments, ``id``/``event``/``retry``) and accepts bytes split at any
-point, including inside a UTF-8 character: it splits lines on bytes (CR and LF never
-occur inside a multi-byte UTF-8 sequence) and decodes only whole lines.
+endings, a CR at the end of one read paired with an LF at the start of the next, one
+leading BOM dropped, multi-line ``data``, comments, ``id``/``event``/``retry``) and
+accepts bytes split at any point, including inside a UTF-8 character: it splits lines on
+bytes (CR and LF never occur inside a multi-byte UTF-8 sequence) and decodes only whole
+lines.
 
 A line may be many MiB long (a base64 image): pieces of an unfinished line are kept in
 a list and joined once, so a long line costs linear time however it is split.
@@ -22,8 +23,9 @@ _START, _SKIP_LF = 1, 2  # SSEDecoder._head states (0: nothing to do)
 
 
 class ServerSentEvent:
-    """One dispatched event. ``event`` is ``None`` when no ``event:`` field was given
-    (the spec's default type, ``message``). ``id`` is the last event id in force."""
+    """One dispatched event. ``event`` is ``None`` when no (or an empty) ``event:`` field
+    was given: the spec's default type, ``message``. ``id`` is the last event id in force.
+    ``retry`` is a valid ``retry:`` value given in the same block, else ``None``."""
 
     __slots__ = ("data", "event", "id", "retry")
 
