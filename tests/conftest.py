@@ -30,7 +30,10 @@ def fake(workdir: Path) -> Iterator[FakeUpstream]:
 def gateway(workdir: Path, fake: FakeUpstream) -> Iterator[Gateway]:
     """A gateway process with the local models and the fake upstream as ``fake/…``."""
     gw = start_gateway(
-        workdir, gateway_config(fake, keepalive_interval=0.2, max_body_bytes=1_000_000)
+        workdir,
+        gateway_config(
+            fake, keepalive_interval=0.2, max_body_bytes=1_000_000, streams={"grace": 0}
+        ),
     )
     yield gw
     gw.proc.stop()

@@ -21,6 +21,14 @@ class KnownProvider:
 
 ENV_PROVIDERS: tuple[KnownProvider, ...] = (
     KnownProvider(
+        "gemini",
+        "gemini",
+        "https://generativelanguage.googleapis.com/v1beta",
+        ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite"),
+        "GEMINI_BASE_URL",
+    ),
+    KnownProvider(
         "openai",
         "openai",
         "https://api.openai.com/v1",

@@ -43,10 +43,18 @@ class LocalConfig(msgspec.Struct, forbid_unknown_fields=True):
     rate: float = 30.0  # deltas per second of local/echo; 0 = as fast as possible
 
 
+class StreamsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    grace: float = 10.0  # seconds an unfinished stream with no reader keeps going; 0 = stop at once
+    retention: float = 300.0  # seconds a finished stream stays resumable
+    max_stream_bytes: int = 8 * 1024 * 1024  # frames kept per stream (oldest dropped first)
+    max_total_bytes: int = 256 * 1024 * 1024  # frames kept in all (oldest streams evicted)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     providers: list[ProviderConfig] = []
     local: LocalConfig = msgspec.field(default_factory=LocalConfig)
-    keepalive_interval: float = 5.0  # seconds between ': ping' comments before the first token
+    streams: StreamsConfig = msgspec.field(default_factory=StreamsConfig)
+    keepalive_interval: float = 5.0  # seconds of quiet before a ': ping' comment
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
 

@@ -204,6 +204,7 @@ ERROR_STATUS: dict[str, int] = {
     "authentication": 401,
     "permission": 403,
     "not_found": 404,
+    "gone": 410,
     "request_too_large": 413,
     "rate_limit": 429,
     "upstream": 502,

@@ -117,3 +117,13 @@ class Tally:
     error: Error | None = None
     output_chars: int = 0
     started: bool = False  # a content frame (not only keep-alive) reached the encoder
+
+
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with BPE tokenizers
+
+
+def estimate_usage(tally: Tally) -> Usage:
+    """Usage when the upstream reported none: output tokens from the characters that
+    were streamed, marked as an estimate (never billed as exact)."""
+    output = -(-tally.output_chars // CHARS_PER_TOKEN)
+    return Usage(output=output, estimated=True)

@@ -29,18 +29,19 @@ class StreamDecoder(Protocol):
 
 
 class StreamEncoder(Protocol):
-    """Canonical events -> the client's wire bytes, whole frames only. ``ended`` turns
+    """Canonical events -> the client's wire frames (each a whole SSE event). ``ended`` turns
     true once the stream is over (an error frame or the trailer was written)."""
 
     ended: bool
 
-    def encode(self, events: list[Event]) -> bytes: ...
+    def encode(self, events: list[Event]) -> list[bytes]: ...
 
-    def close(self) -> bytes:
-        """The trailer of a finished stream (usage frame, end marker)."""
+    def close(self, cancelled: bool = False) -> list[bytes]:
+        """The trailer of a finished stream (usage frame, end marker); ``cancelled``
+        when the user stopped it: open parts are closed properly first."""
         ...
 
-    def fail(self, error: Error) -> bytes:
+    def fail(self, error: Error) -> list[bytes]:
         """An in-band error frame that ends the stream."""
         ...
 
@@ -51,11 +52,11 @@ class FramePassthrough(Protocol):
 
     ended: bool
 
-    def encode(self, frames: list[ServerSentEvent]) -> bytes: ...
+    def encode(self, frames: list[ServerSentEvent]) -> list[bytes]: ...
 
-    def close(self) -> bytes: ...
+    def close(self, cancelled: bool = False) -> list[bytes]: ...
 
-    def fail(self, error: Error) -> bytes: ...
+    def fail(self, error: Error) -> list[bytes]: ...
 
 
 class ClientProtocol(Protocol):

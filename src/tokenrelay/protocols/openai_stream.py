@@ -27,7 +27,7 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from ..fold import Tally
+from ..fold import Tally, estimate_usage
 from ..sse import ServerSentEvent
 from ..sse import encode as sse_encode
 
@@ -98,13 +98,16 @@ def usage_from_wire(raw: dict[str, Any]) -> Usage:
 
 
 def usage_to_wire(usage: Usage) -> dict[str, Any]:
-    return {
+    wire: dict[str, Any] = {
         "prompt_tokens": usage.input,
         "completion_tokens": usage.output,
         "total_tokens": usage.input + usage.output,
         "prompt_tokens_details": {"cached_tokens": usage.cached},
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
     }
+    if usage.estimated:
+        wire["estimated"] = True  # the upstream gave no counts: see fold.estimate_usage
+    return wire
 
 
 def _upstream_error(raw: Any) -> Error:
@@ -196,6 +199,7 @@ class OpenAIStreamEncoder:
 
     The role arrives in the first delta of each choice; usage, when the client asked for
     it, is held until the end and sent as the final chunk with empty ``choices``.
+    Output is a list of whole SSE frames, so the stream hub can number each one.
     """
 
     def __init__(self, model: str, include_usage: bool, tally: Tally) -> None:
@@ -205,55 +209,39 @@ class OpenAIStreamEncoder:
         self._model = model
         self._id = f"chatcmpl-{secrets.token_hex(12)}"
         self._created = int(time.time())
+        self._fingerprint: Any = None
         self._head = b""
         self._roles: set[int] = set()
+        self._finished: set[int] = set()
         self._calls: set[tuple[int, int]] = set()
 
     def _start(self, event: Start | None) -> None:
         if event is not None:
             self._id = event.id or self._id
             self._created = event.created or self._created
-        fingerprint = event.extra.get("system_fingerprint") if event is not None else None
-        self._head = (
-            b'{"id":'
-            + _json_encode(self._id)
-            + b',"object":"chat.completion.chunk","created":%d,"model":' % self._created
-            + _json_encode(self._model)
-            + (b',"system_fingerprint":' + _json_encode(fingerprint) if fingerprint else b"")
-            + b',"choices":[{"index":'
-        )
+            self._fingerprint = event.extra.get("system_fingerprint")
+        self._head = chunk_head(self._id, self._created, self._model, self._fingerprint)
 
-    def _chunk(self, choice: int, delta: bytes, finish: bytes = b"null") -> bytes:
+    def _chunk(self, out: list[bytes], choice: int, delta: bytes, finish: bytes = b"null") -> None:
         if not self._head:
             self._start(None)
-        prefix = b""
         if choice not in self._roles:
             self._roles.add(choice)
-            prefix = self._chunk(choice, b'{"role":"assistant","content":""}')
-        return prefix + sse_encode(
-            self._head
-            + b"%d" % choice
-            + b',"delta":'
-            + delta
-            + b',"logprobs":null,"finish_reason":'
-            + finish
-            + b"}]}"
-        )
+            self._chunk(out, choice, ROLE_DELTA)
+        out.append(sse_encode(choice_chunk(self._head, choice, delta, finish)))
 
-    def encode(self, events: list[Event]) -> bytes:
+    def encode(self, events: list[Event]) -> list[bytes]:
         out: list[bytes] = []
         tally = self.tally
         for event in events:
             if isinstance(event, TextDelta):
                 tally.output_chars += len(event.text)
-                out.append(
-                    self._chunk(event.choice, b'{"content":' + _json_encode(event.text) + b"}")
-                )
+                self._chunk(out, event.choice, b'{"content":' + _json_encode(event.text) + b"}")
             elif isinstance(event, ReasoningDelta):
                 if event.text:
                     tally.output_chars += len(event.text)
                     delta = b'{"reasoning_content":' + _json_encode(event.text) + b"}"
-                    out.append(self._chunk(event.choice, delta))
+                    self._chunk(out, event.choice, delta)
             elif isinstance(event, ToolCallDelta):
                 tally.output_chars += len(event.arguments)
                 call: dict[str, Any] = {"index": event.index}
@@ -265,47 +253,82 @@ class OpenAIStreamEncoder:
                     call["function"] = {"name": event.name or "", "arguments": event.arguments}
                 else:
                     call["function"] = {"arguments": event.arguments}
-                out.append(self._chunk(event.choice, _json_encode({"tool_calls": [call]})))
+                self._chunk(out, event.choice, _json_encode({"tool_calls": [call]}))
             elif isinstance(event, Finish):
                 tally.finish_reason = event.reason
+                self._finished.add(event.choice)
                 finish = _json_encode(FINISH_TO_WIRE.get(event.reason, "stop"))
-                out.append(self._chunk(event.choice, b"{}", finish))
+                self._chunk(out, event.choice, b"{}", finish)
             elif isinstance(event, Usage):
                 tally.usage = event
             elif isinstance(event, Start):
                 self._start(event)
                 if 0 not in self._roles:
-                    self._roles.add(0)
-                    out.append(self._chunk(0, b'{"role":"assistant","content":""}'))
+                    self._chunk(out, 0, ROLE_DELTA)
             elif isinstance(event, Error):
-                tally.error = event
-                out.append(error_frame(event))
-                self.ended = True
+                out.append(self.fail(event)[0])
                 break
-        tally.started = tally.started or bool(out)
-        return b"".join(out)
+        if out:
+            tally.started = True
+        return out
 
-    def close(self) -> bytes:
+    def close(self, cancelled: bool = False) -> list[bytes]:
+        """The trailer: on a stop by the user, each open choice is closed with
+        ``finish_reason: "stop"`` first; then the usage chunk if asked for; ``[DONE]``."""
         if self.ended:
-            return b""
+            return []
         self.ended = True
-        tail = b""
+        out: list[bytes] = []
+        if cancelled:
+            for choice in sorted(self._roles - self._finished):
+                self._chunk(out, choice, b"{}", b'"stop"')
+            self.tally.finish_reason = self.tally.finish_reason or "stop"
         if self.include_usage:
-            usage = self.tally.usage or Usage(estimated=True)
             if not self._head:
                 self._start(None)
-            head = self._head[: -len(b'{"index":')]  # '..."choices":['
-            body = head + b'],"usage":' + _json_encode(usage_to_wire(usage)) + b"}"
-            tail = sse_encode(body)
-        return tail + DONE
+            out.append(
+                sse_encode(usage_chunk(self._head, self.tally.usage or Usage(estimated=True)))
+            )
+        out.append(DONE)
+        return out
 
-    def fail(self, error: Error) -> bytes:
+    def fail(self, error: Error) -> list[bytes]:
         """End the stream with ``error`` in-band (the response has already started)."""
         if self.ended:
-            return b""
+            return []
         self.ended = True
         self.tally.error = error
-        return error_frame(error)
+        return [error_frame(error)]
+
+
+ROLE_DELTA = b'{"role":"assistant","content":""}'
+
+
+def chunk_head(id: str, created: int, model: str, fingerprint: Any = None) -> bytes:
+    """The constant start of every chunk of one stream, up to ``"choices":[``."""
+    return (
+        b'{"id":'
+        + _json_encode(id)
+        + b',"object":"chat.completion.chunk","created":%d,"model":' % created
+        + _json_encode(model)
+        + (b',"system_fingerprint":' + _json_encode(fingerprint) if fingerprint else b"")
+        + b',"choices":['
+    )
+
+
+def choice_chunk(head: bytes, choice: int, delta: bytes, finish: bytes) -> bytes:
+    return (
+        head
+        + b'{"index":%d,"delta":' % choice
+        + delta
+        + b',"logprobs":null,"finish_reason":'
+        + finish
+        + b"}]}"
+    )
+
+
+def usage_chunk(head: bytes, usage: Usage) -> bytes:
+    return head + b'],"usage":' + _json_encode(usage_to_wire(usage)) + b"}"
 
 
 # --- the same-protocol passthrough ---------------------------------------------------
@@ -317,11 +340,14 @@ class _DeltaView(msgspec.Struct):
 
 
 class _ChoiceView(msgspec.Struct):
+    index: int = 0
     finish_reason: str | None = None
     delta: _DeltaView | None = None
 
 
 class _ChunkView(msgspec.Struct):
+    id: str | None = None
+    created: int | None = None
     choices: list[_ChoiceView] | None = None
     usage: dict[str, Any] | None = None
     error: Any = None
@@ -344,7 +370,11 @@ class OpenAIPassthrough:
         self.tally = tally
         self.ended = False
         self._done = False
+        self._model_name = model
         self._model = '"model":' + _json_encode(model).decode().replace("\\", "\\\\")
+        self._id = ""
+        self._created = 0
+        self._open: set[int] = set()
 
     def _inspect(self, data: str) -> _ChunkView | None:
         try:
@@ -355,7 +385,7 @@ class OpenAIPassthrough:
         except msgspec.DecodeError:
             return None
 
-    def encode(self, frames: list[ServerSentEvent]) -> bytes:
+    def encode(self, frames: list[ServerSentEvent]) -> list[bytes]:
         out: list[bytes] = []
         tally = self.tally
         for frame in frames:
@@ -365,10 +395,10 @@ class OpenAIPassthrough:
                 continue
             view = self._inspect(data)
             if view is None:
-                tally.error = MALFORMED
-                out.append(error_frame(MALFORMED))
-                self.ended = True
+                out.extend(self.fail(MALFORMED))
                 break
+            if view.id and not self._id:
+                self._id, self._created = view.id, view.created or 0
             if view.error:
                 tally.error = _upstream_error(view.error)
             if view.usage:
@@ -378,6 +408,9 @@ class OpenAIPassthrough:
             for choice in view.choices or ():
                 if choice.finish_reason:
                     tally.finish_reason = FINISH_FROM_WIRE.get(choice.finish_reason, "stop")
+                    self._open.discard(choice.index)
+                else:
+                    self._open.add(choice.index)
                 delta = choice.delta
                 if delta is not None:
                     tally.output_chars += len(delta.content or "") + len(
@@ -386,21 +419,29 @@ class OpenAIPassthrough:
             out.append(sse_encode(_MODEL.sub(self._model, data, count=1)))
         if out:
             tally.started = True
-        return b"".join(out)
+        return out
 
-    def close(self) -> bytes:
+    def close(self, cancelled: bool = False) -> list[bytes]:
         if self.ended:
-            return b""
+            return []
         self.ended = True
-        if self._done or self.tally.finish_reason or self.tally.error:
-            return DONE
-        self.tally.error = TRUNCATED
-        return error_frame(TRUNCATED)
+        tally = self.tally
+        head = chunk_head(self._id or "chatcmpl-relay", self._created, self._model_name)
+        out: list[bytes] = []
+        if cancelled:
+            out = [sse_encode(choice_chunk(head, c, b"{}", b'"stop"')) for c in sorted(self._open)]
+            tally.finish_reason = tally.finish_reason or "stop"
+        elif not (self._done or tally.finish_reason or tally.error):
+            return self.fail(TRUNCATED)
+        if self.include_usage and tally.usage is None:
+            out.append(sse_encode(usage_chunk(head, estimate_usage(tally))))
+        out.append(DONE)
+        return out
 
-    def fail(self, error: Error) -> bytes:
+    def fail(self, error: Error) -> list[bytes]:
         """End the stream with ``error`` in-band (the response has already started)."""
         if self.ended:
-            return b""
+            return []
         self.ended = True
         self.tally.error = error
-        return error_frame(error)
+        return [error_frame(error)]

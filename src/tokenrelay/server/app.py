@@ -17,17 +17,18 @@ from starlette.types import ASGIApp
 from .. import __version__
 from ..config import Config
 from ..events import GatewayError
-from ..protocols import openai
+from ..protocols import gemini, openai
 from ..protocols.base import ClientProtocol
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider, Timeouts
 from ..providers.local import LocalProvider
 from ..router import Router
+from ..streams.hub import HubSettings, StreamHub, parse_event_id
 from .relay import Gateway
 
 log = logging.getLogger("tokenrelay")
 
-UPSTREAM_CODECS: dict[str, Any] = {"openai": openai}
+UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "gemini": gemini}
 
 
 def build_providers(config: Config) -> list[Provider]:
@@ -69,14 +70,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def create_app(config: Config) -> Starlette:
     router = Router(build_providers(config))
-    gateway = Gateway(config, router)
+    s = config.streams
+    hub = StreamHub(HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes))
+    gateway = Gateway(config, router, hub)
 
     async def chat_endpoint(protocol: ClientProtocol, request: Request) -> ASGIApp:
         try:
             body = await read_body(request, config.max_body_bytes)
         except GatewayError as error:
             return JSONResponse(protocol.error_body(error), error.status)
-        return await gateway.chat(protocol, body)
+        return await gateway.chat(protocol, body, request.headers.get("last-event-id"))
 
     async def chat_completions(request: Request) -> ASGIApp:
         return await chat_endpoint(openai, request)
@@ -87,6 +90,36 @@ def create_app(config: Config) -> Starlette:
             for model_id, owner in router.listed()
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    def stream_error(error: GatewayError) -> Response:
+        return JSONResponse(openai.error_body(error), error.status)
+
+    async def stream_resume(request: Request) -> ASGIApp:
+        """Re-attach to a stream: every frame after ``Last-Event-ID`` (or ``?after=``)."""
+        stream_id = request.path_params["stream_id"]
+        after = 0
+        event_id = parse_event_id(request.headers.get("last-event-id"))
+        if event_id is not None and event_id[0] == stream_id:
+            after = event_id[1]
+        elif request.query_params.get("after", "").isdigit():
+            after = int(request.query_params["after"])
+        try:
+            stream = hub.get(stream_id, None)
+            return gateway.attach(stream, after, retry=True)
+        except GatewayError as error:
+            return stream_error(error)
+
+    async def stream_cancel(request: Request) -> Response:
+        """Stop a stream: the upstream is closed at once; readers get a proper end."""
+        stream_id = request.path_params["stream_id"]
+        try:
+            stream = hub.get(stream_id, None)
+        except GatewayError as error:
+            return stream_error(error)
+        if not stream.done:
+            stream.cancel()
+        status = "cancelled" if stream.cancelled else "finished"
+        return JSONResponse({"id": stream.id, "object": "stream", "status": status})
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -106,6 +139,7 @@ def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await hub.aclose()
         await router.aclose()
 
     routes = [
@@ -113,6 +147,9 @@ def create_app(config: Config) -> Starlette:
         Route("/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
+        Route("/v1/streams/{stream_id}", stream_resume, methods=["GET"]),
+        Route("/v1/streams/{stream_id}", stream_cancel, methods=["DELETE"]),
+        Route("/v1/streams/{stream_id}/cancel", stream_cancel, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ]
     app = Starlette(

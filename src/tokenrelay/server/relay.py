@@ -7,6 +7,7 @@ upstream frames (same protocol) or events -> client encoder -> SSE response
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -25,7 +26,8 @@ from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
 from ..sse import ServerSentEvent
-from .streaming import SSEResponse, race_disconnect
+from ..streams.hub import Stream, StreamHub, parse_event_id
+from .streaming import RETRY, SSEResponse, race_disconnect
 
 log = logging.getLogger("tokenrelay.access")
 _json_decode = msgspec.json.decode
@@ -42,6 +44,7 @@ class Exchange:
     stream: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_byte: float | None = None
+    resumes: int = 0
     tally: Tally = field(default_factory=Tally)
 
     def finish(self, outcome: str, status: int = 200) -> None:
@@ -50,7 +53,7 @@ class Exchange:
         usage = self.tally.usage
         log.info(
             "%s %s model=%s provider=%s stream=%s status=%d outcome=%s ttft_ms=%s ms=%.1f "
-            "finish=%s tokens_in=%s tokens_out=%s",
+            "finish=%s tokens_in=%s tokens_out=%s resumes=%d",
             self.request_id,
             self.protocol,
             self.model,
@@ -63,15 +66,17 @@ class Exchange:
             self.tally.finish_reason or "-",
             usage.input if usage else "-",
             usage.output if usage else "-",
+            self.resumes,
         )
 
 
 class Gateway:
-    """Holds the configuration, the router and the client protocols; serves requests."""
+    """Holds the configuration, the router, the stream hub; serves requests."""
 
-    def __init__(self, config: Config, router: Router) -> None:
+    def __init__(self, config: Config, router: Router, hub: StreamHub) -> None:
         self.config = config
         self.router = router
+        self.hub = hub
 
     def error_response(
         self, protocol: ClientProtocol, error: GatewayError, exchange: Exchange
@@ -80,9 +85,26 @@ class Gateway:
         headers = {"x-request-id": exchange.request_id, **error.headers}
         return JSONResponse(protocol.error_body(error), error.status, headers)
 
-    async def chat(self, protocol: ClientProtocol, body: bytes) -> ASGIApp:
+    def attach(self, stream: Stream, after: int, retry: bool = False) -> SSEResponse:
+        """A reader of ``stream`` from frame ``after`` on (a resume when ``after`` > 0)."""
+        if after > 0:
+            stream.resumes += 1
+        headers = [(b"x-stream-id", stream.id.encode())]
+        return SSEResponse(
+            stream.read(after, self.config.keepalive_interval),
+            headers,
+            prelude=RETRY if retry else b"",
+        )
+
+    async def chat(
+        self, protocol: ClientProtocol, body: bytes, last_event_id: str | None = None
+    ) -> ASGIApp:
         exchange = Exchange(f"req_{secrets.token_hex(12)}", protocol.name)
         try:
+            resume = parse_event_id(last_event_id)
+            if resume is not None:  # the original request re-sent to resume its stream
+                stream = self.hub.get(resume[0], None)
+                return self.attach(stream, resume[1])
             try:
                 data = _json_decode(body)
             except msgspec.DecodeError as exc:
@@ -96,9 +118,9 @@ class Gateway:
             upstream = await route.provider.open(request, route.model)
         except GatewayError as error:
             return self.error_response(protocol, error, exchange)
-        headers = [(b"x-request-id", exchange.request_id.encode())]
         if not request.stream:
             return _FoldResponse(self, protocol, upstream, request.model, exchange)
+        stream = self.hub.create(None, protocol.name)
         encoder: StreamEncoder | FramePassthrough
         source: AsyncIterator[list[Any]]
         if upstream.protocol == protocol.name:
@@ -107,46 +129,47 @@ class Gateway:
         else:
             encoder = protocol.stream_encoder(request, request.model, exchange.tally)
             source = upstream.events()
-
-        def on_close(disconnected: bool) -> None:
-            tally = exchange.tally
-            outcome = "disconnected" if disconnected else ("error" if tally.error else "ok")
-            exchange.finish(outcome)
-
-        return SSEResponse(
-            _relay(upstream, source, encoder, exchange),
-            self.config.keepalive_interval,
-            headers,
-            on_close,
-        )
+        stream.producer = asyncio.create_task(_produce(stream, upstream, source, encoder, exchange))
+        response = self.attach(stream, 0)
+        response.headers.append((b"x-request-id", exchange.request_id.encode()))
+        return response
 
 
-async def _relay(
+async def _produce(
+    stream: Stream,
     upstream: Upstream,
     source: AsyncIterator[list[ServerSentEvent]] | AsyncIterator[list[Event]],
     encoder: StreamEncoder | FramePassthrough,
     exchange: Exchange,
-) -> AsyncIterator[bytes]:
-    """Upstream batches -> client bytes, one write per upstream read. After the first
-    byte an upstream failure is an in-band error frame. The upstream is closed in
-    ``finally``: on completion, on error, and when the client goes away."""
+) -> None:
+    """Upstream batches -> numbered frames in the stream, one publish per upstream read.
+    After the first byte an upstream failure is an in-band error frame; a stop (cancel,
+    or nobody came back in time) ends the stream properly. The upstream is closed in
+    ``finally``, and the request is accounted for exactly once, here."""
     encode = encoder.encode
+    publish = stream.publish
     try:
         async for batch in source:
-            data = encode(batch)  # type: ignore[arg-type]
-            if data:
+            frames = encode(batch)  # type: ignore[arg-type]
+            if frames:
                 if exchange.first_byte is None:
                     exchange.first_byte = time.perf_counter()
-                yield data
+                publish(frames)
             if encoder.ended:
-                return
-        tail = encoder.close()
-        if tail:
-            yield tail
+                break
+        else:
+            publish(encoder.close())
     except GatewayError as error:
-        yield encoder.fail(error.event())
+        publish(encoder.fail(error.event()))
+    except asyncio.CancelledError:
+        publish(encoder.close(cancelled=True))
     finally:
         await upstream.aclose()
+        stream.finish()
+        tally = exchange.tally
+        outcome = "cancelled" if stream.cancelled else ("error" if tally.error else "ok")
+        exchange.resumes = stream.resumes
+        exchange.finish(outcome)
 
 
 class _FoldResponse:

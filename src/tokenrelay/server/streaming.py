@@ -1,25 +1,23 @@
-"""The SSE response: headers, keep-alive pings, the client's disconnect raced against
-the body, and one write per upstream read.
+"""The SSE response: headers, the client's disconnect raced against the body, one
+write per piece of the body.
 
-The stream's life is two tasks: the pump (reads the body iterator, writes to the
+A response's life is two tasks: the pump (reads the body iterator, writes to the
 client) and the watcher (waits for ``http.disconnect``). Whichever ends first ends the
-other; the body iterator is always closed in ``finally``, which closes the upstream.
+other; the body iterator is always closed in ``finally``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from starlette.types import Receive, Scope, Send
 
-from ..sse import encode_comment
-
 T = TypeVar("T")
 
-PING = encode_comment("ping")
+# Asks EventSource to reconnect after 1 s instead of its default 3 s (resume route only).
+RETRY = b"retry: 1000\n\n"
 
 SSE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -29,65 +27,41 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
 
 
 class SSEResponse:
-    """An ASGI response streaming ``body`` (an async iterator of bytes).
-
-    Until the first piece of the body exists, a ``: ping`` comment is written every
-    ``keepalive`` seconds so proxies and browsers keep the connection open.
-    ``on_close(disconnected)`` runs once at the end, whatever the ending.
-    """
+    """An ASGI response streaming ``body`` (an async iterator of bytes), raced against
+    the client's disconnect: when the client goes away the body iterator is closed at
+    once (for a hub reader, that detaches it from its stream)."""
 
     def __init__(
         self,
         body: AsyncIterator[bytes],
-        keepalive: float,
         headers: list[tuple[bytes, bytes]] | None = None,
-        on_close: Callable[[bool], None] | None = None,
+        prelude: bytes = b"",
     ) -> None:
         self.body = body
-        self.keepalive = keepalive
         self.headers = SSE_HEADERS + (headers or [])
-        self.on_close = on_close
+        self.prelude = prelude
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         pump = asyncio.ensure_future(self._pump(send))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        disconnected = False
         try:
-            done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            disconnected = watcher in done and not pump.done()
+            await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (pump, watcher):
                 task.cancel()
-            for task in (pump, watcher):
-                with contextlib.suppress(asyncio.CancelledError, OSError):
-                    await task
+            await asyncio.wait({pump, watcher})
             aclose = getattr(self.body, "aclose", None)
             if aclose is not None:
                 await aclose()
-            if self.on_close is not None:
-                self.on_close(disconnected)
-        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+        if not pump.cancelled() and pump.exception() is not None:
             raise pump.exception()  # type: ignore[misc]
 
     async def _pump(self, send: Send) -> None:
-        body = self.body
-        first = asyncio.ensure_future(anext(body, b""))
-        try:
-            while True:
-                done, _ = await asyncio.wait({first}, timeout=self.keepalive)
-                if done:
-                    break
-                await send({"type": "http.response.body", "body": PING, "more_body": True})
-        finally:
-            if not first.done():
-                first.cancel()
-                await asyncio.wait({first})  # let the body's own finally run first
-        chunk = first.result()
-        if chunk:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        if self.prelude:
+            await send({"type": "http.response.body", "body": self.prelude, "more_body": True})
+        async for chunk in self.body:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            async for chunk in body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -1,0 +1,284 @@
+"""The stream hub: every streaming answer is a ``Stream`` that outlives the connection
+that asked for it.
+
+A producer task writes numbered frames into the stream; readers (the original
+connection, or a client that re-attached with ``Last-Event-ID``) read from any sequence
+number and then follow live. Frames are kept, bounded in bytes per stream and in total,
+for a retention window after the stream ends. When the last reader leaves an unfinished
+stream, a grace timer starts: nobody back in time, and the producer is cancelled (which
+closes the upstream); ``grace = 0`` cancels at once.
+
+Every frame carries ``id: <stream>:<seq>``: the id line is put in front of each whole
+SSE event the encoder made, so any protocol's frames can be numbered the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ..events import GatewayError
+from ..sse import encode_comment
+
+PING = encode_comment("ping")
+
+
+@dataclass(slots=True)
+class HubSettings:
+    """``grace``: seconds an unfinished stream with no reader keeps running.
+    ``retention``: seconds a finished stream stays resumable.
+    Bytes: per stream (oldest frames dropped past it) and in total (oldest finished
+    streams evicted past it)."""
+
+    grace: float = 10.0
+    retention: float = 300.0
+    max_stream_bytes: int = 8 * 1024 * 1024
+    max_total_bytes: int = 256 * 1024 * 1024
+
+
+def gone(stream_id: str, detail: str) -> GatewayError:
+    return GatewayError("gone", f"Stream {stream_id}: {detail}", code="stream_gone")
+
+
+def not_found(stream_id: str) -> GatewayError:
+    return GatewayError(
+        "not_found", f"No stream {stream_id} (or it is not yours).", code="stream_not_found"
+    )
+
+
+def parse_event_id(value: str | None) -> tuple[str, int] | None:
+    """``"<stream>:<seq>"`` -> (stream, seq); None when absent or not of that form."""
+    if not value:
+        return None
+    stream_id, sep, seq = value.strip().rpartition(":")
+    if not sep or not stream_id or not seq.isdigit():
+        return None
+    return stream_id, int(seq)
+
+
+class Stream:
+    """One streaming answer: frames, readers, and the producer that writes them."""
+
+    __slots__ = (
+        "_grace_timer",
+        "_hub",
+        "_prefix",
+        "_waiters",
+        "base",
+        "cancelled",
+        "done",
+        "finished_at",
+        "frames",
+        "id",
+        "nbytes",
+        "owner",
+        "producer",
+        "protocol",
+        "readers",
+        "resumes",
+    )
+
+    def __init__(self, hub: StreamHub, stream_id: str, owner: str | None, protocol: str) -> None:
+        self._hub = hub
+        self.id = stream_id
+        self.owner = owner
+        self.protocol = protocol
+        self.frames: list[bytes] = []
+        self.base = 0  # frames[0] has sequence number base + 1
+        self.nbytes = 0
+        self.done = False
+        self.cancelled = False
+        self.finished_at: float | None = None
+        self.readers = 0
+        self.resumes = 0
+        self.producer: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._prefix = b"id: " + stream_id.encode() + b":"
+
+    @property
+    def last_seq(self) -> int:
+        return self.base + len(self.frames)
+
+    # --- the producer's side ----------------------------------------------------------
+
+    def publish(self, frames: list[bytes]) -> None:
+        """Number ``frames`` (whole SSE events), keep them, wake the readers."""
+        if not frames:
+            return
+        seq = self.base + len(self.frames)
+        prefix = self._prefix
+        size = 0
+        keep = self.frames
+        for frame in frames:
+            seq += 1
+            numbered = prefix + b"%d\n" % seq + frame
+            keep.append(numbered)
+            size += len(numbered)
+        self.nbytes += size
+        self._hub.total_bytes += size
+        if self.nbytes > self._hub.settings.max_stream_bytes:
+            self._trim(self._hub.settings.max_stream_bytes)
+        self._wake()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.finished_at = time.monotonic()
+        self._cancel_grace()
+        self._wake()
+        self._hub._finished(self)
+
+    def _trim(self, limit: int) -> None:
+        drop = 0
+        size = self.nbytes
+        while size > limit and drop < len(self.frames) - 1:
+            size -= len(self.frames[drop])
+            drop += 1
+        self._hub.total_bytes -= self.nbytes - size
+        self.nbytes = size
+        del self.frames[:drop]
+        self.base += drop
+
+    def release(self) -> None:
+        """Forget the frames (eviction)."""
+        self._hub.total_bytes -= self.nbytes
+        self.base += len(self.frames)
+        self.frames = []
+        self.nbytes = 0
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # --- the readers' side ------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the producer at once (the user said stop, or nobody came back)."""
+        self.cancelled = True
+        self._cancel_grace()
+        if self.producer is not None and not self.producer.done():
+            self.producer.cancel()
+
+    def _cancel_grace(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+
+    def _detach(self) -> None:
+        self.readers -= 1
+        if self.readers > 0 or self.done:
+            return
+        grace = self._hub.settings.grace
+        if grace <= 0:
+            self.cancel()
+        else:
+            self._grace_timer = asyncio.get_running_loop().call_later(grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace_timer = None
+        if self.readers == 0 and not self.done:
+            self.cancel()
+
+    async def read(self, after: int, keepalive: float) -> AsyncIterator[bytes]:
+        """Every frame after sequence number ``after``, then the live ones, until the
+        stream ends; a ``: ping`` comment whenever ``keepalive`` seconds pass quietly."""
+        if after < self.base:
+            raise gone(self.id, f"frames up to {self.base} are no longer kept")
+        if after > self.last_seq:
+            raise GatewayError(
+                "invalid_request", f"Stream {self.id} has no frame {after} yet.", param="after"
+            )
+        self.readers += 1
+        self._cancel_grace()
+        pos = after
+        try:
+            while True:
+                last = self.base + len(self.frames)
+                if pos < last:
+                    if pos < self.base:  # this reader fell behind the bytes kept
+                        return
+                    start = pos - self.base
+                    pos = last
+                    yield b"".join(self.frames[start:]) if last - start > 1 else self.frames[start]
+                    continue
+                if self.done:
+                    return
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                done, _ = await asyncio.wait((waiter,), timeout=keepalive)
+                if not done:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                    yield PING
+        finally:
+            self._detach()
+
+
+class StreamHub:
+    """The in-process stream store (the default backend)."""
+
+    def __init__(self, settings: HubSettings | None = None) -> None:
+        self.settings = settings or HubSettings()
+        self.total_bytes = 0
+        self._live: dict[str, Stream] = {}
+        self._finished_streams: OrderedDict[str, Stream] = OrderedDict()
+        self._evicted: OrderedDict[str, str | None] = OrderedDict()  # id -> owner, for 410s
+
+    def create(self, owner: str | None, protocol: str) -> Stream:
+        self.sweep()
+        stream = Stream(self, f"st_{secrets.token_urlsafe(18)}", owner, protocol)
+        self._live[stream.id] = stream
+        return stream
+
+    def get(self, stream_id: str, owner: str | None) -> Stream:
+        """The stream, if it exists and belongs to ``owner``; 404 otherwise (a stream of
+        another key is not acknowledged), 410 if it was evicted."""
+        stream = self._live.get(stream_id) or self._finished_streams.get(stream_id)
+        if stream is not None and stream.owner == owner:
+            return stream
+        if stream is None and stream_id in self._evicted and self._evicted[stream_id] == owner:
+            raise gone(stream_id, "it ended longer ago than the retention window")
+        raise not_found(stream_id)
+
+    def _finished(self, stream: Stream) -> None:
+        self._live.pop(stream.id, None)
+        self._finished_streams[stream.id] = stream
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Evict finished streams past retention, then the oldest past the byte limit."""
+        now = time.monotonic()
+        retention = self.settings.retention
+        while self._finished_streams:
+            stream_id, stream = next(iter(self._finished_streams.items()))
+            expired = stream.finished_at is not None and now - stream.finished_at > retention
+            if not expired and self.total_bytes <= self.settings.max_total_bytes:
+                break
+            if stream.readers and not expired:
+                break
+            del self._finished_streams[stream_id]
+            stream.release()
+            self._evicted[stream_id] = stream.owner
+            if len(self._evicted) > 100_000:
+                self._evicted.popitem(last=False)
+
+    def live(self) -> list[Stream]:
+        return list(self._live.values())
+
+    async def aclose(self) -> None:
+        """Cancel every producer and wait for them to end."""
+        producers = [s.producer for s in self._live.values() if s.producer is not None]
+        for stream in list(self._live.values()):
+            stream.cancel()
+        if producers:
+            await asyncio.wait(producers, timeout=5)
