@@ -189,17 +189,23 @@ class Stream:
         if self.readers == 0 and not self.done:
             self.cancel()
 
-    async def read(self, after: int, keepalive: float) -> AsyncIterator[bytes]:
+    def read(self, after: int, keepalive: float) -> AsyncIterator[bytes]:
         """Every frame after sequence number ``after``, then the live ones, until the
-        stream ends; a ``: ping`` comment whenever ``keepalive`` seconds pass quietly."""
+        stream ends; a ``: ping`` comment whenever ``keepalive`` seconds pass quietly.
+        Raises ``GatewayError`` at once (before any byte) if ``after`` cannot be served."""
         if after < self.base:
             raise gone(self.id, f"frames up to {self.base} are no longer kept")
         if after > self.last_seq:
             raise GatewayError(
                 "invalid_request", f"Stream {self.id} has no frame {after} yet.", param="after"
             )
-        self.readers += 1
         self._cancel_grace()
+        return self._follow(after, keepalive)
+
+    async def _follow(self, after: int, keepalive: float) -> AsyncIterator[bytes]:
+        # Counted as a reader from its first step on: a reader that never starts (its
+        # client vanished before the response began) never needs detaching.
+        self.readers += 1
         pos = after
         try:
             while True:
