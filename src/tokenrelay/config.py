@@ -23,9 +23,17 @@ class ConfigError(Exception):
 
 
 class TimeoutsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    connect: float = 10.0
-    read: float = 600.0
-    total: float | None = None
+    """Seconds; ``None`` (or omitted, on a model) means the provider's value or no limit.
+    The defaults suit reasoning models, which may think for minutes before their first
+    token (keep-alive pings stop proxies from cutting the wait)."""
+
+    connect: float | None = None  # to open a connection (default 10)
+    first_token: float | None = None  # from sending the request to the first token (600)
+    idle: float | None = None  # longest silence between two chunks of a stream (120)
+    total: float | None = None  # the whole request (1800)
+
+
+DEFAULT_TIMEOUTS = {"connect": 10.0, "first_token": 600.0, "idle": 120.0, "total": 1800.0}
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -36,6 +44,29 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
     headers: dict[str, str] = {}
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+
+
+class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
+    model: str  # a provider/model name
+    weight: float = 1.0
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """A model name clients use, served by one or more deployments, with fallbacks."""
+
+    name: str
+    deployments: list[str | DeploymentConfig] = []  # default: the name itself
+    fallbacks: list[str] = []  # other model names tried when every deployment failed
+    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+
+
+class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    max_attempts: int = 4  # attempts per request, across deployments and fallbacks
+    backoff_base: float = 0.25  # seconds; full jitter: sleep uniform(0, base * 2**n)
+    backoff_max: float = 8.0
+    retry_after_max: float = 30.0  # longest Retry-After a retry of the same deployment waits
+    breaker_failures: int = 5  # consecutive failures that take a deployment out
+    breaker_cooldown: float = 30.0  # seconds before it is probed with one request
 
 
 class LocalConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,6 +85,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     providers: list[ProviderConfig] = []
     local: LocalConfig = msgspec.field(default_factory=LocalConfig)
     streams: StreamsConfig = msgspec.field(default_factory=StreamsConfig)
+    models: list[ModelConfig] = []
+    retries: RetryConfig = msgspec.field(default_factory=RetryConfig)
     keepalive_interval: float = 5.0  # seconds of quiet before a ': ping' comment
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment

@@ -1,57 +1,224 @@
-"""The model catalog: which provider serves a model name, and under what upstream name.
+"""The model catalog and the choice of a deployment for each attempt.
 
 Names are ``provider/model`` (``local/echo``, ``openai/gpt-4o-mini``,
 ``myvllm/llama-3.1-8b``). A bare name listed by exactly one provider is accepted too.
+A configured model (``models:`` in the config) is a name served by several weighted
+deployments, with fallback models tried when every deployment failed.
+
+Choice: among the deployments not yet tried for this request and not taken out by
+their circuit breaker, the one with the fewest requests in flight per unit of weight
+(ties broken at random). A breaker opens after N consecutive failures, and after a
+cooldown lets one probe request through: success closes it, failure re-opens it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+import time
+from dataclasses import dataclass, field
 
 from .events import GatewayError
 from .providers.base import Provider
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+@dataclass(slots=True)
+class Timeouts:
+    """Seconds; ``None`` means no limit."""
+
+    connect: float | None = 10.0
+    first_token: float | None = 600.0
+    idle: float | None = 120.0
+    total: float | None = 1800.0
+
+    def merged(self, override: Timeouts | None) -> Timeouts:
+        if override is None:
+            return self
+        return Timeouts(
+            override.connect if override.connect is not None else self.connect,
+            override.first_token if override.first_token is not None else self.first_token,
+            override.idle if override.idle is not None else self.idle,
+            override.total if override.total is not None else self.total,
+        )
+
+
+@dataclass(slots=True)
+class Breaker:
+    failures_to_open: int = 5
+    cooldown: float = 30.0
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if time.monotonic() - self.opened_at >= self.cooldown:
+            return "half_open"
+        return "open"
+
+    def allows(self) -> bool:
+        state = self.state
+        return state == "closed" or (state == "half_open" and not self.probing)
+
+    def begin(self) -> None:
+        if self.state == "half_open":
+            self.probing = True
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+        self.probing = False
+
+    def failure(self) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.failures >= self.failures_to_open or self.opened_at is not None:
+            self.opened_at = time.monotonic()
+
+
+@dataclass(slots=True, eq=False)
+class Deployment:
+    """One upstream model on one provider; its health is shared by every request."""
+
     provider: Provider
     model: str  # the name the upstream knows
+    breaker: Breaker = field(default_factory=Breaker)
+    in_flight: int = 0
+    cooling_until: float = 0.0  # an upstream's Retry-After
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+
+@dataclass(slots=True, eq=False)
+class Candidate:
+    """A deployment as one configured model name uses it."""
+
+    deployment: Deployment
+    weight: float
+    timeouts: Timeouts
+
+
+@dataclass(slots=True, eq=False)
+class Plan:
+    """The candidates one request may try, in order of preference: the model's own
+    deployments, then each fallback model's."""
+
+    model: str
+    groups: list[list[Candidate]]
+    tried: list[Candidate] = field(default_factory=list)
+
+    def next(self) -> Candidate | None:
+        """The candidate for the next attempt, or None when all were tried. One whose
+        breaker is open, or that is cooling down after a Retry-After, is used only when
+        nothing else is left in its group."""
+        now = time.monotonic()
+        for group in self.groups:
+            left = [c for c in group if c not in self.tried]
+            if not left:
+                continue
+            ready = [
+                c
+                for c in left
+                if c.deployment.breaker.allows() and c.deployment.cooling_until <= now
+            ]
+            pool = ready or left
+            best = min((c.deployment.in_flight + 1) / c.weight for c in pool)
+            choice = random.choice(
+                [c for c in pool if (c.deployment.in_flight + 1) / c.weight == best]
+            )
+            self.tried.append(choice)
+            return choice
+        return None
+
+
+def not_found(model: str) -> GatewayError:
+    return GatewayError(
+        "not_found",
+        f"The model '{model}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
+
+
+@dataclass(slots=True)
+class ModelSpec:
+    """A configured model name: its deployments (as names) and fallbacks."""
+
+    deployments: list[tuple[str, float]]
+    fallbacks: list[str] = field(default_factory=list)
+    timeouts: Timeouts | None = None
 
 
 class Router:
-    def __init__(self, providers: list[Provider]) -> None:
+    def __init__(
+        self,
+        providers: list[Provider],
+        timeouts: dict[str, Timeouts] | None = None,
+        models: dict[str, ModelSpec] | None = None,
+        breaker: tuple[int, float] = (5, 30.0),
+    ) -> None:
         self.providers = {p.name: p for p in providers}
+        self._timeouts = timeouts or {}
+        self._models = models or {}
+        self._breaker = breaker
+        self._deployments: dict[tuple[str, str], Deployment] = {}
         self._bare: dict[str, list[Provider]] = {}
         for p in providers:
             for m in p.models():
                 if m != "*":
                     self._bare.setdefault(m, []).append(p)
 
-    def resolve(self, model: str) -> Route:
-        prefix, sep, rest = model.partition("/")
+    def _candidate(self, name: str, weight: float, override: Timeouts | None) -> Candidate:
+        prefix, sep, rest = name.partition("/")
         provider = self.providers.get(prefix) if sep else None
-        if provider is not None and rest:
-            served = provider.models()
-            if "*" in served or rest in served:
-                return Route(provider, rest)
-        owners = self._bare.get(model, [])
-        if len(owners) == 1:
-            return Route(owners[0], model)
-        raise GatewayError(
-            "not_found",
-            f"The model '{model}' does not exist or you do not have access to it.",
-            code="model_not_found",
-            param="model",
-        )
+        if (
+            provider is None
+            or not rest
+            or not ("*" in provider.models() or rest in provider.models())
+        ):
+            owners = self._bare.get(name, [])
+            if len(owners) != 1:
+                raise not_found(name)
+            provider, rest = owners[0], name
+        key = (provider.name, rest)
+        deployment = self._deployments.get(key)
+        if deployment is None:
+            deployment = self._deployments[key] = Deployment(
+                provider, rest, Breaker(*self._breaker)
+            )
+        timeouts = self._timeouts.get(provider.name, Timeouts()).merged(override)
+        return Candidate(deployment, weight, timeouts)
+
+    def _group(self, model: str) -> list[Candidate]:
+        spec = self._models.get(model)
+        if spec is None:
+            return [self._candidate(model, 1.0, None)]
+        return [self._candidate(n, w, spec.timeouts) for n, w in spec.deployments]
+
+    def plan(self, model: str) -> Plan:
+        """The deployments to try for ``model``; 404 if the name is unknown."""
+        groups = [self._group(model)]
+        spec = self._models.get(model)
+        for fallback in spec.fallbacks if spec else ():
+            groups.append(self._group(fallback))
+        return Plan(model, groups)
+
+    def deployments(self) -> list[Deployment]:
+        return list(self._deployments.values())
 
     def listed(self) -> list[tuple[str, str]]:
-        """``(model id, provider name)`` for every explicitly listed model."""
-        return [
+        """``(model id, owner)`` for every configured and explicitly listed model."""
+        names = [(name, "tokenrelay") for name in self._models]
+        names += [
             (f"{p.name}/{m}", p.name)
             for p in self.providers.values()
             for m in p.models()
             if m != "*"
         ]
+        return names
 
     async def aclose(self) -> None:
         for p in self.providers.values():

@@ -24,21 +24,11 @@ _ERROR_BODY_LIMIT = 64 * 1024
 
 
 @dataclass(slots=True)
-class Timeouts:
-    """Seconds. ``read`` is the longest silence allowed between two reads of the body
-    (it covers the wait for the first token: reasoning models think for minutes)."""
-
-    connect: float = 10.0
-    read: float = 600.0
-    total: float | None = None
-
-
-@dataclass(slots=True)
 class Endpoint:
     base_url: str
     api_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    connect_timeout: float | None = 10.0  # the other timeouts are the relay's (router.Timeouts)
 
 
 def _salvage(content: aiohttp.StreamReader) -> bytes:
@@ -117,13 +107,12 @@ class HTTPProvider:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            t = self.endpoint.timeouts
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=0, keepalive_timeout=60, enable_cleanup_closed=True
                 ),
                 timeout=aiohttp.ClientTimeout(
-                    total=t.total, sock_connect=t.connect, sock_read=t.read
+                    total=None, sock_connect=self.endpoint.connect_timeout
                 ),
                 auto_decompress=True,
                 raise_for_status=False,

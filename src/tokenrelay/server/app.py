@@ -15,37 +15,48 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, TimeoutsConfig
 from ..events import GatewayError
-from ..protocols import gemini, openai
+from ..protocols import anthropic, gemini, openai
 from ..protocols.base import ClientProtocol
 from ..providers.base import Provider
-from ..providers.http import Endpoint, HTTPProvider, Timeouts
+from ..providers.http import Endpoint, HTTPProvider
 from ..providers.local import LocalProvider
-from ..router import Router
+from ..router import ModelSpec, Router, Timeouts
 from ..streams.hub import HubSettings, StreamHub, parse_event_id
 from .relay import Gateway
 
 log = logging.getLogger("tokenrelay")
 
-UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "gemini": gemini}
+UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 
 
-def build_providers(config: Config) -> list[Provider]:
+def _timeouts(t: TimeoutsConfig) -> Timeouts:
+    return Timeouts(t.connect, t.first_token, t.idle, t.total)
+
+
+def build_router(config: Config) -> Router:
+    """Providers, their timeouts, and the configured model names, as a router."""
     providers: list[Provider] = []
+    timeouts: dict[str, Timeouts] = {}
     if config.local.enabled:
         providers.append(LocalProvider(config.local.rate))
     for p in config.providers:
-        endpoint = Endpoint(
-            p.base_url,
-            p.api_key,
-            dict(p.headers),
-            Timeouts(p.timeouts.connect, p.timeouts.read, p.timeouts.total),
+        timeouts[p.name] = Timeouts().merged(_timeouts(p.timeouts))
+        endpoint = Endpoint(p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect)
+        codec = UPSTREAM_CODECS[p.protocol]
+        providers.append(HTTPProvider(p.name, codec, endpoint, list(p.models)))
+    models = {
+        m.name: ModelSpec(
+            [(d, 1.0) if isinstance(d, str) else (d.model, d.weight) for d in m.deployments]
+            or [(m.name, 1.0)],
+            list(m.fallbacks),
+            _timeouts(m.timeouts),
         )
-        providers.append(
-            HTTPProvider(p.name, UPSTREAM_CODECS[p.protocol], endpoint, list(p.models))
-        )
-    return providers
+        for m in config.models
+    }
+    r = config.retries
+    return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -69,7 +80,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(config: Config) -> Starlette:
-    router = Router(build_providers(config))
+    router = build_router(config)
     s = config.streams
     hub = StreamHub(HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes))
     gateway = Gateway(config, router, hub)

@@ -1,7 +1,7 @@
 """The path of one request, the same for every protocol and provider:
 
-body -> client codec -> ChatRequest -> router -> provider.open -> upstream
-upstream frames (same protocol) or events -> client encoder -> SSE response
+body -> client codec -> ChatRequest -> router plan -> attempts -> upstream
+upstream frames (same protocol) or events -> client encoder -> hub stream -> SSE
                                           or the fold -> one JSON body
 """
 
@@ -13,20 +13,20 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config
-from ..events import Event, GatewayError
+from ..events import ChatRequest, GatewayError
 from ..fold import Fold, Tally
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
-from ..sse import ServerSentEvent
 from ..streams.hub import Stream, StreamHub, parse_event_id
+from .attempts import Attempts, retryable
 from .streaming import RETRY, SSEResponse, race_disconnect
 
 log = logging.getLogger("tokenrelay.access")
@@ -40,11 +40,11 @@ class Exchange:
     request_id: str
     protocol: str
     model: str = ""
-    provider: str = ""
     stream: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_byte: float | None = None
     resumes: int = 0
+    attempts: Attempts | None = None
     tally: Tally = field(default_factory=Tally)
 
     def finish(self, outcome: str, status: int = 200) -> None:
@@ -52,12 +52,12 @@ class Exchange:
         ttft = (self.first_byte - self.started) if self.first_byte else None
         usage = self.tally.usage
         log.info(
-            "%s %s model=%s provider=%s stream=%s status=%d outcome=%s ttft_ms=%s ms=%.1f "
-            "finish=%s tokens_in=%s tokens_out=%s resumes=%d",
+            "%s %s model=%s deployment=%s stream=%s status=%d outcome=%s ttft_ms=%s ms=%.1f "
+            "finish=%s tokens_in=%s tokens_out=%s resumes=%d attempts=%s",
             self.request_id,
             self.protocol,
             self.model,
-            self.provider,
+            self.attempts.deployment if self.attempts else "-",
             self.stream,
             status,
             outcome,
@@ -67,6 +67,7 @@ class Exchange:
             usage.input if usage else "-",
             usage.output if usage else "-",
             self.resumes,
+            ",".join(self.attempts.log) if self.attempts else "-",
         )
 
 
@@ -113,56 +114,170 @@ class Gateway:
                 ) from None
             request = protocol.decode_request(data)
             exchange.model, exchange.stream = request.model, request.stream
-            route = self.router.resolve(request.model)
-            exchange.provider = route.provider.name
-            upstream = await route.provider.open(request, route.model)
+            attempts = Attempts(
+                self.router.plan(request.model), self.config.retries, exchange.request_id
+            )
+            exchange.attempts = attempts
+            upstream = await attempts.open(request)
         except GatewayError as error:
             return self.error_response(protocol, error, exchange)
+        relay = Relay(request, attempts, exchange)
         if not request.stream:
-            return _FoldResponse(self, protocol, upstream, request.model, exchange)
+            return _FoldResponse(self, protocol, relay, upstream)
         stream = self.hub.create(None, protocol.name)
-        encoder: StreamEncoder | FramePassthrough
-        source: AsyncIterator[list[Any]]
-        if upstream.protocol == protocol.name:
-            encoder = protocol.passthrough(request, request.model, exchange.tally)
-            source = upstream.frames()
-        else:
-            encoder = protocol.stream_encoder(request, request.model, exchange.tally)
-            source = upstream.events()
-        stream.producer = asyncio.create_task(_produce(stream, upstream, source, encoder, exchange))
+        target = _StreamTarget(stream, protocol, request, exchange.tally)
+        stream.producer = asyncio.create_task(_produce(relay, upstream, target, stream))
         response = self.attach(stream, 0)
-        response.headers.append((b"x-request-id", exchange.request_id.encode()))
+        response.headers += [(b"x-request-id", exchange.request_id.encode()), *attempts.headers()]
         return response
 
 
-async def _produce(
-    stream: Stream,
-    upstream: Upstream,
-    source: AsyncIterator[list[ServerSentEvent]] | AsyncIterator[list[Event]],
-    encoder: StreamEncoder | FramePassthrough,
-    exchange: Exchange,
-) -> None:
-    """Upstream batches -> numbered frames in the stream, one publish per upstream read.
-    After the first byte an upstream failure is an in-band error frame; a stop (cancel,
-    or nobody came back in time) ends the stream properly. The upstream is closed in
-    ``finally``, and the request is accounted for exactly once, here."""
-    encode = encoder.encode
-    publish = stream.publish
+class Target(Protocol):
+    """Where a relay delivers what it reads: a stream's frames, or a fold."""
+
+    @property
+    def ended(self) -> bool: ...
+
+    def begin(self, upstream: Upstream) -> AsyncIterator[list[Any]]: ...
+
+    def take(self, batch: list[Any]) -> bool:
+        """Deliver one upstream read; True once something reached the client."""
+        ...
+
+    def finish(self) -> None: ...
+
+    def fail(self, error: GatewayError) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Relay:
+    """One request's reading of its upstream, with its attempts."""
+
+    request: ChatRequest
+    attempts: Attempts
+    exchange: Exchange
+
+    async def run(self, upstream: Upstream, target: Target) -> None:
+        """Read ``upstream`` into ``target``. Before the first byte reaches the client,
+        a failure (error, first-token or idle timeout) opens the next attempt; after
+        it, the failure is delivered in-band. The upstream is always closed."""
+        loop = asyncio.get_running_loop()
+        attempts, exchange = self.attempts, self.exchange
+        delivered = False
+        while True:
+            timeouts = attempts.timeouts()
+            got_any = False
+            try:
+                async with asyncio.timeout(timeouts.first_token) as deadline:
+                    async for batch in target.begin(upstream):
+                        got_any = True
+                        if target.take(batch) and not delivered:
+                            delivered = True
+                            exchange.first_byte = time.perf_counter()
+                            attempts.succeeded()
+                        if target.ended:
+                            break
+                        if timeouts.idle is not None:
+                            deadline.reschedule(loop.time() + timeouts.idle)
+                    else:
+                        target.finish()
+                attempts.succeeded()
+                attempts.done()
+                return
+            except TimeoutError:
+                which = "idle" if got_any else "first_token"
+                limit = timeouts.idle if got_any else timeouts.first_token
+                error = GatewayError(
+                    "timeout",
+                    f"upstream {attempts.deployment} sent nothing for {limit:g}s "
+                    f"({which.replace('_', ' ')} timeout)",
+                    code=f"{which}_timeout",
+                )
+            except GatewayError as exc:
+                error = exc
+            finally:
+                await upstream.aclose()
+            attempts.failed(error)
+            if delivered or not retryable(error):
+                target.fail(error)
+                return
+            try:
+                upstream = await attempts.open(self.request, error)
+            except GatewayError as final:
+                target.fail(final)
+                return
+
+
+class _StreamTarget:
+    """Delivers into a hub stream: frames of the client's protocol, numbered there."""
+
+    def __init__(
+        self, stream: Stream, protocol: ClientProtocol, request: ChatRequest, tally: Tally
+    ) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self.request = request
+        self.tally = tally
+        self.encoder: StreamEncoder | FramePassthrough | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.encoder is not None and self.encoder.ended
+
+    def begin(self, upstream: Upstream) -> AsyncIterator[list[Any]]:
+        # A retry may land on an upstream of another protocol: choose afresh each time
+        # (nothing was delivered yet, so the client sees one consistent stream).
+        model = self.request.model
+        if upstream.protocol == self.protocol.name:
+            self.encoder = self.protocol.passthrough(self.request, model, self.tally)
+            return upstream.frames()
+        self.encoder = self.protocol.stream_encoder(self.request, model, self.tally)
+        return upstream.events()
+
+    def take(self, batch: list[Any]) -> bool:
+        assert self.encoder is not None
+        frames = self.encoder.encode(batch)
+        if frames:
+            self.stream.publish(frames)
+            return True
+        return False
+
+    def finish(self) -> None:
+        if self.encoder is not None:
+            self.stream.publish(self.encoder.close())
+
+    def fail(self, error: GatewayError) -> None:
+        if self.encoder is None:
+            self.encoder = self.protocol.stream_encoder(
+                self.request, self.request.model, self.tally
+            )
+        self.stream.publish(self.encoder.fail(error.event()))
+
+    def cancel(self) -> None:
+        if self.encoder is not None:
+            self.stream.publish(self.encoder.close(cancelled=True))
+
+
+async def _produce(relay: Relay, upstream: Upstream, target: _StreamTarget, stream: Stream) -> None:
+    """The producer task of a stream. A stop (cancel, or nobody came back in time) ends
+    the stream properly; the request is accounted for exactly once, here."""
+    exchange = relay.exchange
+    total = relay.attempts.timeouts().total
     try:
-        async for batch in source:
-            frames = encode(batch)  # type: ignore[arg-type]
-            if frames:
-                if exchange.first_byte is None:
-                    exchange.first_byte = time.perf_counter()
-                publish(frames)
-            if encoder.ended:
-                break
-        else:
-            publish(encoder.close())
-    except GatewayError as error:
-        publish(encoder.fail(error.event()))
+        async with asyncio.timeout(total):
+            await relay.run(upstream, target)
+    except TimeoutError:
+        relay.attempts.failed(GatewayError("timeout", "total timeout"))
+        target.fail(
+            GatewayError(
+                "timeout", f"the request took longer than {total:g}s", code="total_timeout"
+            )
+        )
     except asyncio.CancelledError:
-        publish(encoder.close(cancelled=True))
+        relay.attempts.done()
+        target.cancel()
     finally:
         await upstream.aclose()
         stream.finish()
@@ -172,52 +287,77 @@ async def _produce(
         exchange.finish(outcome)
 
 
+class _FoldTarget:
+    """Delivers into a fold: nothing reaches the client until the answer is whole, so
+    any failure can still be retried."""
+
+    ended = False
+
+    def __init__(self) -> None:
+        self.fold = Fold()
+        self.error: GatewayError | None = None
+
+    def begin(self, upstream: Upstream) -> AsyncIterator[list[Any]]:
+        self.fold = Fold()
+        return upstream.events()
+
+    def take(self, batch: list[Any]) -> bool:
+        self.fold.extend(batch)
+        return False
+
+    def finish(self) -> None:
+        if self.fold.error is not None:
+            self.error = GatewayError.from_event(self.fold.error)
+
+    def fail(self, error: GatewayError) -> None:
+        self.error = error
+
+    def cancel(self) -> None:
+        return None
+
+
 class _FoldResponse:
     """A non-streaming answer: the fold of the upstream stream, computed while watching
     for the client's disconnect (which closes the upstream at once)."""
 
     def __init__(
-        self,
-        gateway: Gateway,
-        protocol: ClientProtocol,
-        upstream: Upstream,
-        model: str,
-        exchange: Exchange,
+        self, gateway: Gateway, protocol: ClientProtocol, relay: Relay, upstream: Upstream
     ) -> None:
         self.gateway = gateway
         self.protocol = protocol
+        self.relay = relay
         self.upstream = upstream
-        self.model = model
-        self.exchange = exchange
 
-    async def _fold(self) -> Response:
-        fold = Fold()
+    async def _answer(self) -> Response:
+        target = _FoldTarget()
+        exchange = self.relay.exchange
+        total = self.relay.attempts.timeouts().total
         try:
-            async for events in self.upstream.events():
-                if self.exchange.first_byte is None:
-                    self.exchange.first_byte = time.perf_counter()
-                fold.extend(events)
-        except GatewayError as error:
-            return self.gateway.error_response(self.protocol, error, self.exchange)
-        finally:
-            await self.upstream.aclose()
-        tally = self.exchange.tally
+            async with asyncio.timeout(total):
+                await self.relay.run(self.upstream, target)
+        except TimeoutError:
+            self.relay.attempts.failed(GatewayError("timeout", "total timeout"))
+            target.error = GatewayError(
+                "timeout", f"the request took longer than {total:g}s", code="total_timeout"
+            )
+        fold = target.fold
+        tally = exchange.tally
         tally.usage = fold.usage
         tally.finish_reason = fold.ordered_choices()[0].finish_reason
-        if fold.error is not None:
-            return self.gateway.error_response(
-                self.protocol, GatewayError.from_event(fold.error), self.exchange
-            )
-        self.exchange.finish("ok")
+        if target.error is not None:
+            return self.gateway.error_response(self.protocol, target.error, exchange)
+        exchange.finish("ok")
+        headers = {"x-request-id": exchange.request_id}
+        headers.update((k.decode(), v.decode()) for k, v in self.relay.attempts.headers())
         return JSONResponse(
-            self.protocol.encode_response(fold, self.model),
-            headers={"x-request-id": self.exchange.request_id},
+            self.protocol.encode_response(fold, self.relay.request.model), headers=headers
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await race_disconnect(self._fold(), receive)
+        response = await race_disconnect(self._answer(), receive)
         if response is None:
             await self.upstream.aclose()
-            self.exchange.finish("disconnected", 499)
+            self.relay.attempts.done()
+            self.relay.exchange.finish("disconnected", 499)
             return
         await response(scope, receive, send)

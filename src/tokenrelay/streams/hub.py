@@ -107,18 +107,25 @@ class Stream:
     # --- the producer's side ----------------------------------------------------------
 
     def publish(self, frames: list[bytes]) -> None:
-        """Number ``frames`` (whole SSE events), keep them, wake the readers."""
+        """Number every SSE event in ``frames``, keep them, wake the readers.
+
+        An item may hold several whole events: each is numbered on its own (a blank
+        line only ever ends an event), so a client that received part of a batch
+        resumes exactly after the last event it got."""
         if not frames:
             return
         seq = self.base + len(self.frames)
         prefix = self._prefix
         size = 0
         keep = self.frames
-        for frame in frames:
-            seq += 1
-            numbered = prefix + b"%d\n" % seq + frame
-            keep.append(numbered)
-            size += len(numbered)
+        for item in frames:
+            events = item.split(b"\n\n")
+            events.pop()  # what follows the last blank line: nothing
+            for event in events:
+                seq += 1
+                numbered = prefix + b"%d\n" % seq + event + b"\n\n"
+                keep.append(numbered)
+                size += len(numbered)
         self.nbytes += size
         self._hub.total_bytes += size
         if self.nbytes > self._hub.settings.max_stream_bytes:

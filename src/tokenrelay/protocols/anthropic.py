@@ -1,0 +1,169 @@
+"""The Anthropic Messages protocol (``POST /v1/messages``), both roles.
+
+Client side: Anthropic clients (the official SDK's ``messages.create`` /
+``messages.stream``) are served from the canon. Upstream side: Anthropic, or any
+Anthropic-compatible endpoint, is called from the canon. The request codec is in
+``anthropic_request.py`` (wire -> canon) and ``anthropic_translate.py`` (canon ->
+wire, with ``ADJUSTMENTS``: what translation cannot keep); the stream codecs in
+``anthropic_stream.py``, over the shared vocabulary in ``anthropic_wire.py``. This module is the surface a protocol module
+must have (see ``base.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..events import ChatRequest, Error, GatewayError, Usage, kind_for_status
+from ..fold import Fold, Tally
+from .anthropic_request import decode_request
+from .anthropic_stream import AnthropicPassthrough, AnthropicStreamDecoder, AnthropicStreamEncoder
+from .anthropic_translate import ADJUSTMENTS, DEFAULT_MAX_TOKENS, EFFORT_BUDGET, encode_request
+from .anthropic_wire import (
+    ERROR_KIND,
+    FINISH_TO_WIRE,
+    error_object,
+    name,
+    new_message_id,
+    usage_to_wire,
+)
+from .anthropic_wire import error_frame as _error_frame
+
+__all__ = [
+    "ADJUSTMENTS",
+    "API_VERSION",
+    "DEFAULT_MAX_TOKENS",
+    "EFFORT_BUDGET",
+    "decode_error",
+    "decode_request",
+    "encode_request",
+    "encode_response",
+    "error_body",
+    "error_frame",
+    "headers",
+    "name",
+    "passthrough",
+    "stream_decoder",
+    "stream_encoder",
+    "url",
+]
+
+API_VERSION = "2023-06-01"
+"""The ``anthropic-version`` header: the one version of the Messages API."""
+
+_json_decode = msgspec.json.decode
+
+
+# --- client side ----------------------------------------------------------------------
+
+
+def stream_encoder(request: ChatRequest, model: str, tally: Tally) -> AnthropicStreamEncoder:
+    """Canonical events -> a Messages stream; ``model`` is the name the client asked for."""
+    return AnthropicStreamEncoder(model, tally)
+
+
+def passthrough(request: ChatRequest, model: str, tally: Tally) -> AnthropicPassthrough:
+    """An Anthropic upstream's frames, forwarded as written (``model`` rewritten)."""
+    return AnthropicPassthrough(model, tally)
+
+
+def _tool_input(arguments: str) -> dict[str, Any]:
+    # The fold keeps the arguments as the upstream wrote them; a body needs an object.
+    # Text that is not a JSON object (a broken upstream) cannot be one: it becomes {}.
+    try:
+        value: Any = _json_decode(arguments) if arguments.strip() else {}
+    except msgspec.DecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def encode_response(fold: Fold, model: str) -> dict[str, Any]:
+    """The non-streaming ``message`` body: the fold of the stream. Blocks in the order
+    Anthropic gives them: thinking (with its signature), redacted thinking, text, tool
+    uses."""
+    choice = fold.ordered_choices()[0]
+    content: list[dict[str, Any]] = []
+    if choice.reasoning or choice.reasoning_signature:
+        content.append(
+            {
+                "type": "thinking",
+                "thinking": choice.reasoning,
+                "signature": choice.reasoning_signature or "",
+            }
+        )
+    if choice.reasoning_redacted:
+        content.append({"type": "redacted_thinking", "data": choice.reasoning_redacted})
+    if choice.text:
+        content.append({"type": "text", "text": choice.text})
+    for call in choice.ordered_tool_calls():
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.name,
+                "input": _tool_input(call.arguments),
+            }
+        )
+    return {
+        "id": fold.id if fold.id.startswith("msg_") else new_message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": FINISH_TO_WIRE.get(choice.finish_reason or "stop", "end_turn"),
+        "stop_sequence": None,
+        "usage": usage_to_wire(fold.usage or Usage()),
+    }
+
+
+def error_body(error: GatewayError) -> dict[str, Any]:
+    """``{"type": "error", "error": {"type", "message"}}`` with Anthropic's type names."""
+    return error_object(error.kind, error.message)
+
+
+def error_frame(error: Error) -> bytes:
+    """The in-stream ``event: error`` frame."""
+    return _error_frame(error)
+
+
+# --- upstream side --------------------------------------------------------------------
+
+
+def url(base_url: str, model: str, stream: bool) -> str:
+    """``base_url`` ends at the API version, like OpenAI's: ``https://api.anthropic.com/v1``."""
+    return base_url.rstrip("/") + "/messages"
+
+
+def headers(api_key: str | None) -> dict[str, str]:
+    out = {"anthropic-version": API_VERSION}
+    if api_key:
+        out["x-api-key"] = api_key
+    return out
+
+
+def stream_decoder() -> AnthropicStreamDecoder:
+    return AnthropicStreamDecoder()
+
+
+def decode_error(status: int, body: bytes) -> GatewayError:
+    """An upstream's error response as a ``GatewayError`` keeping its status and
+    Anthropic's message; ``code`` is Anthropic's error type."""
+    message = ""
+    type_: str | None = None
+    try:
+        data = _json_decode(body)
+    except msgspec.DecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")
+        type_ = error.get("type") if isinstance(error.get("type"), str) else None
+    elif isinstance(error, str):
+        message = error
+    if not message:
+        message = (
+            body[:500].decode("utf-8", "replace").strip() or f"upstream returned HTTP {status}"
+        )
+    kind = ERROR_KIND.get(type_ or "") or kind_for_status(status)
+    return GatewayError(kind, message, status=status, code=type_)

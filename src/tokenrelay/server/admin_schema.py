@@ -1,0 +1,213 @@
+"""The admin API's wire types and its OpenAPI 3.1 document.
+
+Request bodies are decoded straight into these ``msgspec`` structs, and the document's
+schemas are generated from the same structs (``schema_components``), so what is
+published and what is enforced cannot drift apart. The hand-written parts (paths,
+parameters, status codes) are checked against the running API by schemathesis.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+RELATIVE = re.compile(r"([0-9]{1,4})([dh])")
+
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"\S")]
+Count = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+Period = Literal["daily", "monthly", "total"]
+Status = Literal["active", "revoked", "expired"]
+
+
+class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A new key. ``models``: allowed model names or shell patterns (``openai/*``);
+    omitted or null allows all. Limits omitted or null are unlimited."""
+
+    name: Name
+    models: Annotated[list[Name], Meta(max_length=1000)] | None = None
+    rpm: Count | None = None
+    tpm: Count | None = None
+    max_concurrent: Count | None = None
+    budget_usd: Annotated[float, Meta(ge=0, le=1e12)] | None = None
+    budget_period: Period = "monthly"
+    expires_at: Annotated[datetime, Meta(tz=True)] | None = None
+
+
+class Key(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    prefix: str
+    models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    max_concurrent: int | None
+    budget_usd: float | None
+    budget_period: str
+    expires_at: datetime | None
+    created_at: datetime
+    revoked_at: datetime | None
+    status: Status
+
+
+class NewKey(msgspec.Struct, kw_only=True):
+    key: Key
+    secret: str
+
+
+class KeyList(msgspec.Struct, kw_only=True):
+    data: list[Key]
+
+
+class UsageGroup(msgspec.Struct, kw_only=True):
+    group: str | None
+    name: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    cost_usd: float
+    errors: int
+    estimated: int
+    unpriced: int
+
+
+class UsageReport(msgspec.Struct, kw_only=True):
+    by: Literal["key", "model", "day"]
+    since: datetime | None
+    data: list[UsageGroup]
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    error: ErrorDetail
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API; request and response schemas are generated
+    from the very structs that decode and encode the bodies."""
+    structs = [CreateKey, Key, NewKey, KeyList, UsageReport, ErrorBody]
+    _, schemas = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
+
+    def body(name: str, description: str) -> dict[str, Any]:
+        schema = {"$ref": f"#/components/schemas/{name}"}
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    def op(op_id: str, summary: str, ok: tuple[str, str, str], *errors: str, **extra: Any) -> Any:
+        responses = {ok[0]: body(ok[1], ok[2])}
+        for status in (*errors, "401", "403", "503"):
+            responses[status] = body("ErrorBody", _ERRORS[status])
+        return {"operationId": op_id, "summary": summary, "responses": responses, **extra}
+
+    key_id = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    since = {
+        "anyOf": [
+            {"type": "string", "format": "date"},
+            {"type": "string", "format": "date-time"},
+            {"type": "string", "pattern": RELATIVE.pattern.join("^$")},
+        ]
+    }
+    create_body = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateKey"}}},
+    }
+    paths = {
+        "/admin/keys": {
+            "get": op(
+                "listKeys",
+                "List keys",
+                ("200", "KeyList", "The keys"),
+                "400",
+                parameters=[
+                    {
+                        "name": "include_revoked",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "boolean", "default": False},
+                    }
+                ],
+            ),
+            "post": op(
+                "createKey",
+                "Create a key; its secret is shown only here",
+                ("201", "NewKey", "The key and its secret"),
+                "400",
+                "413",
+                requestBody=create_body,
+            ),
+        },
+        "/admin/keys/{key_id}/revoke": {
+            "post": op(
+                "revokeKey",
+                "Revoke a key (idempotent)",
+                ("200", "Key", "The revoked key"),
+                "404",
+                parameters=key_id,
+            )
+        },
+        "/admin/keys/{key_id}/rotate": {
+            "post": op(
+                "rotateKey",
+                "Replace a key's secret",
+                ("200", "NewKey", "The key and its new secret"),
+                "404",
+                "409",
+                parameters=key_id,
+            )
+        },
+        "/admin/usage": {
+            "get": op(
+                "usage",
+                "Usage totals",
+                ("200", "UsageReport", "Totals per group"),
+                "400",
+                parameters=[
+                    {
+                        "name": "by",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "string",
+                            "enum": ["key", "model", "day"],
+                            "default": "key",
+                        },
+                    },
+                    {"name": "since", "in": "query", "required": False, "schema": since},
+                ],
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tokenrelay admin API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }
+
+
+_ERRORS = {
+    "400": "Invalid input",
+    "401": "Missing or wrong master key",
+    "403": "No master key is configured",
+    "404": "No such key",
+    "409": "The key is revoked",
+    "413": "Body too large",
+    "503": "Database unavailable",
+}

@@ -1,0 +1,154 @@
+"""Attempts before the first byte: open an upstream for a request, retrying on the
+failures worth retrying, across the model's deployments and then its fallbacks.
+
+Retried: connection errors, timeouts, 408, 409, 429 and 5xx. Not retried: other 4xx (the
+request itself is wrong; another deployment would refuse it too). Between attempts:
+exponential backoff with full jitter, ``uniform(0, min(max, base * 2**n))``. A
+``Retry-After`` marks that deployment as cooling down: the next attempt goes elsewhere
+when it can, and waits for it (up to ``retry_after_max``) when it cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+from ..config import RetryConfig
+from ..events import ChatRequest, GatewayError
+from ..providers.base import Upstream
+from ..router import Candidate, Plan, Timeouts
+
+log = logging.getLogger("tokenrelay.attempts")
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def retryable(error: GatewayError) -> bool:
+    return error.status in RETRYABLE_STATUS or error.kind in ("timeout", "overloaded")
+
+
+def _retry_after(error: GatewayError) -> float | None:
+    value = error.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: treated as no hint
+
+
+@dataclass(slots=True)
+class Attempts:
+    """The attempts of one request. ``log`` lists ``deployment:outcome`` per attempt, for
+    the response headers and the access log."""
+
+    plan: Plan
+    config: RetryConfig
+    request_id: str
+    log: list[str] = field(default_factory=list)
+    current: Candidate | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.log)
+
+    @property
+    def deployment(self) -> str:
+        return self.plan.tried[-1].deployment.name if self.plan.tried else "-"
+
+    def timeouts(self) -> Timeouts:
+        return self.current.timeouts if self.current is not None else Timeouts()
+
+    async def open(self, request: ChatRequest, last_error: GatewayError | None = None) -> Upstream:
+        """An opened upstream, or the last failure once attempts or candidates run out."""
+        while self.count < self.config.max_attempts:
+            candidate = self.plan.next()
+            if candidate is None:
+                break
+            deployment = candidate.deployment
+            if self.count > 0:
+                await self._wait(candidate)
+            self.current = candidate
+            deployment.in_flight += 1
+            deployment.breaker.begin()
+            try:
+                upstream = await self._open(candidate, request)
+            except GatewayError as error:
+                self.failed(error)
+                if not retryable(error):
+                    raise
+                last_error = error
+                continue
+            self.log.append(f"{deployment.name}:open")
+            return upstream
+        if last_error is None:
+            raise GatewayError("upstream", "No deployment is available for this model.")
+        raise last_error
+
+    async def _open(self, candidate: Candidate, request: ChatRequest) -> Upstream:
+        deployment = candidate.deployment
+        limit = candidate.timeouts.first_token
+        try:
+            async with asyncio.timeout(limit):
+                return await deployment.provider.open(request, deployment.model)
+        except TimeoutError:
+            raise GatewayError(
+                "timeout",
+                f"upstream {deployment.name} did not answer within {limit:g}s",
+                code="first_token_timeout",
+            ) from None
+
+    async def _wait(self, candidate: Candidate) -> None:
+        n = self.count
+        delay = random.uniform(
+            0, min(self.config.backoff_max, self.config.backoff_base * 2 ** (n - 1))
+        )
+        cooling = candidate.deployment.cooling_until - time.monotonic()
+        if cooling > 0:
+            delay = max(delay, min(cooling, self.config.retry_after_max))
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def failed(self, error: GatewayError) -> None:
+        """The current attempt failed (before the first byte, or after it)."""
+        candidate = self.current
+        if candidate is None:
+            return
+        self.current = None
+        deployment = candidate.deployment
+        deployment.in_flight -= 1
+        self.log.append(f"{deployment.name}:{error.status}")
+        if retryable(error):
+            deployment.breaker.failure()
+            wait = _retry_after(error)
+            if wait:
+                deployment.cooling_until = time.monotonic() + wait
+        else:
+            deployment.breaker.success()  # the deployment answered; the request was wrong
+        log.info(
+            "%s attempt %d on %s failed: %s",
+            self.request_id,
+            self.count,
+            deployment.name,
+            error.message,
+        )
+
+    def succeeded(self) -> None:
+        """The current attempt produced its answer (or its first byte)."""
+        if self.current is not None:
+            self.current.deployment.breaker.success()
+
+    def done(self) -> None:
+        """The current attempt's upstream is finished with."""
+        if self.current is not None:
+            self.current.deployment.in_flight -= 1
+            self.current = None
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-tokenrelay-attempts", str(self.count).encode()),
+            (b"x-tokenrelay-deployment", self.deployment.encode()),
+        ]
