@@ -23,6 +23,7 @@ def test_echo_streams_word_by_word_with_usage(gateway: Gateway) -> None:
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].delta.role for c in chunks if c.choices].count("assistant") == 1
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == MESSAGE
     content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]

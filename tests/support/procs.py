@@ -118,7 +118,9 @@ class Gateway:
 
 
 def gateway_config(fake: FakeUpstream, **overrides: Any) -> dict[str, Any]:
-    """A gateway config with the fake upstream as provider ``fake`` (OpenAI wire)."""
+    """A gateway config with the fake upstream as three providers, one per upstream wire
+    format: ``fake`` (OpenAI), ``fakeant`` (Anthropic), ``fakegem`` (Gemini)."""
+    key = "${FAKE_UPSTREAM_KEY}"
     config: dict[str, Any] = {
         "env_providers": False,
         "local": {"rate": 200},
@@ -127,9 +129,23 @@ def gateway_config(fake: FakeUpstream, **overrides: Any) -> dict[str, Any]:
                 "name": "fake",
                 "protocol": "openai",
                 "base_url": f"{fake.base_url}/v1",
-                "api_key": "${FAKE_UPSTREAM_KEY}",
+                "api_key": key,
                 "models": ["gen/5", "*"],
-            }
+            },
+            {
+                "name": "fakeant",
+                "protocol": "anthropic",
+                "base_url": f"{fake.base_url}/v1",
+                "api_key": key,
+                "models": ["*"],
+            },
+            {
+                "name": "fakegem",
+                "protocol": "gemini",
+                "base_url": f"{fake.base_url}/v1beta",
+                "api_key": key,
+                "models": ["*"],
+            },
         ],
     }
     config.update(overrides)

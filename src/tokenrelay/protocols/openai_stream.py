@@ -263,8 +263,9 @@ class OpenAIStreamEncoder:
                 tally.usage = event
             elif isinstance(event, Start):
                 self._start(event)
-                if 0 not in self._roles:
-                    self._chunk(out, 0, ROLE_DELTA)
+                if 0 not in self._roles:  # the role goes out at once: the first byte
+                    self._roles.add(0)
+                    out.append(sse_encode(choice_chunk(self._head, 0, ROLE_DELTA, b"null")))
             elif isinstance(event, Error):
                 out.append(self.fail(event)[0])
                 break

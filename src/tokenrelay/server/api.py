@@ -1,0 +1,157 @@
+"""The client-facing API: chat in both protocols, models, streams, health, error shapes.
+
+The protocol of a request is told by its path: ``/v1/messages`` and everything under
+``/anthropic`` speak Anthropic (the ``anthropic`` SDK with ``base_url=…/anthropic``
+posts to ``/anthropic/v1/messages``); a request carrying ``anthropic-version`` is
+answered in Anthropic's shape too; everything else speaks OpenAI.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from .. import __version__
+from ..events import GatewayError
+from ..protocols import anthropic, openai
+from ..protocols.base import ClientProtocol
+from ..streams.hub import parse_event_id
+from .relay import Gateway
+
+log = logging.getLogger("tokenrelay")
+
+
+def protocol_of(request: Request) -> ClientProtocol:
+    path = request.url.path
+    if path.startswith(("/anthropic/", "/v1/messages")) or "anthropic-version" in request.headers:
+        return anthropic
+    return openai
+
+
+def error_response(request: Request, error: GatewayError) -> Response:
+    body = protocol_of(request).error_body(error)
+    return JSONResponse(body, error.status, error.headers or None)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    too_large = GatewayError(
+        "request_too_large",
+        f"The request body is larger than the limit of {limit} bytes.",
+        code="request_too_large",
+    )
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class API:
+    """The handlers, bound to one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def chat(self, request: Request) -> ASGIApp:
+        protocol = protocol_of(request)
+        try:
+            body = await read_body(request, self.gateway.config.max_body_bytes)
+        except GatewayError as error:
+            return error_response(request, error)
+        return await self.gateway.chat(protocol, body, request.headers.get("last-event-id"))
+
+    async def models(self, request: Request) -> Response:
+        listed = self.gateway.router.listed()
+        if protocol_of(request) is anthropic:
+            data = [
+                {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
+                for m, _ in listed
+            ]
+            first = data[0]["id"] if data else None
+            last = data[-1]["id"] if data else None
+            return JSONResponse(
+                {"data": data, "has_more": False, "first_id": first, "last_id": last}
+            )
+        models = [
+            {"id": m, "object": "model", "created": 0, "owned_by": owner} for m, owner in listed
+        ]
+        return JSONResponse({"object": "list", "data": models})
+
+    async def stream_resume(self, request: Request) -> ASGIApp:
+        """Re-attach to a stream: every frame after ``Last-Event-ID`` (or ``?after=``),
+        then the live ones, in the protocol the stream was asked in."""
+        stream_id = request.path_params["stream_id"]
+        after = 0
+        event_id = parse_event_id(request.headers.get("last-event-id"))
+        if event_id is not None and event_id[0] == stream_id:
+            after = event_id[1]
+        elif request.query_params.get("after", "").isdigit():
+            after = int(request.query_params["after"])
+        try:
+            stream = self.gateway.hub.get(stream_id, None)
+            return self.gateway.attach(stream, after, retry=True)
+        except GatewayError as error:
+            return error_response(request, error)
+
+    async def stream_cancel(self, request: Request) -> Response:
+        """Stop a stream: the upstream is closed at once; readers get a proper end.
+        Idempotent: a stream already over answers with its status."""
+        stream_id = request.path_params["stream_id"]
+        try:
+            stream = self.gateway.hub.get(stream_id, None)
+        except GatewayError as error:
+            return error_response(request, error)
+        if not stream.done:
+            stream.cancel()
+        status = "cancelled" if stream.cancelled else "finished"
+        return JSONResponse({"id": stream.id, "object": "stream", "status": status})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    def routes(self) -> list[BaseRoute]:
+        routes: list[BaseRoute] = [Route("/health", self.health, methods=["GET"])]
+        for prefix in ("", "/anthropic"):
+            routes += [
+                Route(f"{prefix}/v1/models", self.models, methods=["GET"]),
+                Route(f"{prefix}/v1/messages", self.chat, methods=["POST"]),
+                Route(f"{prefix}/v1/streams/{{stream_id}}", self.stream_resume, methods=["GET"]),
+                Route(f"{prefix}/v1/streams/{{stream_id}}", self.stream_cancel, methods=["DELETE"]),
+                Route(
+                    f"{prefix}/v1/streams/{{stream_id}}/cancel",
+                    self.stream_cancel,
+                    methods=["POST"],
+                ),
+            ]
+        routes += [
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/chat/completions", self.chat, methods=["POST"]),
+            Route("/models", self.models, methods=["GET"]),
+        ]
+        return routes
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not_found", 405: "invalid_request"}.get(exc.status_code, "invalid_request")
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return error_response(request, GatewayError(kind, message, status=exc.status_code))
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(
+        request, GatewayError("server", "The gateway failed to handle the request.")
+    )
