@@ -109,28 +109,36 @@ class Plan:
     model: str
     groups: list[list[Candidate]]
     tried: list[Candidate] = field(default_factory=list)
+    last: Candidate | None = None
 
     def next(self) -> Candidate | None:
-        """The candidate for the next attempt, or None when all were tried. One whose
-        breaker is open, or that is cooling down after a Retry-After, is used only when
-        nothing else is left in its group."""
+        """The candidate for the next attempt. In preference order: an untried healthy
+        candidate (breaker closed, not cooling down after a Retry-After) of the first
+        group that has one; else any untried one; once every candidate was tried, a new
+        round begins (the caller bounds the attempts). Within a group: the fewest
+        requests in flight per unit of weight, ties at random."""
+        if all(c in self.tried for group in self.groups for c in group):
+            self.tried.clear()
         now = time.monotonic()
-        for group in self.groups:
-            left = [c for c in group if c not in self.tried]
-            if not left:
-                continue
-            ready = [
-                c
-                for c in left
-                if c.deployment.breaker.allows() and c.deployment.cooling_until <= now
-            ]
-            pool = ready or left
-            best = min((c.deployment.in_flight + 1) / c.weight for c in pool)
-            choice = random.choice(
-                [c for c in pool if (c.deployment.in_flight + 1) / c.weight == best]
-            )
-            self.tried.append(choice)
-            return choice
+        for healthy_only in (True, False):
+            for group in self.groups:
+                pool = [
+                    c
+                    for c in group
+                    if c not in self.tried
+                    and (
+                        not healthy_only
+                        or (c.deployment.breaker.allows() and c.deployment.cooling_until <= now)
+                    )
+                ]
+                if pool:
+                    best = min((c.deployment.in_flight + 1) / c.weight for c in pool)
+                    choice = random.choice(
+                        [c for c in pool if (c.deployment.in_flight + 1) / c.weight == best]
+                    )
+                    self.tried.append(choice)
+                    self.last = choice
+                    return choice
         return None
 
 

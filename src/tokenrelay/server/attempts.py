@@ -57,7 +57,7 @@ class Attempts:
 
     @property
     def deployment(self) -> str:
-        return self.plan.tried[-1].deployment.name if self.plan.tried else "-"
+        return self.plan.last.deployment.name if self.plan.last else "-"
 
     def timeouts(self) -> Timeouts:
         return self.current.timeouts if self.current is not None else Timeouts()
@@ -66,7 +66,7 @@ class Attempts:
         """An opened upstream, or the last failure once attempts or candidates run out."""
         while self.count < self.config.max_attempts:
             candidate = self.plan.next()
-            if candidate is None:
+            if candidate is None:  # an empty plan
                 break
             deployment = candidate.deployment
             if self.count > 0:
