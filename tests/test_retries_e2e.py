@@ -44,7 +44,7 @@ MODELS = {
     },
     "refused": {
         "deployments": [f"fake/{m('gen/2?status=400')}"],
-        "fallbacks": [f"fake/{m('gen/3')}"],
+        "fallbacks": [f"fake/{m('gen/7')}"],
     },
     "pair": {
         "deployments": [
