@@ -214,3 +214,23 @@ def test_any_number_of_drops_assembles_the_uninterrupted_answer(
     assert text_of(payloads) == WORDS
     usage = payloads[-1]["usage"]
     assert usage["completion_tokens"] == 40
+
+
+def test_metrics_count_streams_resumes_and_cancels(gw: Gateway) -> None:
+    stream_id, first = start_and_drop(gw, 3)
+    with httpx.stream("GET", f"{gw.base_url}/streams/{stream_id}?after=3", timeout=10) as r:
+        read_frames(r)
+    stream_id, _ = start_and_drop(gw, 2)
+    assert httpx.post(f"{gw.base_url}/streams/{stream_id}/cancel").json()["status"] == "cancelled"
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert (
+        'tokenrelay_requests_total{deployment="local/echo",model="local/echo",outcome="ok",protocol="openai"}'
+        in text
+    )
+    assert "tokenrelay_time_to_first_token_seconds_bucket" in text
+    assert 'tokenrelay_tokens_total{direction="out",model="local/echo"}' in text
+    assert 'tokenrelay_stream_events_total{event="resumed"}' in text
+    assert 'tokenrelay_stream_events_total{event="cancelled"}' in text
+    assert "tokenrelay_streams_active" in text and "tokenrelay_streams_detached_total" in text
+    assert "tokenrelay_inter_chunk_gap_seconds_count" in text
+    assert "sk-" not in text and stream_id not in text, "no key and no stream id in labels"

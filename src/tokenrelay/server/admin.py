@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -30,7 +30,6 @@ from starlette.routing import Route
 from ..store import DRIVER_ERRORS, ApiKey, KeyNotFound, KeyRevoked, KeySpec, Store
 from ..store.auth import credential
 from .admin_schema import (
-    RELATIVE,
     CreateKey,
     ErrorBody,
     ErrorDetail,
@@ -40,10 +39,24 @@ from .admin_schema import (
     UsageGroup,
     UsageReport,
     openapi_document,
+    parse_time,
 )
 
 _encode = msgspec.json.Encoder().encode
-_decode_create = msgspec.json.Decoder(CreateKey).decode
+_INTEGERS = ("rpm", "tpm", "max_concurrent")
+
+
+def _decode_create(body: bytes) -> CreateKey:
+    """Decode with JSON Schema's idea of an integer: ``5.0`` is one (``5.5`` is not)."""
+    raw = msgspec.json.decode(body)
+    if isinstance(raw, dict):
+        for name in _INTEGERS:
+            value = raw.get(name)
+            if isinstance(value, float) and value.is_integer():
+                raw[name] = int(value)
+    return msgspec.convert(raw, CreateKey)
+
+
 _PARAM = re.compile(r"at `\$\.([A-Za-z_]+)")
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
@@ -90,32 +103,6 @@ def _error(
 
 def _bad(message: str, param: str | None = None) -> Response:
     return _error(400, message, "invalid_request_error", "invalid_request", param)
-
-
-_DATE_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-def parse_since(value: str | None, now: datetime | None = None) -> datetime | None:
-    """``since`` as naive UTC: ``YYYY-MM-DD`` (UTC midnight), an RFC 3339 date-time, or
-    a relative ``<n>d`` / ``<n>h``. ``ValueError`` otherwise."""
-    if value is None:
-        return None
-    relative = RELATIVE.fullmatch(value)
-    if relative:
-        amount = int(relative.group(1))
-        delta = timedelta(days=amount) if relative.group(2) == "d" else timedelta(hours=amount)
-        return (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None) - delta
-    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
-        return datetime.fromisoformat(value)
-    found = _DATE_TIME.fullmatch(value.upper())
-    if found is None:
-        raise ValueError(value)
-    text = value.upper()
-    if found.group(1) and len(found.group(1)) > 7:  # Python takes at most 6 digits
-        text = text.replace(found.group(1), found.group(1)[:7], 1)
-    return datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -304,7 +291,7 @@ class AdminAPI:
         if by not in ("key", "model", "day"):
             return _bad("by must be key, model or day.", "by")
         try:
-            since = parse_since(request.query_params.get("since"))
+            since = parse_time(request.query_params.get("since"))
         except ValueError:
             return _bad(
                 "since must be YYYY-MM-DD, an RFC 3339 date-time, or like 7d or 24h.", "since"

@@ -9,13 +9,42 @@ parameters, status codes) are checked against the running API by schemathesis.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 RELATIVE = re.compile(r"([0-9]{1,4})([dh])")
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def parse_time(
+    value: str | None, now: datetime | None = None, *, ahead: bool = False
+) -> datetime | None:
+    """A time as naive UTC: ``YYYY-MM-DD`` (UTC midnight), an RFC 3339 date-time, or a
+    relative ``<n>d`` / ``<n>h`` (that long ago, or from now when ``ahead``).
+    ``ValueError`` for anything else; ``None`` for ``None``."""
+    if value is None:
+        return None
+    relative = RELATIVE.fullmatch(value)
+    if relative:
+        amount = int(relative.group(1))
+        delta = timedelta(days=amount) if relative.group(2) == "d" else timedelta(hours=amount)
+        base = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+        return base + delta if ahead else base - delta
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        return datetime.fromisoformat(value)
+    found = _DATE_TIME.fullmatch(value.upper())
+    if found is None:
+        raise ValueError(value)
+    text = value.upper()
+    if found.group(1) and len(found.group(1)) > 7:  # Python takes at most 6 digits
+        text = text.replace(found.group(1), found.group(1)[:7], 1)
+    return datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
+
 
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"\S")]
 Count = Annotated[int, Meta(ge=1, le=2**31 - 1)]

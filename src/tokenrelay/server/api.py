@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from ..events import GatewayError
+from ..metrics import CONTENT_TYPE
 from ..protocols import anthropic, openai
 from ..protocols.base import ClientProtocol
 from ..streams.hub import parse_event_id
@@ -121,8 +122,14 @@ class API:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
 
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE)
+
     def routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = [Route("/health", self.health, methods=["GET"])]
+        routes: list[BaseRoute] = [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+        ]
         for prefix in ("", "/anthropic"):
             routes += [
                 Route(f"{prefix}/v1/models", self.models, methods=["GET"]),

@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from ..config import Config, TimeoutsConfig
+from ..metrics import Metrics
 from ..protocols import anthropic, gemini, openai
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
@@ -55,7 +56,9 @@ def create_app(config: Config) -> Starlette:
     router = build_router(config)
     s = config.streams
     hub = StreamHub(HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes))
-    gateway = Gateway(config, router, hub)
+    metrics = Metrics()
+    metrics.watch(hub, router.deployments)
+    gateway = Gateway(config, router, hub, metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -16,6 +16,8 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
+
 from ..config import RetryConfig
 from ..events import ChatRequest, GatewayError
 from ..providers.base import Upstream
@@ -48,12 +50,17 @@ class Attempts:
     plan: Plan
     config: RetryConfig
     request_id: str
+    retries: Counter | None = None
     log: list[str] = field(default_factory=list)
     current: Candidate | None = None
 
     @property
     def count(self) -> int:
         return len(self.log)
+
+    @property
+    def fallback_used(self) -> bool:
+        return self.plan.last is not None and self.plan.last not in self.plan.groups[0]
 
     @property
     def deployment(self) -> str:
@@ -123,6 +130,8 @@ class Attempts:
         self.log.append(f"{deployment.name}:{error.status}")
         if retryable(error):
             deployment.breaker.failure()
+            if self.retries is not None:
+                self.retries.labels(deployment.name).inc()
             wait = _retry_after(error)
             if wait:
                 deployment.cooling_until = time.monotonic() + wait

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..config import Config
 from ..events import ChatRequest, GatewayError
 from ..fold import Fold, Tally
+from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
@@ -46,18 +47,30 @@ class Exchange:
     resumes: int = 0
     attempts: Attempts | None = None
     tally: Tally = field(default_factory=Tally)
+    metrics: Metrics | None = None
 
     def finish(self, outcome: str, status: int = 200) -> None:
         elapsed = time.perf_counter() - self.started
         ttft = (self.first_byte - self.started) if self.first_byte else None
         usage = self.tally.usage
+        deployment = self.attempts.deployment if self.attempts else "-"
+        if self.metrics is not None:
+            m = self.metrics
+            m.requests.labels(self.model, deployment, self.protocol, outcome).inc()
+            if ttft is not None:
+                m.ttft.labels(self.model).observe(ttft)
+            if usage is not None:
+                m.tokens.labels(self.model, "in").inc(usage.input)
+                m.tokens.labels(self.model, "out").inc(usage.output)
+            if self.attempts is not None and self.attempts.fallback_used:
+                m.fallbacks.labels(self.model).inc()
         log.info(
             "%s %s model=%s deployment=%s stream=%s status=%d outcome=%s ttft_ms=%s ms=%.1f "
             "finish=%s tokens_in=%s tokens_out=%s resumes=%d attempts=%s",
             self.request_id,
             self.protocol,
             self.model,
-            self.attempts.deployment if self.attempts else "-",
+            deployment,
             self.stream,
             status,
             outcome,
@@ -74,10 +87,11 @@ class Exchange:
 class Gateway:
     """Holds the configuration, the router, the stream hub; serves requests."""
 
-    def __init__(self, config: Config, router: Router, hub: StreamHub) -> None:
+    def __init__(self, config: Config, router: Router, hub: StreamHub, metrics: Metrics) -> None:
         self.config = config
         self.router = router
         self.hub = hub
+        self.metrics = metrics
 
     def error_response(
         self, protocol: ClientProtocol, error: GatewayError, exchange: Exchange
@@ -90,6 +104,7 @@ class Gateway:
         """A reader of ``stream`` from frame ``after`` on (a resume when ``after`` > 0)."""
         if after > 0:
             stream.resumes += 1
+            self.metrics.stream_events.labels("resumed").inc()
         headers = [(b"x-stream-id", stream.id.encode())]
         return SSEResponse(
             stream.read(after, self.config.keepalive_interval),
@@ -100,7 +115,7 @@ class Gateway:
     async def chat(
         self, protocol: ClientProtocol, body: bytes, last_event_id: str | None = None
     ) -> ASGIApp:
-        exchange = Exchange(f"req_{secrets.token_hex(12)}", protocol.name)
+        exchange = Exchange(f"req_{secrets.token_hex(12)}", protocol.name, metrics=self.metrics)
         try:
             resume = parse_event_id(last_event_id)
             if resume is not None:  # the original request re-sent to resume its stream
@@ -115,7 +130,10 @@ class Gateway:
             request = protocol.decode_request(data)
             exchange.model, exchange.stream = request.model, request.stream
             attempts = Attempts(
-                self.router.plan(request.model), self.config.retries, exchange.request_id
+                self.router.plan(request.model),
+                self.config.retries,
+                exchange.request_id,
+                self.metrics.retries,
             )
             exchange.attempts = attempts
             upstream = await attempts.open(request)
@@ -165,14 +183,21 @@ class Relay:
         it, the failure is delivered in-band. The upstream is always closed."""
         loop = asyncio.get_running_loop()
         attempts, exchange = self.attempts, self.exchange
+        gap = exchange.metrics.gap.labels(exchange.model) if exchange.metrics else None
+        clock = time.perf_counter
         delivered = False
         while True:
             timeouts = attempts.timeouts()
             got_any = False
             try:
                 async with asyncio.timeout(timeouts.first_token) as deadline:
+                    last = clock()
                     async for batch in target.begin(upstream):
                         got_any = True
+                        if gap is not None:
+                            now = clock()
+                            gap.observe(now - last)
+                            last = now
                         if target.take(batch) and not delivered:
                             delivered = True
                             exchange.first_byte = time.perf_counter()
@@ -278,6 +303,8 @@ async def _produce(relay: Relay, upstream: Upstream, target: _StreamTarget, stre
     except asyncio.CancelledError:
         relay.attempts.done()
         target.cancel()
+        if exchange.metrics is not None:
+            exchange.metrics.stream_events.labels("cancelled").inc()
     finally:
         await upstream.aclose()
         stream.finish()

@@ -185,6 +185,7 @@ class Stream:
         self.readers -= 1
         if self.readers > 0 or self.done:
             return
+        self._hub.detached += 1
         grace = self._hub.settings.grace
         if grace <= 0:
             self.cancel()
@@ -243,6 +244,7 @@ class StreamHub:
     def __init__(self, settings: HubSettings | None = None) -> None:
         self.settings = settings or HubSettings()
         self.total_bytes = 0
+        self.detached = 0  # times a live stream lost its last reader
         self._live: dict[str, Stream] = {}
         self._finished_streams: OrderedDict[str, Stream] = OrderedDict()
         self._evicted: OrderedDict[str, str | None] = OrderedDict()  # id -> owner, for 410s

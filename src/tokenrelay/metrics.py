@@ -1,0 +1,114 @@
+"""Prometheus metrics, one registry per gateway (no process-wide state).
+
+Counters and histograms are updated once per request or once per upstream read (never
+per chunk); gauges of streams and circuit states are read from the hub and the router
+when ``/metrics`` is scraped. Labels carry model and deployment names only: never a
+key, a prompt or a stream id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .router import Deployment
+from .streams.hub import StreamHub
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BREAKER = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class _StateCollector(Collector):
+    def __init__(self, hub: StreamHub, deployments: Callable[[], list[Deployment]]) -> None:
+        self._hub = hub
+        self._deployments = deployments
+
+    def collect(self) -> Iterable[Metric]:
+        live = self._hub.live()
+        active = GaugeMetricFamily("tokenrelay_streams_active", "Streams being produced.")
+        active.add_metric([], len(live))
+        detached = GaugeMetricFamily(
+            "tokenrelay_streams_detached", "Streams being produced with no reader attached."
+        )
+        detached.add_metric([], sum(1 for s in live if s.readers == 0))
+        circuit = GaugeMetricFamily(
+            "tokenrelay_circuit_state",
+            "Circuit breaker per deployment: 0 closed, 1 half open, 2 open.",
+            labels=["deployment"],
+        )
+        in_flight = GaugeMetricFamily(
+            "tokenrelay_deployment_in_flight",
+            "Requests in flight per deployment.",
+            labels=["deployment"],
+        )
+        for d in self._deployments():
+            circuit.add_metric([d.name], _BREAKER[d.breaker.state])
+            in_flight.add_metric([d.name], d.in_flight)
+        lost = CounterMetricFamily(
+            "tokenrelay_streams_detached",
+            "Times a stream being produced lost its last reader (a client dropped).",
+        )
+        lost.add_metric([], self._hub.detached)
+        return [active, detached, lost, circuit, in_flight]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tokenrelay_requests",
+            "Requests by model, deployment, client protocol and outcome.",
+            ["model", "deployment", "protocol", "outcome"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tokenrelay_time_to_first_token_seconds",
+            "From the request's arrival to the first byte of the answer.",
+            ["model"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.gap = Histogram(
+            "tokenrelay_inter_chunk_gap_seconds",
+            "Time between two upstream reads of one stream.",
+            ["model"],
+            buckets=_GAP_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "tokenrelay_tokens",
+            "Tokens by model and direction (in, out).",
+            ["model", "direction"],
+            registry=r,
+        )
+        self.stream_events = Counter(
+            "tokenrelay_stream_events",
+            "Stream life events: resumed, cancelled.",
+            ["event"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "tokenrelay_retries",
+            "Attempts that failed and were retried, by deployment.",
+            ["deployment"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "tokenrelay_fallbacks",
+            "Requests answered by a fallback model, by model asked.",
+            ["model"],
+            registry=r,
+        )
+
+    def watch(self, hub: StreamHub, deployments: Callable[[], list[Deployment]]) -> None:
+        self.registry.register(_StateCollector(hub, deployments))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
