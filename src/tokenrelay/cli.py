@@ -12,10 +12,9 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .config import ConfigError, load
     from .server.app import create_app
+    from .server.run import serve
 
     try:
         config = load(args.config)
@@ -31,16 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"tokenrelay: serving on http://{args.host}:{args.port} (providers: {names})",
         file=sys.stderr,
     )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=30,
-    )
+    serve(app, args.host, args.port, args.log_level, config.shutdown_drain)
     return 0
 
 

@@ -89,6 +89,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     retries: RetryConfig = msgspec.field(default_factory=RetryConfig)
     keepalive_interval: float = 5.0  # seconds of quiet before a ': ping' comment
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413
+    shutdown_drain: float = 30.0  # seconds streams may finish after SIGTERM
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
 
 

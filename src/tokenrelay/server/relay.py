@@ -31,6 +31,13 @@ from .attempts import Attempts, retryable
 from .streaming import RETRY, SSEResponse, race_disconnect
 
 log = logging.getLogger("tokenrelay.access")
+
+SHUTTING_DOWN = GatewayError(
+    "overloaded",
+    "The gateway is shutting down; resume this stream (Last-Event-ID) or retry elsewhere.",
+    status=503,
+    code="shutting_down",
+)
 _json_decode = msgspec.json.decode
 
 
@@ -92,6 +99,7 @@ class Gateway:
         self.router = router
         self.hub = hub
         self.metrics = metrics
+        self.draining = False
 
     def error_response(
         self, protocol: ClientProtocol, error: GatewayError, exchange: Exchange
@@ -117,6 +125,8 @@ class Gateway:
     ) -> ASGIApp:
         exchange = Exchange(f"req_{secrets.token_hex(12)}", protocol.name, metrics=self.metrics)
         try:
+            if self.draining:
+                raise SHUTTING_DOWN
             resume = parse_event_id(last_event_id)
             if resume is not None:  # the original request re-sent to resume its stream
                 stream = self.hub.get(resume[0], None)
@@ -302,14 +312,23 @@ async def _produce(relay: Relay, upstream: Upstream, target: _StreamTarget, stre
         )
     except asyncio.CancelledError:
         relay.attempts.done()
-        target.cancel()
-        if exchange.metrics is not None:
-            exchange.metrics.stream_events.labels("cancelled").inc()
+        if stream.interrupted:
+            target.fail(SHUTTING_DOWN)
+        else:
+            target.cancel()
+            if exchange.metrics is not None:
+                exchange.metrics.stream_events.labels("cancelled").inc()
     finally:
         await upstream.aclose()
         stream.finish()
         tally = exchange.tally
-        outcome = "cancelled" if stream.cancelled else ("error" if tally.error else "ok")
+        outcome = (
+            "interrupted"
+            if stream.interrupted
+            else "cancelled"
+            if stream.cancelled
+            else ("error" if tally.error else "ok")
+        )
         exchange.resumes = stream.resumes
         exchange.finish(outcome)
 

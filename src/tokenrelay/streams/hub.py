@@ -74,6 +74,7 @@ class Stream:
         "finished_at",
         "frames",
         "id",
+        "interrupted",
         "nbytes",
         "owner",
         "producer",
@@ -92,6 +93,7 @@ class Stream:
         self.nbytes = 0
         self.done = False
         self.cancelled = False
+        self.interrupted = False
         self.finished_at: float | None = None
         self.readers = 0
         self.resumes = 0
@@ -172,6 +174,15 @@ class Stream:
     def cancel(self) -> None:
         """Stop the producer at once (the user said stop, or nobody came back)."""
         self.cancelled = True
+        self._stop()
+
+    def interrupt(self) -> None:
+        """Stop the producer because this process is going away: the stream ends with
+        an error frame, not as if the answer were complete."""
+        self.interrupted = True
+        self._stop()
+
+    def _stop(self) -> None:
         self._cancel_grace()
         if self.producer is not None and not self.producer.done():
             self.producer.cancel()
@@ -289,6 +300,19 @@ class StreamHub:
 
     def live(self) -> list[Stream]:
         return list(self._live.values())
+
+    async def drain(self, timeout: float) -> None:
+        """Let the streams being produced finish, for up to ``timeout`` seconds; then
+        interrupt the rest (they end with an error frame a client can resume from)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._live and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        producers = [s.producer for s in self._live.values() if s.producer is not None]
+        for stream in list(self._live.values()):
+            stream.interrupt()
+        if producers:
+            await asyncio.wait(producers, timeout=5)
 
     async def aclose(self) -> None:
         """Cancel every producer and wait for them to end."""

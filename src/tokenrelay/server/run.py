@@ -1,0 +1,44 @@
+"""Running the gateway: uvicorn with a drain on shutdown.
+
+On SIGTERM (or Ctrl-C) the server stops accepting connections, answers new requests on
+open connections with 503, lets the streams being produced finish for up to
+``shutdown_drain`` seconds, then ends the rest with an error frame (code
+``shutting_down``) from which a client can resume on another replica.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from starlette.applications import Starlette
+
+from .relay import Gateway
+
+
+class GatewayServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, drain: float) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self.drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.gateway.draining = True
+        for server in self.servers:
+            server.close()
+        await self.gateway.hub.drain(self.drain)
+        await super().shutdown(sockets)
+
+
+def serve(app: Starlette, host: str, port: int, log_level: str, drain: float) -> None:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,  # after the drain: for responses still being written
+    )
+    GatewayServer(config, app.state.gateway, drain).run()
