@@ -22,7 +22,7 @@ serve: $(VENV)/.installed
 
 # System services and tools the tests use (Debian packages), installed only if missing.
 system-deps:
-	@bash scripts/system-deps.sh
+	@bash scripts/system-deps.sh redis-server postgresql
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

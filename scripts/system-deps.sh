@@ -3,7 +3,7 @@
 # The tests start the services themselves, on loopback and free ports.
 set -euo pipefail
 need=()
-# (filled in as the suite grows: redis-server, postgresql, chromium)
+# The packages come as arguments from the Makefile's system-deps target.
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -18,6 +18,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         config = load(args.config)
+        if args.redis_url:
+            config.redis_url = args.redis_url
     except ConfigError as exc:
         print(f"tokenrelay: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -73,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--config", help="YAML configuration file (default: $TOKENRELAY_CONFIG)")
+    serve.add_argument(
+        "--redis-url",
+        default=os.environ.get("TOKENRELAY_REDIS_URL"),
+        help="Redis shared by replicas: streams resume on any of them (default: config, or $TOKENRELAY_REDIS_URL)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
 

@@ -64,7 +64,7 @@ class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: int = 4  # attempts per request, across deployments and fallbacks
     backoff_base: float = 0.25  # seconds; full jitter: sleep uniform(0, base * 2**n)
     backoff_max: float = 8.0
-    retry_after_max: float = 30.0  # longest Retry-After a retry of the same deployment waits
+    retry_after_max: float = 5.0  # longest Retry-After waited for; longer ones go to the client
     breaker_failures: int = 5  # consecutive failures that take a deployment out
     breaker_cooldown: float = 30.0  # seconds before it is probed with one request
 
@@ -90,6 +90,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     keepalive_interval: float = 5.0  # seconds of quiet before a ': ping' comment
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413
     shutdown_drain: float = 30.0  # seconds streams may finish after SIGTERM
+    redis_url: str | None = None  # share streams (resume on any replica) and limits
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
 
 

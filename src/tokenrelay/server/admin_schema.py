@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from ..store.keys import as_utc
+
 RELATIVE = re.compile(r"([0-9]{1,4})([dh])")
 _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
@@ -43,10 +45,10 @@ def parse_time(
     text = value.upper()
     if found.group(1) and len(found.group(1)) > 7:  # Python takes at most 6 digits
         text = text.replace(found.group(1), found.group(1)[:7], 1)
-    return datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
+    return as_utc(datetime.fromisoformat(text))
 
 
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"\S")]
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"[^ \t\n\r\x0b\x0c]")]
 Count = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 Period = Literal["daily", "monthly", "total"]
 Status = Literal["active", "revoked", "expired"]

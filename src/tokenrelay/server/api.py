@@ -101,7 +101,7 @@ class API:
         elif request.query_params.get("after", "").isdigit():
             after = int(request.query_params["after"])
         try:
-            stream = self.gateway.hub.get(stream_id, None)
+            stream = await self.gateway.hub.find(stream_id, None)
             return self.gateway.attach(stream, after, retry=True)
         except GatewayError as error:
             return error_response(request, error)
@@ -111,12 +111,10 @@ class API:
         Idempotent: a stream already over answers with its status."""
         stream_id = request.path_params["stream_id"]
         try:
-            stream = self.gateway.hub.get(stream_id, None)
+            stream = await self.gateway.hub.find(stream_id, None)
         except GatewayError as error:
             return error_response(request, error)
-        if not stream.done:
-            stream.cancel()
-        status = "cancelled" if stream.cancelled else "finished"
+        status = await stream.stop()
         return JSONResponse({"id": stream.id, "object": "stream", "status": status})
 
     async def health(self, request: Request) -> Response:

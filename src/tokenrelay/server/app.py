@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from ..config import Config, TimeoutsConfig
+from ..events import Error
 from ..metrics import Metrics
 from ..protocols import anthropic, gemini, openai
 from ..providers.base import Provider
@@ -17,6 +18,7 @@ from ..providers.http import Endpoint, HTTPProvider
 from ..providers.local import LocalProvider
 from ..router import ModelSpec, Router, Timeouts
 from ..streams.hub import HubSettings, StreamHub
+from ..streams.redis_mirror import RedisMirror
 from .api import API, http_error, server_error
 from .relay import Gateway
 
@@ -51,17 +53,28 @@ def build_router(config: Config) -> Router:
     return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown))
 
 
+CLIENT_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic}
+
+
+def error_frame(protocol: str, error: Error) -> bytes:
+    """An in-stream error frame in a client protocol (for streams read from Redis)."""
+    return bytes(CLIENT_CODECS[protocol].error_frame(error))
+
+
 def create_app(config: Config) -> Starlette:
     """The gateway as an ASGI app; ``app.state.gateway`` is its ``Gateway``."""
     router = build_router(config)
     s = config.streams
-    hub = StreamHub(HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes))
+    settings = HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes)
+    mirror = RedisMirror(config.redis_url, s.retention, error_frame) if config.redis_url else None
+    hub = StreamHub(settings, mirror)
     metrics = Metrics()
     metrics.watch(hub, router.deployments)
     gateway = Gateway(config, router, hub, metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()
         yield
         await hub.aclose()
         await router.aclose()

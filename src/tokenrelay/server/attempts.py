@@ -5,7 +5,8 @@ Retried: connection errors, timeouts, 408, 409, 429 and 5xx. Not retried: other 
 request itself is wrong; another deployment would refuse it too). Between attempts:
 exponential backoff with full jitter, ``uniform(0, min(max, base * 2**n))``. A
 ``Retry-After`` marks that deployment as cooling down: the next attempt goes elsewhere
-when it can, and waits for it (up to ``retry_after_max``) when it cannot.
+when it can, waits for it when it cannot and the wait is at most ``retry_after_max``,
+and otherwise stops, handing the upstream's answer (and its Retry-After) to the client.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ class Attempts:
             if candidate is None:  # an empty plan
                 break
             deployment = candidate.deployment
+            cooling = deployment.cooling_until - time.monotonic()
+            if last_error is not None and cooling > self.config.retry_after_max:
+                break  # the best left asks for a longer wait than ours: the client decides
             if self.count > 0:
                 await self._wait(candidate)
             self.current = candidate

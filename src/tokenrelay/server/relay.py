@@ -27,6 +27,7 @@ from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
 from ..streams.hub import Stream, StreamHub, parse_event_id
+from ..streams.redis_mirror import RemoteStream
 from .attempts import Attempts, retryable
 from .streaming import RETRY, SSEResponse, race_disconnect
 
@@ -108,7 +109,7 @@ class Gateway:
         headers = {"x-request-id": exchange.request_id, **error.headers}
         return JSONResponse(protocol.error_body(error), error.status, headers)
 
-    def attach(self, stream: Stream, after: int, retry: bool = False) -> SSEResponse:
+    def attach(self, stream: Stream | RemoteStream, after: int, retry: bool = False) -> SSEResponse:
         """A reader of ``stream`` from frame ``after`` on (a resume when ``after`` > 0)."""
         if after > 0:
             stream.resumes += 1
@@ -129,8 +130,8 @@ class Gateway:
                 raise SHUTTING_DOWN
             resume = parse_event_id(last_event_id)
             if resume is not None:  # the original request re-sent to resume its stream
-                stream = self.hub.get(resume[0], None)
-                return self.attach(stream, resume[1])
+                found = await self.hub.find(resume[0], None)
+                return self.attach(found, resume[1])
             try:
                 data = _json_decode(body)
             except msgspec.DecodeError as exc:

@@ -20,9 +20,13 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..events import GatewayError
 from ..sse import encode_comment
+
+if TYPE_CHECKING:
+    from .redis_mirror import RedisMirror, RemoteStream
 
 PING = encode_comment("ping")
 
@@ -120,6 +124,7 @@ class Stream:
         prefix = self._prefix
         size = 0
         keep = self.frames
+        first = len(keep)
         for item in frames:
             events = item.split(b"\n\n")
             events.pop()  # what follows the last blank line: nothing
@@ -128,6 +133,9 @@ class Stream:
                 numbered = prefix + b"%d\n" % seq + event + b"\n\n"
                 keep.append(numbered)
                 size += len(numbered)
+        mirror = self._hub.mirror
+        if mirror is not None:
+            mirror.published(self, self.base + first + 1, keep[first:])
         self.nbytes += size
         self._hub.total_bytes += size
         if self.nbytes > self._hub.settings.max_stream_bytes:
@@ -142,6 +150,8 @@ class Stream:
         self._cancel_grace()
         self._wake()
         self._hub._finished(self)
+        if self._hub.mirror is not None:
+            self._hub.mirror.finished(self)
 
     def _trim(self, limit: int) -> None:
         drop = 0
@@ -205,8 +215,30 @@ class Stream:
 
     def _grace_over(self) -> None:
         self._grace_timer = None
-        if self.readers == 0 and not self.done:
+        if self.readers > 0 or self.done:
+            return
+        if self._hub.mirror is None:
             self.cancel()
+        else:  # a reader on another replica keeps it going too
+            task = asyncio.ensure_future(self._grace_over_remote())
+            self._hub.background.add(task)
+            task.add_done_callback(self._hub.background.discard)
+
+    async def _grace_over_remote(self) -> None:
+        assert self._hub.mirror is not None
+        if self.readers > 0 or self.done:
+            return
+        if await self._hub.mirror.has_remote_reader(self.id):
+            grace = self._hub.settings.grace
+            self._grace_timer = asyncio.get_running_loop().call_later(grace, self._grace_over)
+        else:
+            self.cancel()
+
+    async def stop(self) -> str:
+        """The stop route: cancel if still running; the stream's status."""
+        if not self.done:
+            self.cancel()
+        return "cancelled" if self.cancelled else "finished"
 
     def read(self, after: int, keepalive: float) -> AsyncIterator[bytes]:
         """Every frame after sequence number ``after``, then the live ones, until the
@@ -252,8 +284,12 @@ class Stream:
 class StreamHub:
     """The in-process stream store (the default backend)."""
 
-    def __init__(self, settings: HubSettings | None = None) -> None:
+    def __init__(
+        self, settings: HubSettings | None = None, mirror: RedisMirror | None = None
+    ) -> None:
         self.settings = settings or HubSettings()
+        self.mirror = mirror
+        self.background: set[asyncio.Task[None]] = set()
         self.total_bytes = 0
         self.detached = 0  # times a live stream lost its last reader
         self._live: dict[str, Stream] = {}
@@ -264,7 +300,29 @@ class StreamHub:
         self.sweep()
         stream = Stream(self, f"st_{secrets.token_urlsafe(18)}", owner, protocol)
         self._live[stream.id] = stream
+        if self.mirror is not None:
+            self.mirror.created(stream)
         return stream
+
+    def local(self, stream_id: str) -> Stream | None:
+        return self._live.get(stream_id) or self._finished_streams.get(stream_id)
+
+    async def find(self, stream_id: str, owner: str | None) -> Stream | RemoteStream:
+        """Like ``get``, and when another replica produces the stream, read it through
+        the Redis mirror."""
+        try:
+            return self.get(stream_id, owner)
+        except GatewayError as error:
+            if self.mirror is None or error.status != 404:
+                raise
+            remote = await self.mirror.find(stream_id, owner)
+            if remote is None:
+                raise
+            return remote
+
+    async def start(self) -> None:
+        if self.mirror is not None:
+            await self.mirror.start(self)
 
     def get(self, stream_id: str, owner: str | None) -> Stream:
         """The stream, if it exists and belongs to ``owner``; 404 otherwise (a stream of
@@ -315,6 +373,11 @@ class StreamHub:
             await asyncio.wait(producers, timeout=5)
 
     async def aclose(self) -> None:
+        await self._cancel_all()
+        if self.mirror is not None:
+            await self.mirror.aclose()
+
+    async def _cancel_all(self) -> None:
         """Cancel every producer and wait for them to end."""
         producers = [s.producer for s in self._live.values() if s.producer is not None]
         for stream in list(self._live.values()):

@@ -1,0 +1,256 @@
+"""Streams shared across replicas through Redis Streams.
+
+The replica producing a stream keeps it in memory (its own readers never wait on Redis)
+and mirrors every numbered frame to a Redis Stream, entry id ``0-<seq>``, from one
+writer task that batches all streams' new frames into one pipeline per wake-up. Any
+replica can then serve a resume: it reads the entries after ``Last-Event-ID`` and
+follows with ``XREAD BLOCK``.
+
+Keys (``tokenrelay:`` prefix): ``<id>:frames`` (the Redis Stream), ``<id>:meta`` (owner,
+protocol, state), ``<id>:alive`` (the producer's heartbeat, a short TTL refreshed every
+second), ``<id>:readers`` (a remote reader is attached: the producer's grace timer waits
+for it). Channel ``tokenrelay:cancel`` carries stop requests to the producing replica.
+A reader that finds the stream unfinished and the heartbeat gone gets the frames kept,
+then an error frame saying the stream was interrupted: never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..events import Error, GatewayError
+from .hub import PING, gone
+
+if TYPE_CHECKING:
+    from .hub import Stream, StreamHub
+
+log = logging.getLogger("tokenrelay.streams")
+
+PREFIX = "tokenrelay:"
+CANCEL_CHANNEL = PREFIX + "cancel"
+HEARTBEAT = 1.0  # seconds between heartbeats of a live stream
+ALIVE_TTL = 4  # seconds without a heartbeat before a producer is taken for dead
+MAX_PENDING = 100_000  # frames waiting for Redis, beyond which mirroring gives up a batch
+
+INTERRUPTED = Error(
+    "upstream",
+    "The stream was interrupted: the gateway producing it stopped. Retry the request.",
+    502,
+    code="stream_interrupted",
+)
+
+
+def _key(stream_id: str, part: str) -> str:
+    return f"{PREFIX}{stream_id}:{part}"
+
+
+class RemoteStream:
+    """A stream produced by another replica, read (and stopped) through Redis."""
+
+    def __init__(
+        self,
+        mirror: RedisMirror,
+        stream_id: str,
+        protocol: str,
+        first: int,
+        last: int,
+        done: bool,
+    ) -> None:
+        self.mirror = mirror
+        self.id = stream_id
+        self.protocol = protocol
+        self.first = first  # the oldest frame kept is first + 1
+        self.last = last
+        self.done = done
+        self.resumes = 0
+
+    def read(self, after: int, keepalive: float) -> AsyncIterator[bytes]:
+        if after < self.first:
+            raise gone(self.id, f"frames up to {self.first} are no longer kept")
+        if after > self.last:
+            raise GatewayError(
+                "invalid_request", f"Stream {self.id} has no frame {after} yet.", param="after"
+            )
+        return self.mirror.follow(self, after, keepalive)
+
+    async def stop(self) -> str:
+        if self.done:
+            return "finished"
+        await self.mirror.redis.publish(CANCEL_CHANNEL, self.id)
+        return "cancelled"
+
+
+class RedisMirror:
+    def __init__(
+        self, url: str, retention: float, error_frame: Callable[[str, Error], bytes]
+    ) -> None:
+        # Typed as Any: redis-py's reply types are unions of every RESP shape; the code
+        # below knows which shape each command returns with decode_responses off.
+        self.redis: Any = aioredis.from_url(url)
+        self.retention = max(1, int(retention))
+        self.replica = secrets.token_hex(6)
+        self._error_frame = error_frame
+        self._pending: list[tuple[str, Any]] = []
+        self._pending_frames = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._hub: StreamHub | None = None
+
+    async def start(self, hub: StreamHub) -> None:
+        self._hub = hub
+        await self.redis.ping()
+        self._tasks = [
+            asyncio.create_task(self._writer()),
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._cancels()),
+        ]
+
+    async def aclose(self) -> None:
+        self._wake.set()
+        await asyncio.sleep(0)
+        with contextlib.suppress(RedisError, OSError):
+            await self._flush()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.redis.aclose()
+
+    # --- the producing replica ---------------------------------------------------------
+
+    def created(self, stream: Stream) -> None:
+        self._queue("create", stream)
+
+    def published(self, stream: Stream, first_seq: int, frames: list[bytes]) -> None:
+        if self._pending_frames > MAX_PENDING:
+            log.warning("Redis is behind: frames of stream %s are not mirrored", stream.id)
+            return
+        self._pending_frames += len(frames)
+        self._queue("frames", (stream.id, first_seq, frames))
+
+    def finished(self, stream: Stream) -> None:
+        self._queue("finish", stream)
+
+    def _queue(self, op: str, item: Any) -> None:
+        self._pending.append((op, item))
+        self._wake.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._flush()
+            except (RedisError, OSError) as exc:
+                log.warning("mirroring streams to Redis failed: %s", exc)
+                await asyncio.sleep(0.5)
+
+    async def _flush(self) -> None:
+        pending, self._pending, self._pending_frames = self._pending, [], 0
+        if not pending:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for op, item in pending:
+            if op == "frames":
+                stream_id, seq, frames = item
+                key = _key(stream_id, "frames")
+                for i, frame in enumerate(frames):
+                    pipe.xadd(key, {"f": frame}, id=f"0-{seq + i}")
+            elif op == "create":
+                meta = {"owner": item.owner or "", "protocol": item.protocol, "state": "live"}
+                pipe.hset(_key(item.id, "meta"), mapping=meta)
+                pipe.set(_key(item.id, "alive"), self.replica, ex=ALIVE_TTL)
+                pipe.expire(_key(item.id, "meta"), self.retention + 3600)
+            elif op == "finish":
+                pipe.hset(_key(item.id, "meta"), "state", "done")
+                pipe.delete(_key(item.id, "alive"))
+                pipe.expire(_key(item.id, "meta"), self.retention)
+                pipe.expire(_key(item.id, "frames"), self.retention)
+        await pipe.execute()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            hub = self._hub
+            if hub is None or not hub.live():
+                continue
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for stream in hub.live():
+                    pipe.set(_key(stream.id, "alive"), self.replica, ex=ALIVE_TTL)
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.warning("stream heartbeat to Redis failed: %s", exc)
+
+    async def _cancels(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(CANCEL_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message" or self._hub is None:
+                        continue
+                    stream = self._hub.local(message["data"].decode())
+                    if stream is not None and not stream.done:
+                        stream.cancel()
+            except (RedisError, OSError) as exc:
+                log.warning("listening for stream cancels failed: %s", exc)
+                await asyncio.sleep(1)
+
+    async def has_remote_reader(self, stream_id: str) -> bool:
+        try:
+            return bool(await self.redis.exists(_key(stream_id, "readers")))
+        except (RedisError, OSError):
+            return False
+
+    # --- any replica ------------------------------------------------------------------
+
+    async def find(self, stream_id: str, owner: str | None) -> RemoteStream | None:
+        try:
+            meta = await self.redis.hgetall(_key(stream_id, "meta"))
+            if not meta or meta.get(b"owner", b"").decode() != (owner or ""):
+                return None
+            key = _key(stream_id, "frames")
+            first_entry = await self.redis.xrange(key, count=1)
+            last_entry = await self.redis.xrevrange(key, count=1)
+        except (RedisError, OSError) as exc:
+            raise GatewayError("upstream", f"the stream store is unavailable: {exc}") from None
+        first = int(first_entry[0][0].split(b"-")[1]) - 1 if first_entry else 0
+        last = int(last_entry[0][0].split(b"-")[1]) if last_entry else 0
+        done = meta.get(b"state") == b"done"
+        return RemoteStream(self, stream_id, meta[b"protocol"].decode(), first, last, done)
+
+    async def follow(
+        self, stream: RemoteStream, after: int, keepalive: float
+    ) -> AsyncIterator[bytes]:
+        """Frames after ``after`` from Redis, then new ones as they are mirrored."""
+        key = _key(stream.id, "frames")
+        readers = _key(stream.id, "readers")
+        position = f"0-{after}" if after > 0 else "0-0"
+        block = max(100, int(keepalive * 1000))
+        while True:
+            await self.redis.set(readers, self.replica, ex=int(keepalive * 2) + 2)
+            reply = await self.redis.xread({key: position}, block=block, count=1000)
+            entries = reply[0][1] if reply else []
+            if entries:
+                position = entries[-1][0].decode()
+                yield b"".join(fields[b"f"] for _, fields in entries)
+                continue
+            state = await self.redis.hget(_key(stream.id, "meta"), "state")
+            if state == b"done":
+                # a last look: frames written between the read and the state check
+                tail = await self.redis.xread({key: position}, count=1000)
+                if tail:
+                    yield b"".join(fields[b"f"] for _, fields in tail[0][1])
+                return
+            if not await self.redis.exists(_key(stream.id, "alive")):
+                yield self._error_frame(stream.protocol, INTERRUPTED)
+                return
+            yield PING
