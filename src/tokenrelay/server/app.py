@@ -18,7 +18,6 @@ from ..providers.http import Endpoint, HTTPProvider
 from ..providers.local import LocalProvider
 from ..router import ModelSpec, Router, Timeouts
 from ..streams.hub import HubSettings, StreamHub
-from ..streams.redis_mirror import RedisMirror
 from .api import API, http_error, server_error
 from .relay import Gateway
 
@@ -66,7 +65,9 @@ def create_app(config: Config) -> Starlette:
     router = build_router(config)
     s = config.streams
     settings = HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes)
-    mirror = RedisMirror(config.redis_url, s.retention, error_frame) if config.redis_url else None
+    mirror = None
+    if config.redis_url:  # imported only when used: redis-py costs memory and start time
+        mirror = RedisMirror(config.redis_url, s.retention, error_frame)
     hub = StreamHub(settings, mirror)
     metrics = Metrics()
     metrics.watch(hub, router.deployments)

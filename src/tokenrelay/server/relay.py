@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from starlette.responses import JSONResponse, Response
@@ -27,9 +27,11 @@ from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
 from ..streams.hub import Stream, StreamHub, parse_event_id
-from ..streams.redis_mirror import RemoteStream
 from .attempts import Attempts, retryable
 from .streaming import RETRY, SSEResponse, race_disconnect
+
+if TYPE_CHECKING:
+    from ..streams.redis_mirror import RemoteStream
 
 log = logging.getLogger("tokenrelay.access")
 

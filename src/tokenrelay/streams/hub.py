@@ -102,7 +102,9 @@ class Stream:
         self.readers = 0
         self.resumes = 0
         self.producer: asyncio.Task[None] | None = None
-        self._waiters: list[asyncio.Future[None]] = []
+        # (waiter, when its reader began waiting, keep-alive interval): a publish wakes
+        # them with False; the hub's ticker wakes a long-silent one with True (ping).
+        self._waiters: list[tuple[asyncio.Future[bool], float, float]] = []
         self._grace_timer: asyncio.TimerHandle | None = None
         self._prefix = b"id: " + stream_id.encode() + b":"
 
@@ -175,9 +177,21 @@ class Stream:
         waiters = self._waiters
         if waiters:
             self._waiters = []
-            for waiter in waiters:
+            for waiter, _, _ in waiters:
                 if not waiter.done():
-                    waiter.set_result(None)
+                    waiter.set_result(False)
+
+    def _ping_silent(self, now: float) -> None:
+        """Wake the readers that have waited a whole keep-alive interval: they ping."""
+        keep = []
+        for entry in self._waiters:
+            waiter, since, interval = entry
+            if now - since >= interval:
+                if not waiter.done():
+                    waiter.set_result(True)
+            else:
+                keep.append(entry)
+        self._waiters = keep
 
     # --- the readers' side ------------------------------------------------------------
 
@@ -270,12 +284,11 @@ class Stream:
                     continue
                 if self.done:
                     return
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                done, _ = await asyncio.wait((waiter,), timeout=keepalive)
-                if not done:
-                    if waiter in self._waiters:
-                        self._waiters.remove(waiter)
+                loop = asyncio.get_running_loop()
+                waiter: asyncio.Future[bool] = loop.create_future()
+                self._waiters.append((waiter, loop.time(), keepalive))
+                self._hub.tick(keepalive)
+                if await waiter:
                     yield PING
         finally:
             self._detach()
@@ -290,6 +303,8 @@ class StreamHub:
         self.settings = settings or HubSettings()
         self.mirror = mirror
         self.background: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._tick = 0.0
         self.total_bytes = 0
         self.detached = 0  # times a live stream lost its last reader
         self._live: dict[str, Stream] = {}
@@ -303,6 +318,24 @@ class StreamHub:
         if self.mirror is not None:
             self.mirror.created(stream)
         return stream
+
+    def tick(self, keepalive: float) -> None:
+        """Make sure silent readers get pinged: one ticker for all streams, checking
+        every half keep-alive interval (so a ping follows 1 to 1.5 intervals of quiet)."""
+        if self._ticker is None or self._ticker.done() or keepalive / 2 < self._tick:
+            if self._ticker is not None:
+                self._ticker.cancel()
+            self._tick = keepalive / 2
+            self._ticker = asyncio.ensure_future(self._ping_loop(self._tick))
+
+    async def _ping_loop(self, period: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for stream in list(self._live.values()):
+                if stream._waiters:
+                    stream._ping_silent(now)
 
     def local(self, stream_id: str) -> Stream | None:
         return self._live.get(stream_id) or self._finished_streams.get(stream_id)
@@ -373,6 +406,8 @@ class StreamHub:
             await asyncio.wait(producers, timeout=5)
 
     async def aclose(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         await self._cancel_all()
         if self.mirror is not None:
             await self.mirror.aclose()
