@@ -67,6 +67,8 @@ def create_app(config: Config) -> Starlette:
     settings = HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes)
     mirror = None
     if config.redis_url:  # imported only when used: redis-py costs memory and start time
+        from ..streams.redis_mirror import RedisMirror
+
         mirror = RedisMirror(config.redis_url, s.retention, error_frame)
     hub = StreamHub(settings, mirror)
     metrics = Metrics()
