@@ -22,7 +22,7 @@ serve: $(VENV)/.installed
 
 # System services and tools the tests use (Debian packages), installed only if missing.
 system-deps:
-	@bash scripts/system-deps.sh redis-server postgresql
+	@bash scripts/system-deps.sh redis-server postgresql chromium nodejs fonts-noto-cjk fonts-noto-color-emoji
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

@@ -124,6 +124,7 @@ DEFAULT_PRICES: dict[str, Price] = {
         note="context-cache storage (per hour) is not a token price and is not billed here",
     ),
     "gemini-2.5-flash": _p(0.30, 2.50, 0.03, _GOOGLE),
+    "gemini-2.5-flash-lite": _p(0.10, 0.40, 0.01, _GOOGLE),
     # xAI.
     "grok-4": _p(
         3.00,

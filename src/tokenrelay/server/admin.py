@@ -111,7 +111,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 class AdminAPI:
     """The admin routes over ``store`` (which may be attached later: until then they
     answer 503). ``on_change`` runs after a revoke or rotate, e.g. to drop an
-    ``Authenticator``'s cache."""
+    ``Authenticator``'s cache. ``catch_all`` adds a last route answering JSON 404 for
+    any other ``/admin/…`` path: turn it off, or mount other ``/admin/…`` routes (the
+    dashboard) before these, when the application serves more under ``/admin/``."""
 
     def __init__(
         self,
@@ -120,8 +122,10 @@ class AdminAPI:
         *,
         on_change: Callable[[], None] | None = None,
         max_body: int = 4 * 1024 * 1024,
+        catch_all: bool = True,
     ) -> None:
         self.store = store
+        self.catch_all = catch_all
         self._master = hashlib.sha256(master_key.encode()).digest() if master_key else None
         self.on_change = on_change
         self.max_body = max_body
@@ -135,8 +139,9 @@ class AdminAPI:
             ("/admin/keys/{key_id}/revoke", {"POST": self.revoke_key}, True),
             ("/admin/keys/{key_id}/rotate", {"POST": self.rotate_key}, True),
             ("/admin/usage", {"GET": self.usage}, True),
-            ("/admin/{path:path}", {}, True),
         ]
+        if self.catch_all:
+            table.append(("/admin/{path:path}", {}, True))
         return [Route(path, self._dispatch(h, auth), methods=_METHODS) for path, h, auth in table]
 
     def _dispatch(self, handlers: dict[str, Handler], auth: bool) -> Handler:

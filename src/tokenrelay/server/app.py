@@ -19,6 +19,7 @@ from ..providers.local import LocalProvider
 from ..router import ModelSpec, Router, Timeouts
 from ..streams.hub import HubSettings, StreamHub
 from .api import API, http_error, server_error
+from .web import web_routes
 from .relay import Gateway
 
 UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
@@ -83,7 +84,7 @@ def create_app(config: Config) -> Starlette:
         await router.aclose()
 
     app = Starlette(
-        routes=API(gateway).routes(),
+        routes=[*API(gateway).routes(), *web_routes()],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

@@ -1,0 +1,78 @@
+"""The tables as the code uses them today. ``migrations`` builds them step by step; a
+test checks that a migrated database matches these definitions exactly.
+
+Times are naive UTC ``DateTime`` columns (one convention for SQLite and PostgreSQL).
+``usage.key_id`` has no foreign key: a usage record must be writable in any order and
+survive anything that happens to its key, and open-mode requests have no key.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("applied_at", DateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(32), nullable=False),
+    Column("models", JSON, nullable=True),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", BigInteger, nullable=True),
+    Column("max_concurrent", Integer, nullable=True),
+    Column("budget_usd", Float, nullable=True),
+    Column("budget_period", String(16), nullable=False),
+    Column("expires_at", DateTime, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime, nullable=True),
+)
+
+usage = Table(
+    "usage",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("key_id", String(32), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("provider", String(100), nullable=True),
+    Column("deployment", String(200), nullable=True),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=True),
+    Column("ttft_ms", Float, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("finish_reason", String(32), nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("resumes", Integer, nullable=False),
+    Column("estimated", Boolean, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_usage_key_created", "key_id", "created_at"),
+    Index("ix_usage_created", "created_at"),
+)
