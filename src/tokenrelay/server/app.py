@@ -8,6 +8,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from ..config import Config, TimeoutsConfig
 from ..events import Error
@@ -19,8 +21,8 @@ from ..providers.local import LocalProvider
 from ..router import ModelSpec, Router, Timeouts
 from ..streams.hub import HubSettings, StreamHub
 from .api import API, http_error, server_error
-from .web import web_routes
 from .relay import Gateway
+from .web import web_routes
 
 UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 
@@ -61,7 +63,7 @@ def error_frame(protocol: str, error: Error) -> bytes:
     return bytes(CLIENT_CODECS[protocol].error_frame(error))
 
 
-def create_app(config: Config) -> Starlette:
+def create_app(config: Config) -> Front:
     """The gateway as an ASGI app; ``app.state.gateway`` is its ``Gateway``."""
     router = build_router(config)
     s = config.streams
@@ -83,10 +85,42 @@ def create_app(config: Config) -> Starlette:
         await hub.aclose()
         await router.aclose()
 
+    api = API(gateway)
     app = Starlette(
-        routes=[*API(gateway).routes(), *web_routes()],
+        routes=[*api.routes(), *web_routes()],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.gateway = gateway
-    return app
+    return Front(app, api)
+
+
+class Front:
+    """The ASGI entry point. The chat routes, whose responses stream, are served here
+    directly: Starlette's middleware stack would wrap ``send`` three times, a cost paid
+    on every chunk. Everything else goes through the Starlette app."""
+
+    HOT = frozenset(
+        {
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/chat/completions"),
+            ("POST", "/v1/messages"),
+            ("POST", "/anthropic/v1/messages"),
+        }
+    )
+
+    def __init__(self, app: Starlette, api: API) -> None:
+        self.app = app
+        self.api = api
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["method"], scope["path"]) in self.HOT:
+            request = Request(scope, receive)
+            try:
+                response = await self.api.chat(request)
+            except Exception as exc:
+                response = await server_error(request, exc)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -194,39 +194,37 @@ class Relay:
         """Read ``upstream`` into ``target``. Before the first byte reaches the client,
         a failure (error, first-token or idle timeout) opens the next attempt; after
         it, the failure is delivered in-band. The upstream is always closed."""
-        loop = asyncio.get_running_loop()
         attempts, exchange = self.attempts, self.exchange
         gap = exchange.metrics.gap.labels(exchange.model) if exchange.metrics else None
         clock = time.perf_counter
         delivered = False
         while True:
             timeouts = attempts.timeouts()
-            got_any = False
+            watchdog = Watchdog(timeouts.first_token, timeouts.idle)
             try:
-                async with asyncio.timeout(timeouts.first_token) as deadline:
-                    last = clock()
-                    async for batch in target.begin(upstream):
-                        got_any = True
-                        if gap is not None:
-                            now = clock()
-                            gap.observe(now - last)
-                            last = now
-                        if target.take(batch) and not delivered:
-                            delivered = True
-                            exchange.first_byte = time.perf_counter()
-                            attempts.succeeded()
-                        if target.ended:
-                            break
-                        if timeouts.idle is not None:
-                            deadline.reschedule(loop.time() + timeouts.idle)
-                    else:
-                        target.finish()
+                last = clock()
+                async for batch in target.begin(upstream):
+                    watchdog.touch()
+                    if gap is not None:
+                        now = clock()
+                        gap.observe(now - last)
+                        last = now
+                    if target.take(batch) and not delivered:
+                        delivered = True
+                        exchange.first_byte = time.perf_counter()
+                        attempts.succeeded()
+                    if target.ended:
+                        break
+                else:
+                    target.finish()
                 attempts.succeeded()
                 attempts.done()
                 return
-            except TimeoutError:
-                which = "idle" if got_any else "first_token"
-                limit = timeouts.idle if got_any else timeouts.first_token
+            except asyncio.CancelledError:
+                if not watchdog.expired():
+                    raise
+                which = "idle" if watchdog.touched else "first_token"
+                limit = timeouts.idle if watchdog.touched else timeouts.first_token
                 error = GatewayError(
                     "timeout",
                     f"upstream {attempts.deployment} sent nothing for {limit:g}s "
@@ -236,6 +234,7 @@ class Relay:
             except GatewayError as exc:
                 error = exc
             finally:
+                watchdog.stop()
                 await upstream.aclose()
             attempts.failed(error)
             if delivered or not retryable(error):
@@ -246,6 +245,59 @@ class Relay:
             except GatewayError as final:
                 target.fail(final)
                 return
+
+
+class Watchdog:
+    """Cancels the current task when an upstream is silent too long: ``first`` seconds
+    before its first read, ``idle`` seconds between reads. ``touch()`` on each read only
+    stores the time; the timer wakes once per period, not once per read."""
+
+    def __init__(self, first: float | None, idle: float | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._limit = first
+        self._idle = idle
+        self._last = self._loop.time()
+        self._fired = False
+        self.touched = False
+        self._handle = (
+            self._loop.call_at(self._last + first, self._check) if first is not None else None
+        )
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+        if not self.touched:
+            self.touched = True
+            self._limit = self._idle
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = (
+                self._loop.call_at(self._last + self._idle, self._check)
+                if self._idle is not None
+                else None
+            )
+
+    def _check(self) -> None:
+        assert self._limit is not None
+        due = self._last + self._limit
+        if self._loop.time() >= due:
+            self._fired = True
+            if self._task is not None:
+                self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def expired(self) -> bool:
+        """Whether a cancellation came from this watchdog (and is taken back)."""
+        if not self._fired or self._task is None:
+            return False
+        self._fired = False
+        return self._task.uncancel() == 0
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class _StreamTarget:

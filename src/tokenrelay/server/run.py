@@ -11,8 +11,8 @@ from __future__ import annotations
 import socket
 
 import uvicorn
-from starlette.applications import Starlette
 
+from .app import Front
 from .relay import Gateway
 
 
@@ -30,14 +30,15 @@ class GatewayServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: Starlette, host: str, port: int, log_level: str, drain: float) -> None:
+def serve(app: Front, host: str, port: int, log_level: str, drain: float) -> None:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # the gateway logs each request itself, once, when it ends
+        proxy_headers=False,  # nothing here uses the client address
         log_level=log_level,
         timeout_graceful_shutdown=5,  # after the drain: for responses still being written
     )
