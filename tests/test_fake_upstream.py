@@ -607,3 +607,323 @@ def test_cli_runs_as_a_process() -> None:
     finally:
         process.terminate()
         assert process.wait(5) == 0
+
+
+# --- generated scenarios: tools, think, limit (tokenrelay.fake.scenes) ----------------------
+
+CALLS = 'Let me look.\n/call get_weather {"city": "Paris"}\n/call get_time {"tz": "UTC"}'
+TOOL_NAMES = ["get_weather", "get_time"]
+
+
+def scene_body(
+    proto: str, text: str, *, tools: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A request saying ``text`` and offering ``tools`` in the wire format of ``proto``."""
+    names = TOOL_NAMES if tools is None else tools
+    schema = {"type": "object", "properties": {}}
+    if proto == "gemini":
+        body: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+        if names:
+            body["tools"] = [{"functionDeclarations": [{"name": n} for n in names]}]
+    else:
+        body = {"messages": [{"role": "user", "content": text}], "stream": True}
+        if names and proto == "anthropic":
+            body["tools"] = [{"name": n, "input_schema": schema} for n in names]
+        elif names:
+            body["tools"] = [
+                {"type": "function", "function": {"name": n, "parameters": schema}} for n in names
+            ]
+        if proto == "anthropic":
+            body["max_tokens"] = 100
+    body.update(extra)
+    return body
+
+
+async def scene(
+    session: aiohttp.ClientSession,
+    up: FakeUpstream,
+    proto: str,
+    model: str,
+    body: dict[str, Any],
+    *,
+    streamed: bool = True,
+) -> tuple[int, list[Any]]:
+    """(status, decoded events: JSON objects, ``[DONE]`` left out, or the error body)."""
+    path, _ = route(proto, model, stream=streamed)
+    if proto != "gemini":
+        body = {**body, "model": model, "stream": streamed}
+    async with session.post(up.base_url + path, json=body) as response:
+        raw = await response.read()
+        if response.status != 200 or not streamed:
+            return response.status, [json.loads(raw)]
+    evs = [e for e in events(raw) if e.data != "[DONE]"]
+    if proto == "anthropic":
+        assert all(json.loads(e.data)["type"] == e.event for e in evs)
+    return 200, [json.loads(e.data) for e in evs]
+
+
+async def test_tools_openai_streams_parallel_calls(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    body = scene_body("openai", CALLS, stream_options={"include_usage": True})
+    status, objs = await scene(session, upstream, "openai", "tools", body)
+    assert status == 200
+    deltas = [o["choices"][0]["delta"] for o in objs if o["choices"]]
+    assert deltas[0]["role"] == "assistant"
+    assert "".join(d.get("content") or "" for d in deltas) == "Let me look."
+    calls: dict[int, dict[str, str]] = {}
+    for delta in deltas:
+        for call in delta.get("tool_calls") or []:
+            slot = calls.setdefault(call["index"], {"id": "", "name": "", "args": ""})
+            slot["id"] += call.get("id") or ""
+            slot["name"] += call.get("function", {}).get("name") or ""
+            slot["args"] += call["function"].get("arguments") or ""
+    assert [(c["name"], json.loads(c["args"])) for c in calls.values()] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "UTC"}),
+    ]
+    assert [c["id"].rsplit("_", 1)[1] for c in calls.values()] == ["0", "1"]
+    indices = [d["tool_calls"][0]["index"] for d in deltas if d.get("tool_calls")]
+    assert indices == sorted(indices), "one call after the other"
+    assert [o["choices"][0]["finish_reason"] for o in objs if o["choices"]][-1] == "tool_calls"
+    usage = objs[-1]["usage"]
+    # one token per word of the prompt; one per text chunk and per arguments fragment
+    assert usage["prompt_tokens"] == 11
+    assert usage["completion_tokens"] == 3 + 3 + 2  # "Let me look." + 17 + 13 chars of args
+
+
+async def test_tools_interleave_on_the_openai_wire(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    body = scene_body("openai", CALLS)
+    _, objs = await scene(session, upstream, "openai", "tools?interleave=1", body)
+    indices = [
+        o["choices"][0]["delta"]["tool_calls"][0]["index"]
+        for o in objs
+        if o["choices"][0]["delta"].get("tool_calls")
+    ]
+    assert indices[:4] == [0, 1, 0, 1]
+    args = ["", ""]
+    for o in objs:
+        for call in o["choices"][0]["delta"].get("tool_calls") or []:
+            args[call["index"]] += call["function"].get("arguments") or ""
+    assert [json.loads(a) for a in args] == [{"city": "Paris"}, {"tz": "UTC"}]
+
+
+async def test_tools_anthropic_streams_tool_use_blocks(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    _, objs = await scene(session, upstream, "anthropic", "tools", scene_body("anthropic", CALLS))
+    starts = [o["content_block"] for o in objs if o["type"] == "content_block_start"]
+    assert [b["type"] for b in starts] == ["text", "tool_use", "tool_use"]
+    assert [b.get("name") for b in starts[1:]] == TOOL_NAMES
+    assert all(b["id"].startswith("toolu_msg_fake") for b in starts[1:])
+    partial: dict[int, str] = {}
+    for o in objs:
+        if o["type"] == "content_block_delta" and o["delta"]["type"] == "input_json_delta":
+            partial[o["index"]] = partial.get(o["index"], "") + o["delta"]["partial_json"]
+    assert [json.loads(p) for p in partial.values()] == [{"city": "Paris"}, {"tz": "UTC"}]
+    assert objs[-2]["delta"]["stop_reason"] == "tool_use"
+    assert objs[-1]["type"] == "message_stop"
+
+
+async def test_tools_gemini_streams_function_calls_the_first_signed(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    from tokenrelay.fake.scenes import signature
+
+    _, objs = await scene(session, upstream, "gemini", "tools", scene_body("gemini", CALLS))
+    parts = [p for o in objs for p in o["candidates"][0]["content"]["parts"]]
+    assert "".join(p.get("text", "") for p in parts) == "Let me look."
+    calls = [p for p in parts if "functionCall" in p]
+    assert [c["functionCall"] for c in calls] == [
+        {"name": "get_weather", "args": {"city": "Paris"}},
+        {"name": "get_time", "args": {"tz": "UTC"}},
+    ]
+    assert calls[0]["thoughtSignature"] == signature('get_weather {"city": "Paris"}')
+    assert "thoughtSignature" not in calls[1]
+    assert objs[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert objs[-1]["usageMetadata"]["candidatesTokenCount"] == 3 + 3 + 2
+
+
+@pytest.mark.parametrize("proto", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize(
+    ("text", "tools", "word"),
+    [
+        ('/call get_stock {"s": 1}', None, "does not offer"),
+        ("/call get_weather {", None, "not JSON"),
+        ("/call get_weather [1]", None, "JSON object"),
+        ("no call here", None, "no '/call"),
+        ('/call get_weather {"city": "Paris"}', [], "does not offer"),
+    ],
+)
+async def test_tools_refuses_what_it_cannot_serve(
+    upstream: FakeUpstream,
+    session: aiohttp.ClientSession,
+    proto: str,
+    text: str,
+    tools: list[str] | None,
+    word: str,
+) -> None:
+    status, [body] = await scene(
+        session, upstream, proto, "tools", scene_body(proto, text, tools=tools)
+    )
+    assert status == 400
+    assert word in json.dumps(body)
+
+
+@pytest.mark.parametrize("proto", ["openai", "anthropic", "gemini"])
+async def test_think_streams_signed_reasoning_then_the_echo(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, proto: str
+) -> None:
+    from tokenrelay.fake.scenes import signature
+
+    thought = "Reasoning about: what is the capital"
+    body = scene_body(
+        proto, "what is the capital", tools=[], stream_options={"include_usage": True}
+    )
+    if proto != "openai":
+        body.pop("stream_options")
+    _, objs = await scene(session, upstream, proto, "think", body)
+    if proto == "openai":
+        deltas = [o["choices"][0]["delta"] for o in objs if o["choices"]]
+        reasoning = "".join(d.get("reasoning_content") or "" for d in deltas)
+        text = "".join(d.get("content") or "" for d in deltas)
+        signatures: list[str] = []
+        usage = objs[-1]["usage"]
+        assert usage["completion_tokens_details"] == {"reasoning_tokens": 6}
+        assert usage["completion_tokens"] == 6 + 4
+    elif proto == "anthropic":
+        starts = [o["content_block"]["type"] for o in objs if o["type"] == "content_block_start"]
+        assert starts == ["thinking", "text"]
+        deltas = [o["delta"] for o in objs if o["type"] == "content_block_delta"]
+        reasoning = "".join(d.get("thinking", "") for d in deltas)
+        text = "".join(d.get("text", "") for d in deltas)
+        signatures = [d["signature"] for d in deltas if d["type"] == "signature_delta"]
+        kinds = [d["type"] for d in deltas]
+        assert kinds.index("signature_delta") == kinds.index("text_delta") - 1
+        assert objs[-2]["usage"] == {"output_tokens": 6 + 4}
+    else:
+        parts = [p for o in objs for p in o["candidates"][0]["content"]["parts"]]
+        reasoning = "".join(p["text"] for p in parts if p.get("thought"))
+        text = "".join(p["text"] for p in parts if not p.get("thought"))
+        signatures = [p["thoughtSignature"] for p in parts if "thoughtSignature" in p]
+        first_answer = next(p for p in parts if not p.get("thought"))
+        assert first_answer.get("thoughtSignature") == signature(thought)
+        meta = objs[-1]["usageMetadata"]
+        assert (meta["candidatesTokenCount"], meta["thoughtsTokenCount"]) == (4, 6)
+    assert reasoning == thought
+    assert text == "what is the capital"
+    assert signatures == ([] if proto == "openai" else [signature(thought)])
+
+
+@pytest.mark.parametrize("proto", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_limit_honours_the_max_tokens_of_each_wire(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, proto: str, streamed: bool
+) -> None:
+    limit = {"openai": {"max_tokens": 2}, "anthropic": {"max_tokens": 2}}.get(
+        proto, {"generationConfig": {"maxOutputTokens": 2}}
+    )
+    body = scene_body(proto, "one two three four", tools=[], **limit)
+    _, objs = await scene(session, upstream, proto, "echo?limit=1", body, streamed=streamed)
+    if proto == "openai":
+        if streamed:
+            text = "".join(o["choices"][0]["delta"].get("content") or "" for o in objs)
+            finish = objs[-1]["choices"][0]["finish_reason"]
+        else:
+            text = objs[0]["choices"][0]["message"]["content"]
+            finish = objs[0]["choices"][0]["finish_reason"]
+        assert finish == "length"
+    elif proto == "anthropic":
+        if streamed:
+            text = "".join(
+                o["delta"].get("text", "") for o in objs if o["type"] == "content_block_delta"
+            )
+            stop = objs[-2]["delta"]["stop_reason"]
+        else:
+            text, stop = objs[0]["content"][0]["text"], objs[0]["stop_reason"]
+        assert stop == "max_tokens"
+    else:
+        text = "".join(p["text"] for o in objs for p in o["candidates"][0]["content"]["parts"])
+        assert objs[-1]["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    assert text == "one two "
+    # without limit=1, or within the limit, nothing changes
+    body = scene_body(proto, "one two", tools=[], **limit)
+    _, objs = await scene(session, upstream, proto, "echo?limit=1", body, streamed=streamed)
+    assert "length" not in json.dumps(objs) and "MAX_TOKENS" not in json.dumps(objs)
+    body = scene_body(proto, "one two three four", tools=[], **limit)
+    _, objs = await scene(session, upstream, proto, "echo", body, streamed=streamed)
+    assert "four" in json.dumps(objs)
+    assert "length" not in json.dumps(objs) and "MAX_TOKENS" not in json.dumps(objs)
+
+
+@pytest.mark.parametrize("model", ["tools", "think"])
+async def test_scenes_only_stream(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, model: str
+) -> None:
+    status, [body] = await scene(
+        session, upstream, "openai", model, scene_body("openai", CALLS), streamed=False
+    )
+    assert status == 400 and "only stream" in body["error"]["message"]
+
+
+async def test_faults_apply_to_the_scenes(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    _, objs = await scene(
+        session, upstream, "anthropic", "tools?error_after=4", scene_body("anthropic", CALLS)
+    )
+    assert len(objs) == 5 and objs[-1]["type"] == "error"
+    _, objs = await scene(
+        session, upstream, "gemini", "think?no_done=1", scene_body("gemini", "hi")
+    )
+    assert all("finishReason" not in o["candidates"][0] for o in objs)
+
+
+async def test_official_sdks_parse_the_scenes(upstream: FakeUpstream) -> None:
+    openai = pytest.importorskip("openai")
+    anthropic = pytest.importorskip("anthropic")
+    oc = openai.AsyncOpenAI(base_url=upstream.base_url + "/v1", api_key="sk-o", max_retries=0)
+    body = scene_body("openai", CALLS)
+    async with oc.chat.completions.stream(
+        model="tools?interleave=1", messages=body["messages"], tools=body["tools"]
+    ) as st:
+        completion = await st.get_final_completion()
+    calls = completion.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "UTC"}),
+    ]
+    await oc.close()
+    ac = anthropic.AsyncAnthropic(base_url=upstream.base_url, api_key="sk-a", max_retries=0)
+    body = scene_body("anthropic", CALLS)
+    async with ac.messages.stream(
+        model="tools", max_tokens=100, messages=body["messages"], tools=body["tools"]
+    ) as st:
+        message = await st.get_final_message()
+    assert [(b.name, b.input) for b in message.content if b.type == "tool_use"] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "UTC"}),
+    ]
+    async with ac.messages.stream(model="think", max_tokens=100, messages=USER) as st:
+        message = await st.get_final_message()
+    assert message.content[0].type == "thinking" and message.content[0].signature
+    assert message.content[1].type == "text"
+    await ac.close()
+
+
+@pytest.mark.parametrize("model", ["tools", "think", "echo?limit=1"])
+@pytest.mark.parametrize("proto", ["openai", "anthropic", "gemini"])
+async def test_scenes_survive_odd_bodies(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, model: str, proto: str
+) -> None:
+    odd: dict[str, Any] = {
+        "messages": [1, {"role": "user", "content": 5}],
+        "tools": [3, {"function": 2}, {"functionDeclarations": 1}],
+        "max_tokens": "x",
+        "generationConfig": [],
+        "contents": [{"parts": "x"}, 2],
+    }
+    status, _ = await scene(session, upstream, proto, model, odd)
+    assert status in (200, 400)

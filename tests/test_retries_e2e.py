@@ -157,7 +157,9 @@ def test_a_client_error_is_not_retried(gw: Gateway, fake: FakeUpstream) -> None:
             model="refused", messages=[{"role": "user", "content": "x"}]
         )
     assert len(upstream_requests(fake, m("gen/2?status=400"))) == 1
-    assert upstream_requests(fake, m("gen/7")) == [], "no fallback for a request the upstream refused"
+    assert upstream_requests(fake, m("gen/7")) == [], (
+        "no fallback for a request the upstream refused"
+    )
 
 
 def test_least_in_flight_spreads_concurrent_streams(gw: Gateway, fake: FakeUpstream) -> None:

@@ -7,8 +7,8 @@ Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``), ``POST /v1/me
 and the ``fail_times`` counters), ``GET /_fake/stats``, ``GET /_fake/health``.
 
 What a response holds is chosen by the model name (for Gemini, the model in the URL):
-``echo``, ``gen/<n>`` or ``replay/<provider>/<file-stem>``, plus ``?options`` for
-timing and faults; see ``tokenrelay.fake.options`` for the grammar.
+``echo``, ``gen/<n>``, ``tools``, ``think`` or ``replay/<provider>/<file-stem>``, plus
+``?options`` for timing and faults; see ``tokenrelay.fake.options`` for the grammar.
 
 In process::
 

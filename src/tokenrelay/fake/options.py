@@ -3,8 +3,23 @@
 ::
 
     model    = base [ "?" options ]
-    base     = "echo" | "gen/" N | "replay/" PROVIDER "/" STEM
+    base     = "echo" | "gen/" N | "replay/" PROVIDER "/" STEM | "tools" | "think"
     options  = key "=" value *( "&" key "=" value )      (query-string syntax)
+
+Generated scenarios (``tokenrelay.fake.scenes``), each in the route's wire format:
+
+- ``echo``: the last user message (as read from the route's format), word by word;
+- ``gen/N``: ``tok0 `` ... ``tok{N-1} ``;
+- ``tools``: the last user message names tool calls, one per line ``/call NAME {json}``
+  (text before the first such line is streamed first); every call is streamed, in
+  parallel (OpenAI ``tool_calls`` fragments, Anthropic ``tool_use`` blocks with
+  ``input_json_delta``, Gemini ``functionCall`` parts, the first one carrying the
+  ``thoughtSignature`` ``base64("sig:NAME JSON")``), and the turn ends for tool use. A NAME the request does not
+  offer among its tools is a 400, so a stream proves the tools were translated;
+- ``think``: reasoning ``Reasoning about: <last user message>`` (OpenAI
+  ``reasoning_content`` deltas; an Anthropic ``thinking`` block closed by a
+  ``signature_delta``; Gemini ``thought`` parts, the signature on the first answer
+  part), with the signature ``base64("sig:" + reasoning)``, then the echo.
 
 Options (all optional; event indexes count every SSE event the stream would carry,
 starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
@@ -27,6 +42,12 @@ starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
 ``body=TEXT``             with ``status``: this body (URL-encoded in the model name)
 ``fail_times=N``          with ``status`` (default 500): only the first N requests carrying
                           this exact model string fail; later ones succeed
+``limit=1``               honour the request's max tokens (``max_completion_tokens`` /
+                          ``max_tokens``, ``max_tokens``, ``maxOutputTokens``): at most
+                          that many text chunks, then the length stop (``length``,
+                          ``max_tokens``, ``MAX_TOKENS``)
+``interleave=1``          ``tools`` on the OpenAI route: the calls' fragments interleave
+                          (index 0, 1, 0, 1, ...), as the wire allows
 ========================  ==================================================================
 """
 
@@ -47,7 +68,7 @@ _MAX_SECONDS = 3600.0
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 
-Kind = Literal["echo", "gen", "replay"]
+Kind = Literal["echo", "gen", "replay", "tools", "think"]
 
 
 class ScriptError(ValueError):
@@ -80,6 +101,8 @@ class Script:
     retry_after: str | None = None
     body: str | None = None
     fail_times: int | None = None
+    limit: bool = False
+    interleave: bool = False
 
     @property
     def fails(self) -> bool:
@@ -122,8 +145,8 @@ def parse_model(model: str) -> Script:
     """Parse a model name; raises ``ScriptError`` (status 404 for an unknown base)."""
     base, _, query = model.partition("?")
     fields: dict[str, Any] = {}
-    if base == "echo":
-        fields["kind"] = "echo"
+    if base in ("echo", "tools", "think"):
+        fields["kind"] = base
     elif base.startswith("gen/"):
         fields["kind"] = "gen"
         fields["n"] = _int("gen", base[4:], 0, MAX_EVENTS)
@@ -134,8 +157,8 @@ def parse_model(model: str) -> Script:
         fields.update(kind="replay", provider=parts[0], stem=parts[1])
     else:
         raise ScriptError(
-            f"The model {model!r} does not exist on the fake upstream: use echo, gen/<n> "
-            "or replay/<provider>/<file-stem>, optionally followed by ?options",
+            f"The model {model!r} does not exist on the fake upstream: use echo, gen/<n>, "
+            "tools, think or replay/<provider>/<file-stem>, optionally followed by ?options",
             404,
         )
     try:
@@ -153,7 +176,7 @@ def parse_model(model: str) -> Script:
             fields[key] = _int(key, value, 0)
         elif key == "status":
             fields[key] = _int(key, value, 200, 599)
-        elif key == "no_done":
+        elif key in ("no_done", "limit", "interleave"):
             fields[key] = _flag(key, value)
         elif key == "retry_after":
             if not _HEADER_VALUE.fullmatch(value):

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import msgspec
 
-from . import wire
+from . import scenes, wire
 from .httpio import Reply, Request, RequestRecord
 from .options import Script, ScriptError, parse_model
 from .plan import BAD_UTF8, End, StreamPlan, build_plan, read_replay, split_events
@@ -232,17 +232,21 @@ class Router:
         else:
             usage = _include_usage(body) if proto == "openai" else False
             key = (proto, script.model, usage, wire.prompt_tokens(proto, body))
-        plan = self._plans.get(key) if script.kind != "echo" else None
+        # echo and the scenes depend on what the request says: never cached
+        cached = script.kind in ("gen", "replay") and not script.limit
+        plan = self._plans.get(key) if cached else None
         if plan is not None:
             return plan
         if script.kind == "replay":
             events = self._replay_events(script)
             if script.no_done and events:
                 events = events[:-1]
+        elif script.kind in ("tools", "think") or script.limit:
+            events = self._scene(script, proto, body)
         else:
             events = self._generate(script, proto, body)
         plan = build_plan(events, script, proto)
-        if script.kind != "echo":
+        if cached:
             if len(self._plans) >= _CACHE_LIMIT:
                 self._plans.clear()
             self._plans[key] = plan
@@ -255,6 +259,26 @@ class Router:
             events = split_events(read_replay(self.fixtures, script))
             self._files[name] = events
         return events
+
+    def _scene(self, script: Script, proto: Proto, body: dict[str, Any]) -> list[bytes]:
+        scene = scenes.scene_for(script, proto, body)
+        number = next(self._ids)
+        if proto == "anthropic":
+            return scenes.anthropic_scene(
+                scene, ident=f"msg_fake{number}", model=script.model, no_done=script.no_done
+            )
+        if proto == "gemini":
+            return scenes.gemini_scene(
+                scene, ident=f"fake{number}", model=script.model, no_done=script.no_done
+            )
+        return scenes.openai_scene(
+            scene,
+            ident=f"chatcmpl-fake{number}",
+            created=int(time.time()),
+            model=script.model,
+            include_usage=_include_usage(body),
+            no_done=script.no_done,
+        )
 
     def _generate(self, script: Script, proto: Proto, body: dict[str, Any]) -> list[bytes]:
         texts = self._texts(script, proto, body)
@@ -289,7 +313,14 @@ class Router:
     def _plain(self, script: Script, proto: Proto, body: dict[str, Any]) -> Reply:
         if script.kind == "replay":
             raise ScriptError("replay/* models only stream: send stream=true", 400)
+        if script.kind in ("tools", "think"):
+            raise ScriptError(f"{script.kind} models only stream: send stream=true", 400)
         texts = self._texts(script, proto, body)
+        finish: scenes.Stop = "stop"
+        if script.limit:
+            cut = scenes.max_output_tokens(proto, body)
+            if cut is not None and len(texts) > cut:
+                texts, finish = texts[:cut], "length"
         text = wire.encode_json("".join(texts))
         if script.bad_utf8_at is not None:
             text = text[:1] + BAD_UTF8 + text[1:]
@@ -300,11 +331,21 @@ class Router:
             data = b'{"broken'
         elif proto == "anthropic":
             data = wire.anthropic_body(
-                text, ident=f"msg_fake{number}", model=script.model, prompt=prompt, output=output
+                text,
+                ident=f"msg_fake{number}",
+                model=script.model,
+                prompt=prompt,
+                output=output,
+                finish=finish,
             )
         elif proto == "gemini":
             data = wire.gemini_body(
-                text, ident=f"fake{number}", model=script.model, prompt=prompt, output=output
+                text,
+                ident=f"fake{number}",
+                model=script.model,
+                prompt=prompt,
+                output=output,
+                finish=finish,
             )
         else:
             data = wire.openai_body(
@@ -314,6 +355,7 @@ class Router:
                 model=script.model,
                 prompt=prompt,
                 output=output,
+                finish=finish,
             )
         end: End = "finish"
         if script.stall_after is not None:

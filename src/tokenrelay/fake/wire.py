@@ -157,7 +157,14 @@ def _openai_usage(prompt: int, output: int) -> dict[str, int]:
 
 
 def openai_body(
-    text: bytes, *, ident: str, created: int, model: str, prompt: int, output: int
+    text: bytes,
+    *,
+    ident: str,
+    created: int,
+    model: str,
+    prompt: int,
+    output: int,
+    finish: str = "stop",
 ) -> bytes:
     """A ``chat.completion`` body; ``text`` is the already JSON-encoded content string."""
     head = {"id": ident, "object": "chat.completion", "created": created, "model": model}
@@ -169,7 +176,9 @@ def openai_body(
         _encode(head)[:-1]
         + b',"choices":[{"index":0,"message":{"role":"assistant","content":'
         + text
-        + b',"refusal":null},"logprobs":null,"finish_reason":"stop"}],'
+        + b',"refusal":null},"logprobs":null,"finish_reason":'
+        + _encode(finish)
+        + b"}],"
         + _encode(tail)[1:]
     )
 
@@ -231,11 +240,14 @@ def anthropic_stream(
     return events
 
 
-def anthropic_body(text: bytes, *, ident: str, model: str, prompt: int, output: int) -> bytes:
-    """A ``message`` body; ``text`` is the already JSON-encoded text string."""
+def anthropic_body(
+    text: bytes, *, ident: str, model: str, prompt: int, output: int, finish: str = "stop"
+) -> bytes:
+    """A ``message`` body; ``text`` is the already JSON-encoded text string; ``finish``
+    is ``stop`` or ``length``."""
     head = {"id": ident, "type": "message", "role": "assistant", "model": model}
     tail = {
-        "stop_reason": "end_turn",
+        "stop_reason": "max_tokens" if finish == "length" else "end_turn",
         "stop_sequence": None,
         "usage": {"input_tokens": prompt, "output_tokens": output},
     }
@@ -293,8 +305,11 @@ def gemini_stream(
     ]
 
 
-def gemini_body(text: bytes, *, ident: str, model: str, prompt: int, output: int) -> bytes:
-    """A ``GenerateContentResponse``; ``text`` is the already JSON-encoded text string."""
+def gemini_body(
+    text: bytes, *, ident: str, model: str, prompt: int, output: int, finish: str = "stop"
+) -> bytes:
+    """A ``GenerateContentResponse``; ``text`` is the already JSON-encoded text string;
+    ``finish`` is ``stop`` or ``length``."""
     tail = {
         "usageMetadata": _gemini_usage(prompt, output),
         "modelVersion": model,
@@ -303,7 +318,9 @@ def gemini_body(text: bytes, *, ident: str, model: str, prompt: int, output: int
     return (
         b'{"candidates":[{"content":{"parts":[{"text":'
         + text
-        + b'}],"role":"model"},"finishReason":"STOP","index":0}],'
+        + b'}],"role":"model"},"finishReason":'
+        + (b'"MAX_TOKENS"' if finish == "length" else b'"STOP"')
+        + b',"index":0}],'
         + _encode(tail)[1:]
     )
 

@@ -339,7 +339,8 @@ class AnthropicStreamEncoder:
         out = self._start([]) if not self._id else b""
         out += self._close_block()
         reason = FINISH_TO_WIRE.get(self.tally.finish_reason or "stop", "end_turn")
-        usage = usage_to_wire(self.tally.usage or Usage())
+        # an upstream that counted nothing: the estimate, as the other paths give it
+        usage = usage_to_wire(self.tally.usage or estimate_usage(self.tally))
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": None},

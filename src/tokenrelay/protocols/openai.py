@@ -26,7 +26,7 @@ from ..events import (
     Usage,
     kind_for_status,
 )
-from ..fold import Fold, Tally
+from ..fold import Fold, Tally, estimate_usage
 from .openai_stream import (
     FINISH_TO_WIRE,
     OpenAIPassthrough,
@@ -419,6 +419,17 @@ def passthrough(request: ChatRequest, model: str, tally: Tally) -> OpenAIPassthr
     return OpenAIPassthrough(model, request.include_usage, tally)
 
 
+def _usage(fold: Fold) -> Usage:
+    """The upstream's counts; when it counted nothing, the estimate a stream gives."""
+    if fold.usage is not None:
+        return fold.usage
+    chars = sum(
+        len(c.text) + len(c.reasoning) + sum(len(t.arguments) for t in c.tool_calls.values())
+        for c in fold.choices.values()
+    )
+    return estimate_usage(Tally(output_chars=chars))
+
+
 def encode_response(fold: Fold, model: str) -> dict[str, Any]:
     """The ``chat.completion`` body: the fold of the stream."""
     choices = []
@@ -453,7 +464,7 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
         "created": fold.created or int(time.time()),
         "model": model,
         "choices": choices,
-        "usage": usage_to_wire(fold.usage or Usage()),
+        "usage": usage_to_wire(_usage(fold)),
     }
     fingerprint = fold.extra.get("system_fingerprint")
     if fingerprint is not None:

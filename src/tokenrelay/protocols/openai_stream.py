@@ -288,7 +288,7 @@ class OpenAIStreamEncoder:
             if not self._head:
                 self._start(None)
             out.append(
-                sse_encode(usage_chunk(self._head, self.tally.usage or Usage(estimated=True)))
+                sse_encode(usage_chunk(self._head, self.tally.usage or estimate_usage(self.tally)))
             )
         out.append(DONE)
         return out
