@@ -217,7 +217,7 @@ def test_any_number_of_drops_assembles_the_uninterrupted_answer(
 
 
 def test_metrics_count_streams_resumes_and_cancels(gw: Gateway) -> None:
-    stream_id, first = start_and_drop(gw, 3)
+    stream_id, _ = start_and_drop(gw, 3)
     with httpx.stream("GET", f"{gw.base_url}/streams/{stream_id}?after=3", timeout=10) as r:
         read_frames(r)
     stream_id, _ = start_and_drop(gw, 2)
