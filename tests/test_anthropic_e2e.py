@@ -170,11 +170,6 @@ def test_tool_use_through_local_echo(clients: dict[str, anthropic.Anthropic], pr
     assert reply.content[0].text == "thanks"  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REPORTED (providers/local.py): after a tool result local/echo calls the tool "
-    "again, since the last *user* message still reads /call; an agent loop never ends",
-)
 def test_local_echo_answers_a_tool_result(clients: dict[str, anthropic.Anthropic]) -> None:
     messages: Any = [
         {"role": "user", "content": CALL},
@@ -191,6 +186,7 @@ def test_local_echo_answers_a_tool_result(clients: dict[str, anthropic.Anthropic
         model="local/echo", max_tokens=100, messages=messages, tools=WEATHER
     )
     assert reply.stop_reason == "end_turn"
+    assert reply.content[0].text == "sunny"  # type: ignore[union-attr]
 
 
 def test_without_tools_a_call_line_is_just_text(clients: dict[str, anthropic.Anthropic]) -> None:

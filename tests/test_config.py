@@ -96,3 +96,25 @@ def test_serve_refuses_a_bad_file_at_start(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert b"$.providers[0].models" in run.stderr
+
+
+def test_anthropic_and_gemini_keys_bring_their_models() -> None:
+    env = {"ANTHROPIC_API_KEY": "sk-ant", "GOOGLE_API_KEY": "g-key"}
+    by_name = {p.name: p for p in parse({}, env=env).providers}
+    assert by_name["anthropic"].protocol == "anthropic"
+    assert "claude-sonnet-4-5" in by_name["anthropic"].models
+    assert by_name["gemini"].protocol == "gemini" and by_name["gemini"].api_key == "g-key"
+    assert "gemini-2.5-flash" in by_name["gemini"].models
+
+
+def test_env_models_are_listed_for_both_apis() -> None:
+    from starlette.testclient import TestClient
+
+    from tokenrelay.server.app import create_app
+
+    app = create_app(parse({}, env={"ANTHROPIC_API_KEY": "sk-ant", "GEMINI_API_KEY": "g"}))
+    with TestClient(app) as client:  # type: ignore[arg-type]
+        openai_ids = {m["id"] for m in client.get("/v1/models").json()["data"]}
+        anthropic_ids = {m["id"] for m in client.get("/anthropic/v1/models").json()["data"]}
+    for ids in (openai_ids, anthropic_ids):
+        assert {"anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "local/echo"} <= ids

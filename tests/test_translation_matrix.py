@@ -44,6 +44,7 @@ from support.paths import fixture_files, fixtures_dir
 from support.procs import FakeUpstream, Gateway
 
 from tokenrelay.protocols import anthropic_wire, gemini, gemini_stream, openai_stream
+from tokenrelay.protocols import openai as openai_codec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -224,24 +225,25 @@ def _raw(ends: Ends, client: str, model: str) -> bytes:
 
 
 @pytest.mark.parametrize("client", ["openai", "anthropic"])
-def test_gemini_signatures_where_a_client_protocol_has_no_slot(ends: Ends, client: str) -> None:
+def test_gemini_signatures_reach_the_client_where_its_protocol_has_a_slot(
+    ends: Ends, client: str
+) -> None:
     """A thought signature on a Gemini *text* part reaches an Anthropic client as the
-    thinking block's signature (the decoder makes it the reasoning signature, see
-    ``gemini_stream``'s docstring). A signature on a *function call* has no slot in
-    either client protocol (a ``tool_use`` block / an OpenAI tool call carry none), nor
-    does the OpenAI wire have one for reasoning: it is not in the bytes a client gets.
-    What goes back upstream instead is ``gemini.DROPPED`` entry "ToolCallPart.signature
-    missing" -> ``SKIP_SIGNATURE``, checked in ``test_gemini_call_signature_comes_back_*``.
-    """
+    thinking block's signature and an OpenAI client in ``reasoning_details``. A signature
+    on a *function call* reaches an OpenAI client as
+    ``extra_content.google.thought_signature``; an Anthropic ``tool_use`` block has no
+    slot for it, so it is not in the bytes that client gets (what goes back upstream
+    then is ``gemini.DROPPED`` "ToolCallPart.signature missing" -> ``SKIP_SIGNATURE``,
+    checked in ``test_gemini_call_signature_round_trip``)."""
     folder = fixtures_dir()
     text_sig = recorded(folder / "gemini" / "stream_thinking_summaries.sse").signature
     call_rec = recorded(folder / "gemini" / "stream_function_call_thought_signature.sse")
     call_sig = call_rec.calls[0].signature
     assert text_sig and call_sig
     body = _raw(ends, client, "fakegem/replay/gemini/stream_thinking_summaries")
-    assert (text_sig.encode() in body) == (client == "anthropic")
+    assert text_sig.encode() in body
     body = _raw(ends, client, "fakegem/replay/gemini/stream_function_call_thought_signature")
-    assert call_sig.encode() not in body
+    assert (call_sig.encode() in body) == (client == "openai")
     assert b"get_country" in body
 
 
@@ -754,8 +756,8 @@ def test_tool_results_in_history(ends: Ends, pair: tuple[str, str], streamed: bo
     )
     got = ex.answer
     assert got.error is None
-    if upstream == "local":  # echoes the last user message
-        assert got.text == "Weather and time in Paris?"
+    if upstream == "local":  # after tool results, local/echo echoes the results
+        assert got.text == "18°C, sunny 14:05"
         return
     assert got.text == "tok0 tok1 tok2 "
     assert ex.asked is not None
@@ -815,15 +817,11 @@ def test_thinking(ends: Ends, pair: tuple[str, str], streamed: bool) -> None:
         assert body["reasoning_effort"] == "medium"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP (reported): an Anthropic thinking budget is not translated for an OpenAI "
-    "upstream (openai.encode_request sends reasoning_effort only, never a budget), and no "
-    "table documents the drop",
-)
 def test_thinking_budget_reaches_an_openai_upstream(ends: Ends) -> None:
+    """A thinking budget becomes OpenAI's reasoning_effort, by openai.DROPPED's table."""
     ex = ask(ends, "anthropic", "openai", "think", [Turn("user", HELLO)], thinking=True)
-    assert "reasoning_effort" in ex.body
+    assert "reasoning_budget" in {f for f, _, _ in openai_codec.DROPPED}
+    assert ex.body["reasoning_effort"] in ("low", "medium", "high")
 
 
 SIX = "one two three four five six"
@@ -1002,15 +1000,12 @@ def test_thinking_signature_round_trips_through_the_anthropic_api(
 @pytest.mark.parametrize(
     "source", ["replay/gemini/stream_function_call_thought_signature", "tools"]
 )
-def test_gemini_call_signature_comes_back_as_the_placeholder(
-    ends: Ends, client: str, source: str
-) -> None:
-    """A thought signature on a Gemini function call has no slot in either client
-    protocol (see ``test_gemini_signatures_where_a_client_protocol_has_no_slot``), so the
-    next turn cannot carry it back. The documented behaviour is ``gemini.DROPPED``
-    "ToolCallPart.signature missing": the first call of the model turn gets
-    ``SKIP_SIGNATURE``, which Gemini 3 accepts in place of the real one.
-    (REPORTED: neither the OpenAI nor the Anthropic client API exposes call signatures.)"""
+def test_gemini_call_signature_round_trip(ends: Ends, client: str, source: str) -> None:
+    """A thought signature on a Gemini function call reaches an OpenAI client as
+    ``extra_content.google.thought_signature`` (Google's OpenAI-compatible shape) and
+    comes back on the next turn unchanged. The Anthropic wire has no slot for it: there
+    the documented behaviour is ``gemini.DROPPED`` "ToolCallPart.signature missing", the
+    first call of the model turn gets ``SKIP_SIGNATURE``, which Gemini accepts instead."""
     if source.startswith("replay/"):
         fixtures_dir()
     assert "SKIP_SIGNATURE" in _dropped("ToolCallPart.signature missing")
@@ -1033,6 +1028,10 @@ def test_gemini_call_signature_comes_back_as_the_placeholder(
         [call] = message.tool_calls
         assert call.type == "function" and call.function.name == name
         call_id = call.id
+        extra = (call.model_extra or {}).get("extra_content") or {}
+        expected = extra.get("google", {}).get("thought_signature") or gemini.SKIP_SIGNATURE
+        if source.startswith("replay/"):
+            assert expected != gemini.SKIP_SIGNATURE, "the recorded signature reached the client"
         history: Any = [
             *first,
             message.model_dump(exclude_none=True),
@@ -1051,6 +1050,7 @@ def test_gemini_call_signature_comes_back_as_the_placeholder(
         )
         uses = [b for b in reply.content if b.type == "tool_use"]
         assert uses and uses[0].name == name
+        expected = gemini.SKIP_SIGNATURE
         history = [
             *first,
             {"role": "assistant", "content": reply.content},
@@ -1070,7 +1070,7 @@ def test_gemini_call_signature_comes_back_as_the_placeholder(
     assert model_turn["role"] == "model"
     calls = [p for p in model_turn["parts"] if "functionCall" in p]
     assert calls[0]["functionCall"]["name"] == name
-    assert calls[0]["thoughtSignature"] == gemini.SKIP_SIGNATURE
+    assert calls[0]["thoughtSignature"] == expected
     results = body["contents"][2]["parts"]
     assert results[0]["functionResponse"] == {"name": name, "response": {"output": "France"}}
 

@@ -21,6 +21,14 @@ class KnownProvider:
 
 ENV_PROVIDERS: tuple[KnownProvider, ...] = (
     KnownProvider(
+        "anthropic",
+        "anthropic",
+        "https://api.anthropic.com/v1",
+        ("ANTHROPIC_API_KEY",),
+        ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"),
+        "ANTHROPIC_BASE_URL",
+    ),
+    KnownProvider(
         "gemini",
         "gemini",
         "https://generativelanguage.googleapis.com/v1beta",

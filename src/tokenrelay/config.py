@@ -44,6 +44,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
     headers: dict[str, str] = {}
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+    images: bool = True  # false: a text-only deployment; requests with images get 400
 
 
 class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,6 +59,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     deployments: list[str | DeploymentConfig] = []  # default: the name itself
     fallbacks: list[str] = []  # other model names tried when every deployment failed
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+    images: bool | None = None  # false: text only (default: as its providers say)
 
 
 class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -121,6 +121,14 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     extra: dict[str, Any] = {}
     source: Source | None = None
 
+    def has_images(self) -> bool:
+        return any(
+            isinstance(p, ImagePart)
+            or (isinstance(p, ToolResultPart) and any(isinstance(c, ImagePart) for c in p.content))
+            for m in self.messages
+            for p in m.parts
+        )
+
     def last_user_text(self) -> str:
         """The text of the last user message ('' if there is none)."""
         for message in reversed(self.messages):

@@ -99,6 +99,7 @@ class Candidate:
     deployment: Deployment
     weight: float
     timeouts: Timeouts
+    images: bool = True
 
 
 @dataclass(slots=True, eq=False)
@@ -158,6 +159,7 @@ class ModelSpec:
     deployments: list[tuple[str, float]]
     fallbacks: list[str] = field(default_factory=list)
     timeouts: Timeouts | None = None
+    images: bool | None = None
 
 
 class Router:
@@ -167,11 +169,13 @@ class Router:
         timeouts: dict[str, Timeouts] | None = None,
         models: dict[str, ModelSpec] | None = None,
         breaker: tuple[int, float] = (5, 30.0),
+        text_only: set[str] | None = None,
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self._timeouts = timeouts or {}
         self._models = models or {}
         self._breaker = breaker
+        self._text_only = text_only or set()  # providers that take no images
         self._deployments: dict[tuple[str, str], Deployment] = {}
         self._bare: dict[str, list[Provider]] = {}
         for p in providers:
@@ -179,7 +183,9 @@ class Router:
                 if m != "*":
                     self._bare.setdefault(m, []).append(p)
 
-    def _candidate(self, name: str, weight: float, override: Timeouts | None) -> Candidate:
+    def _candidate(
+        self, name: str, weight: float, override: Timeouts | None, images: bool | None = None
+    ) -> Candidate:
         prefix, sep, rest = name.partition("/")
         provider = self.providers.get(prefix) if sep else None
         if (
@@ -198,20 +204,33 @@ class Router:
                 provider, rest, Breaker(*self._breaker)
             )
         timeouts = self._timeouts.get(provider.name, Timeouts()).merged(override)
-        return Candidate(deployment, weight, timeouts)
+        if images is None:
+            images = provider.name not in self._text_only
+        return Candidate(deployment, weight, timeouts, images)
 
     def _group(self, model: str) -> list[Candidate]:
         spec = self._models.get(model)
         if spec is None:
             return [self._candidate(model, 1.0, None)]
-        return [self._candidate(n, w, spec.timeouts) for n, w in spec.deployments]
+        return [self._candidate(n, w, spec.timeouts, spec.images) for n, w in spec.deployments]
 
-    def plan(self, model: str) -> Plan:
-        """The deployments to try for ``model``; 404 if the name is unknown."""
+    def plan(self, model: str, images: bool = False) -> Plan:
+        """The deployments to try for ``model``; 404 if the name is unknown, 400 if the
+        request has images and none of them takes images."""
         groups = [self._group(model)]
         spec = self._models.get(model)
         for fallback in spec.fallbacks if spec else ():
             groups.append(self._group(fallback))
+        if images:
+            groups = [[c for c in g if c.images] for g in groups]
+            groups = [g for g in groups if g]
+            if not groups:
+                raise GatewayError(
+                    "invalid_request",
+                    f"The model '{model}' does not accept images (its deployments are text-only).",
+                    code="images_not_supported",
+                    param="messages",
+                )
         return Plan(model, groups)
 
     def deployments(self) -> list[Deployment]:

@@ -32,7 +32,10 @@ from .openai_stream import (
     OpenAIPassthrough,
     OpenAIStreamDecoder,
     OpenAIStreamEncoder,
+    call_signature,
     error_object,
+    opaque_reasoning,
+    reasoning_details,
     usage_to_wire,
 )
 from .openai_stream import error_frame as error_frame  # part of the protocol's interface
@@ -141,8 +144,14 @@ def _message(raw: Any, i: int) -> Message:
     if role == "assistant":
         parts: list[Part] = []
         reasoning = raw.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
-            parts.append(ReasoningPart(reasoning))
+        signature = redacted = None
+        for detail in raw.get("reasoning_details") or ():
+            sig, data = opaque_reasoning(detail)
+            signature, redacted = signature or sig, redacted or data
+        if (isinstance(reasoning, str) and reasoning) or signature:
+            parts.append(ReasoningPart(reasoning if isinstance(reasoning, str) else "", signature))
+        if redacted:
+            parts.append(ReasoningPart(redacted=redacted))
         parts.extend(_content_parts(content, f"{param}.content"))
         calls = raw.get("tool_calls") or []
         if not isinstance(calls, list):
@@ -154,7 +163,9 @@ def _message(raw: Any, i: int) -> Message:
             arguments = fn.get("arguments", "")
             if not isinstance(arguments, str):
                 arguments = _json_encode(arguments).decode()
-            parts.append(ToolCallPart(str(call.get("id") or ""), fn["name"], arguments))
+            parts.append(
+                ToolCallPart(str(call.get("id") or ""), fn["name"], arguments, call_signature(call))
+            )
         return Message("assistant", parts, name_)
     if role == "tool":
         call_id = raw.get("tool_call_id")
@@ -273,6 +284,17 @@ def _wire_content(parts: list[Any]) -> str | list[dict[str, Any]]:
     return out
 
 
+def _wire_call(id: str, name: str, arguments: str, signature: str | None) -> dict[str, Any]:
+    call: dict[str, Any] = {
+        "id": id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+    if signature:
+        call["extra_content"] = {"google": {"thought_signature": signature}}
+    return call
+
+
 def _wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -296,12 +318,7 @@ def _wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
             wire["content"] = "".join(p.text for p in text) if text or not calls else None
             if calls:
                 wire["tool_calls"] = [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments},
-                    }
-                    for c in calls
+                    _wire_call(c.id, c.name, c.arguments, c.signature) for c in calls
                 ]
         else:
             wire["content"] = _wire_content(
@@ -309,6 +326,42 @@ def _wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
             )
         out.append(wire)
     return out
+
+
+def effort_for_budget(budget: int) -> str:
+    """A thinking budget in tokens as OpenAI's ``reasoning_effort`` (see DROPPED)."""
+    return "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
+
+
+# What the OpenAI wire cannot carry, dropped or adjusted on purpose when a canonical
+# request goes to an OpenAI-compatible upstream (a request that arrived in this protocol
+# is forwarded as the client wrote it). (field, what happens, why)
+DROPPED: tuple[tuple[str, str, str], ...] = (
+    (
+        "ReasoningPart in history",
+        "not sent (text, signature, redacted)",
+        "Chat Completions takes no reasoning input; OpenAI rejects unknown message fields",
+    ),
+    (
+        "reasoning_budget",
+        "sent as reasoning_effort: <=2048 low, <=8192 medium, else high",
+        "OpenAI sets reasoning by effort, not by a token budget",
+    ),
+    ("ToolResultPart.is_error", "dropped", "a tool message has no error flag"),
+    ("ToolResultPart.name", "dropped", "tool messages are matched by tool_call_id"),
+    ("Tool.strict None", "omitted", "the upstream's default applies"),
+    (
+        "ImagePart in system or tool messages",
+        "sent as image_url parts",
+        "some servers accept images only in user messages and answer 400",
+    ),
+    (
+        "ToolCallPart.signature",
+        "sent as extra_content.google.thought_signature",
+        "the shape Google's OpenAI-compatible API takes back; others ignore or refuse it",
+    ),
+    ("extra (fields of another protocol)", "dropped", "they mean nothing on this wire"),
+)
 
 
 def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
@@ -322,6 +375,8 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
         body = {"messages": _wire_messages(request.messages)}
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
+        if request.reasoning_effort is None and request.reasoning_budget:
+            body["reasoning_effort"] = effort_for_budget(request.reasoning_budget)
         for key in (
             "temperature",
             "top_p",
@@ -437,15 +492,13 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": c.text or None}
         if c.reasoning:
             message["reasoning_content"] = c.reasoning
+        details = reasoning_details(c.reasoning_signature, c.reasoning_redacted)
+        if details:
+            message["reasoning_details"] = details
         calls = c.ordered_tool_calls()
         if calls:
             message["tool_calls"] = [
-                {
-                    "id": t.id,
-                    "type": "function",
-                    "function": {"name": t.name, "arguments": t.arguments},
-                }
-                for t in calls
+                _wire_call(t.id, t.name, t.arguments, t.signature) for t in calls
             ]
         elif message["content"] is None:
             message["content"] = ""

@@ -85,6 +85,38 @@ def error_frame(error: Error) -> bytes:
     return sse_encode(_json_encode({"error": obj}))
 
 
+# Opaque provider data on the OpenAI wire, in the shapes already in use there:
+# reasoning signatures and redacted reasoning as ``reasoning_details`` entries (the
+# OpenRouter convention), a Gemini thought signature on a tool call as
+# ``extra_content.google.thought_signature`` (Google's OpenAI-compatible API).
+
+
+def reasoning_details(signature: str | None, redacted: str | None) -> list[dict[str, Any]]:
+    details: list[dict[str, Any]] = []
+    if signature:
+        details.append({"type": "reasoning.text", "text": "", "signature": signature})
+    if redacted:
+        details.append({"type": "reasoning.encrypted", "data": redacted})
+    return details
+
+
+def opaque_reasoning(detail: Any) -> tuple[str | None, str | None]:
+    """(signature, redacted) of one ``reasoning_details`` entry."""
+    if not isinstance(detail, dict):
+        return None, None
+    if detail.get("type") == "reasoning.encrypted" and isinstance(detail.get("data"), str):
+        return None, detail["data"]
+    signature = detail.get("signature")
+    return (signature if isinstance(signature, str) and signature else None), None
+
+
+def call_signature(call: Any) -> str | None:
+    extra = call.get("extra_content") if isinstance(call, dict) else None
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return signature if isinstance(signature, str) and signature else None
+
+
 def usage_from_wire(raw: dict[str, Any]) -> Usage:
     prompt = raw.get("prompt_tokens_details") or {}
     completion = raw.get("completion_tokens_details") or {}
@@ -165,6 +197,10 @@ class OpenAIStreamDecoder:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
                 out.append(ReasoningDelta(reasoning, choice=index))
+            for detail in delta.get("reasoning_details") or ():
+                signature, redacted = opaque_reasoning(detail)
+                if signature or redacted:
+                    out.append(ReasoningDelta("", signature, redacted, index))
             content = delta.get("content")
             if content:
                 out.append(TextDelta(content, index))
@@ -176,6 +212,7 @@ class OpenAIStreamDecoder:
                         call.get("id") or None,
                         fn.get("name") or None,
                         fn.get("arguments") or "",
+                        call_signature(call),
                         choice=index,
                     )
                 )
@@ -242,6 +279,10 @@ class OpenAIStreamEncoder:
                     tally.output_chars += len(event.text)
                     delta = b'{"reasoning_content":' + _json_encode(event.text) + b"}"
                     self._chunk(out, event.choice, delta)
+                details = reasoning_details(event.signature, event.redacted)
+                if details:
+                    delta = _json_encode({"reasoning_details": details})
+                    self._chunk(out, event.choice, delta)
             elif isinstance(event, ToolCallDelta):
                 tally.output_chars += len(event.arguments)
                 call: dict[str, Any] = {"index": event.index}
@@ -253,6 +294,8 @@ class OpenAIStreamEncoder:
                     call["function"] = {"name": event.name or "", "arguments": event.arguments}
                 else:
                     call["function"] = {"arguments": event.arguments}
+                if event.signature:
+                    call["extra_content"] = {"google": {"thought_signature": event.signature}}
                 self._chunk(out, event.choice, _json_encode({"tool_calls": [call]}))
             elif isinstance(event, Finish):
                 tally.finish_reason = event.reason
@@ -335,9 +378,27 @@ def usage_chunk(head: bytes, usage: Usage) -> bytes:
 # --- the same-protocol passthrough ---------------------------------------------------
 
 
+class _FunctionView(msgspec.Struct):
+    arguments: str | None = None
+
+
+class _CallView(msgspec.Struct):
+    function: _FunctionView | None = None
+
+
 class _DeltaView(msgspec.Struct):
     content: str | None = None
     reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[_CallView] | None = None
+
+    def chars(self) -> int:
+        """What this delta adds to the answer, in characters (for a usage estimate)."""
+        n = len(self.content or "") + len(self.reasoning_content or self.reasoning or "")
+        for call in self.tool_calls or ():
+            if call.function is not None:
+                n += len(call.function.arguments or "")
+        return n
 
 
 class _ChoiceView(msgspec.Struct):
@@ -412,11 +473,8 @@ class OpenAIPassthrough:
                     self._open.discard(choice.index)
                 else:
                     self._open.add(choice.index)
-                delta = choice.delta
-                if delta is not None:
-                    tally.output_chars += len(delta.content or "") + len(
-                        delta.reasoning_content or ""
-                    )
+                if choice.delta is not None:
+                    tally.output_chars += choice.delta.chars()
             out.append(sse_encode(_MODEL.sub(self._model, data, count=1)))
         if out:
             tally.started = True

@@ -4,7 +4,8 @@
 honours ``max_tokens`` (finish reason ``length``) and reports usage (one token per
 word). When the request offers tools and the last user message reads
 ``/call NAME {json}``, it streams a call to tool NAME with those arguments instead, so
-tool use can be exercised with no keys.
+tool use can be exercised with no keys; when the last message is a tool result, it
+echoes the result.
 
 It takes the same path through the gateway as every remote provider.
 """
@@ -24,10 +25,12 @@ from ..events import (
     Event,
     Finish,
     GatewayError,
+    Message,
     Start,
     TextDelta,
     TextPart,
     ToolCallDelta,
+    ToolResultPart,
     Usage,
 )
 from ..sse import ServerSentEvent
@@ -97,7 +100,24 @@ class LocalProvider:
         events: list[Event] = [
             Start(f"local-{secrets.token_hex(12)}", "local/echo", int(time.time()))
         ]
-        call = _CALL.match(text.strip()) if request.tools else None
+        last = request.messages[-1] if request.messages else None
+        if last is not None and last.role == "tool":
+            # after tool results, echo them: an agent loop ends instead of calling the
+            # same tool again
+            results: list[Message] = []
+            for message in reversed(request.messages):
+                if message.role != "tool":
+                    break
+                results.insert(0, message)
+            text = " ".join(
+                t.text
+                for m in results
+                for p in m.parts
+                if isinstance(p, ToolResultPart)
+                for t in p.content
+                if isinstance(t, TextPart)
+            )
+        call = _CALL.match(text.strip()) if request.tools and last and last.role == "user" else None
         if call:
             events.extend(self._tool_call(call.group(1), call.group(2)))
             output = count_tokens(call.group(2)) + 1

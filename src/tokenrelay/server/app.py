@@ -48,11 +48,13 @@ def build_router(config: Config) -> Router:
             or [(m.name, 1.0)],
             list(m.fallbacks),
             _timeouts(m.timeouts),
+            m.images,
         )
         for m in config.models
     }
     r = config.retries
-    return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown))
+    text_only = {p.name for p in config.providers if not p.images}
+    return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown), text_only)
 
 
 CLIENT_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic}

@@ -143,7 +143,7 @@ class Gateway:
             request = protocol.decode_request(data)
             exchange.model, exchange.stream = request.model, request.stream
             attempts = Attempts(
-                self.router.plan(request.model),
+                self.router.plan(request.model, images=request.has_images()),
                 self.config.retries,
                 exchange.request_id,
                 self.metrics.retries,
