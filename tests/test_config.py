@@ -107,12 +107,13 @@ def test_anthropic_and_gemini_keys_bring_their_models() -> None:
     assert "gemini-2.5-flash" in by_name["gemini"].models
 
 
-def test_env_models_are_listed_for_both_apis() -> None:
+def test_env_models_are_listed_for_both_apis(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
     from tokenrelay.server.app import create_app
 
-    app = create_app(parse({}, env={"ANTHROPIC_API_KEY": "sk-ant", "GEMINI_API_KEY": "g"}))
+    env = {"ANTHROPIC_API_KEY": "sk-ant", "GEMINI_API_KEY": "g"}
+    app = create_app(parse({"database_url": f"sqlite:///{tmp_path}/t.db"}, env=env))
     with TestClient(app) as client:  # type: ignore[arg-type]
         openai_ids = {m["id"] for m in client.get("/v1/models").json()["data"]}
         anthropic_ids = {m["id"] for m in client.get("/anthropic/v1/models").json()["data"]}

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from .keys_cli import add_subcommands
+
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -20,8 +30,18 @@ def _serve(args: argparse.Namespace) -> int:
         config = load(args.config)
         if args.redis_url:
             config.redis_url = args.redis_url
+        if args.database_url:
+            config.database_url = args.database_url
     except ConfigError as exc:
         print(f"tokenrelay: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if config.master_key is None and not is_loopback(args.host) and not args.insecure_no_auth:
+        print(
+            f"tokenrelay: refusing to listen on {args.host} without a master key: anyone who "
+            "can reach it could spend your upstream keys. Set master_key (or "
+            "TOKENRELAY_MASTER_KEY), listen on 127.0.0.1, or pass --insecure-no-auth.",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -80,22 +100,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TOKENRELAY_REDIS_URL"),
         help="Redis shared by replicas: streams resume on any of them (default: config, or $TOKENRELAY_REDIS_URL)",
     )
+    serve.add_argument(
+        "--database-url",
+        help="keys and usage: sqlite:///path or postgresql://… (default: config, "
+        "$TOKENRELAY_DATABASE_URL, or ./tokenrelay.db)",
+    )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow open mode (no master key) on a non-loopback address",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
 
-    chat = sub.add_parser("chat", help="chat with a model, streaming the reply")
-    chat.add_argument("prompt", nargs="?", help="the message (read from stdin when '-')")
+    chat = sub.add_parser(
+        "chat",
+        help="chat with a model, streaming the reply",
+        description="Without a prompt: a session, one message per line of stdin (Ctrl-C "
+        "stops a reply, Ctrl-D or /exit quits).",
+    )
+    chat.add_argument(
+        "prompt", nargs="?", help="one message (read from stdin when '-'); none: a session"
+    )
     chat.add_argument("-m", "--model", default="local/echo")
     chat.add_argument("-s", "--system", help="a system prompt")
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--no-stream", action="store_true", help="ask for one non-streaming response")
+    chat.add_argument("--json", action="store_true", help="print each event as a line of JSON")
+    chat.add_argument(
+        "--protocol", choices=["openai", "anthropic"], default="openai", help="the wire to speak"
+    )
     _client_args(chat)
     chat.set_defaults(func=_chat)
 
     models = sub.add_parser("models", help="list the models the gateway serves")
     _client_args(models)
     models.set_defaults(func=_models)
+
+    add_subcommands(sub)
 
     sub.add_parser(
         "fake-upstream", help="run the fake upstream used by tests and benchmarks", add_help=False

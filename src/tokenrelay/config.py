@@ -83,6 +83,17 @@ class StreamsConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_total_bytes: int = 256 * 1024 * 1024  # frames kept in all (oldest streams evicted)
 
 
+class UsageConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The usage writer: records leave the request path in batches; while the database
+    is away they wait in memory (up to spool_max_rows), then in spill_dir on disk."""
+
+    batch_size: int = 500
+    flush_interval: float = 0.5
+    spool_max_rows: int = 100_000
+    spill_dir: str = "./tokenrelay-spool"
+    retry_max: float = 5.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     providers: list[ProviderConfig] = []
     local: LocalConfig = msgspec.field(default_factory=LocalConfig)
@@ -93,6 +104,16 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413
     shutdown_drain: float = 30.0  # seconds streams may finish after SIGTERM
     redis_url: str | None = None  # share streams (resume on any replica) and limits
+    database_url: str | None = (
+        None  # keys and usage: sqlite:///path (default ./tokenrelay.db) or postgresql://
+    )
+    master_key: str | None = None  # administration; without it: open mode (loopback only)
+    auth_cache_ttl: float = (
+        5.0  # seconds a key lookup is cached (a revoke elsewhere takes this long)
+    )
+    limiter_fail_open: bool = False  # Redis limits unreachable: 503 (false) or let requests in
+    prices: dict[str, dict[str, Any]] = {}  # per model: input, output, cached_input (USD per 1M)
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
 
 
@@ -146,6 +167,9 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
             raise ConfigError(f"{where}.models: list at least one model, or '*' for any")
     if config.env_providers:
         config.providers.extend(_env_providers(env, names))
+    config.master_key = config.master_key or env.get("TOKENRELAY_MASTER_KEY") or None
+    config.database_url = config.database_url or env.get("TOKENRELAY_DATABASE_URL") or None
+    config.redis_url = config.redis_url or env.get("TOKENRELAY_REDIS_URL") or None
     return config
 
 

@@ -156,6 +156,9 @@ def start_gateway(
     workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None
 ) -> Gateway:
     port = free_port()
+    config = dict(config)
+    config.setdefault("database_url", f"sqlite:///{workdir}/gateway-{port}.db")
+    config.setdefault("usage", {}).setdefault("spill_dir", str(workdir / f"spool-{port}"))
     path = workdir / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     full_env = {"FAKE_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}

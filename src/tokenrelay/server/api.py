@@ -71,10 +71,15 @@ class API:
             body = await read_body(request, self.gateway.config.max_body_bytes)
         except GatewayError as error:
             return error_response(request, error)
-        return await self.gateway.chat(protocol, body, request.headers.get("last-event-id"))
+        return await self.gateway.chat(protocol, body, request.headers)
 
     async def models(self, request: Request) -> Response:
-        listed = self.gateway.router.listed()
+        try:
+            principal = await self.gateway.accounts.principal(request.headers)
+        except GatewayError as error:
+            return error_response(request, error)
+        visible = set(principal.visible([m for m, _ in self.gateway.router.listed()]))
+        listed = [(m, owner) for m, owner in self.gateway.router.listed() if m in visible]
         if protocol_of(request) is anthropic:
             data = [
                 {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
@@ -101,7 +106,8 @@ class API:
         elif request.query_params.get("after", "").isdigit():
             after = int(request.query_params["after"])
         try:
-            stream = await self.gateway.hub.find(stream_id, None)
+            principal = await self.gateway.accounts.principal(request.headers)
+            stream = await self.gateway.hub.find(stream_id, principal.owner)
             return self.gateway.attach(stream, after, retry=True)
         except GatewayError as error:
             return error_response(request, error)
@@ -111,7 +117,8 @@ class API:
         Idempotent: a stream already over answers with its status."""
         stream_id = request.path_params["stream_id"]
         try:
-            stream = await self.gateway.hub.find(stream_id, None)
+            principal = await self.gateway.accounts.principal(request.headers)
+            stream = await self.gateway.hub.find(stream_id, principal.owner)
         except GatewayError as error:
             return error_response(request, error)
         status = await stream.stop()

@@ -20,6 +20,8 @@ from ..providers.http import Endpoint, HTTPProvider
 from ..providers.local import LocalProvider
 from ..router import ModelSpec, Router, Timeouts
 from ..streams.hub import HubSettings, StreamHub
+from .accounts import Accounts
+from .admin import AdminAPI
 from .api import API, http_error, server_error
 from .relay import Gateway
 from .web import web_routes
@@ -78,18 +80,23 @@ def create_app(config: Config) -> Front:
     hub = StreamHub(settings, mirror)
     metrics = Metrics()
     metrics.watch(hub, router.deployments)
-    gateway = Gateway(config, router, hub, metrics)
+    accounts = Accounts(config)
+    gateway = Gateway(config, router, hub, metrics, accounts)
+    admin = AdminAPI(None, config.master_key, on_change=accounts.auth.invalidate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await accounts.start()
+        admin.store = accounts.store
         await hub.start()
         yield
         await hub.aclose()
         await router.aclose()
+        await accounts.close()
 
     api = API(gateway)
     app = Starlette(
-        routes=[*api.routes(), *web_routes()],
+        routes=[*api.routes(), *web_routes(), *admin.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

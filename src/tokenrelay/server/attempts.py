@@ -22,7 +22,7 @@ from prometheus_client import Counter
 from ..config import RetryConfig
 from ..events import ChatRequest, GatewayError
 from ..providers.base import Upstream
-from ..router import Candidate, Plan, Timeouts
+from ..router import Candidate, Deployment, Plan, Timeouts
 
 log = logging.getLogger("tokenrelay.attempts")
 
@@ -58,6 +58,10 @@ class Attempts:
     @property
     def count(self) -> int:
         return len(self.log)
+
+    def current_or_last(self) -> Deployment | None:
+        """The deployment of the attempt in course, or of the last one made."""
+        return self.plan.last.deployment if self.plan.last is not None else None
 
     @property
     def fallback_used(self) -> bool:

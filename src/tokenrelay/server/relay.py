@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +27,7 @@ from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
 from ..streams.hub import Stream, StreamHub, parse_event_id
+from .accounts import Accounts, Admission
 from .attempts import Attempts, retryable
 from .streaming import RETRY, SSEResponse, race_disconnect
 
@@ -58,8 +59,22 @@ class Exchange:
     attempts: Attempts | None = None
     tally: Tally = field(default_factory=Tally)
     metrics: Metrics | None = None
+    accounts: Accounts | None = None
+    admission: Admission | None = None
+    finished: bool = False
+
+    def ttft_ms(self) -> float | None:
+        return (self.first_byte - self.started) * 1000 if self.first_byte else None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
 
     def finish(self, outcome: str, status: int = 200) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.accounts is not None:
+            self.accounts.settle(self, outcome)
         elapsed = time.perf_counter() - self.started
         ttft = (self.first_byte - self.started) if self.first_byte else None
         usage = self.tally.usage
@@ -97,11 +112,14 @@ class Exchange:
 class Gateway:
     """Holds the configuration, the router, the stream hub; serves requests."""
 
-    def __init__(self, config: Config, router: Router, hub: StreamHub, metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, router: Router, hub: StreamHub, metrics: Metrics, accounts: Accounts
+    ) -> None:
         self.config = config
         self.router = router
         self.hub = hub
         self.metrics = metrics
+        self.accounts = accounts
         self.draining = False
 
     def error_response(
@@ -124,15 +142,21 @@ class Gateway:
         )
 
     async def chat(
-        self, protocol: ClientProtocol, body: bytes, last_event_id: str | None = None
+        self, protocol: ClientProtocol, body: bytes, headers: Mapping[str, str]
     ) -> ASGIApp:
-        exchange = Exchange(f"req_{secrets.token_hex(12)}", protocol.name, metrics=self.metrics)
+        exchange = Exchange(
+            f"req_{secrets.token_hex(12)}",
+            protocol.name,
+            metrics=self.metrics,
+            accounts=self.accounts,
+        )
         try:
             if self.draining:
                 raise SHUTTING_DOWN
-            resume = parse_event_id(last_event_id)
+            principal = await self.accounts.principal(headers)
+            resume = parse_event_id(headers.get("last-event-id"))
             if resume is not None:  # the original request re-sent to resume its stream
-                found = await self.hub.find(resume[0], None)
+                found = await self.hub.find(resume[0], principal.owner)
                 return self.attach(found, resume[1])
             try:
                 data = _json_decode(body)
@@ -142,6 +166,7 @@ class Gateway:
                 ) from None
             request = protocol.decode_request(data)
             exchange.model, exchange.stream = request.model, request.stream
+            exchange.admission = await self.accounts.admit(principal, request)
             attempts = Attempts(
                 self.router.plan(request.model, images=request.has_images()),
                 self.config.retries,
@@ -155,7 +180,7 @@ class Gateway:
         relay = Relay(request, attempts, exchange)
         if not request.stream:
             return _FoldResponse(self, protocol, relay, upstream)
-        stream = self.hub.create(None, protocol.name)
+        stream = self.hub.create(principal.owner, protocol.name)
         target = _StreamTarget(stream, protocol, request, exchange.tally)
         stream.producer = asyncio.create_task(_produce(relay, upstream, target, stream))
         response = self.attach(stream, 0)

@@ -23,6 +23,9 @@ GroupBy = Literal["key", "model", "day"]
 GROUPS: tuple[str, ...] = ("key", "model", "day")
 
 
+NOT_ERRORS = ("ok", "cancelled", "disconnected")  # outcomes that are not failures
+
+
 class UsageRow(msgspec.Struct, kw_only=True):
     """One request's record. ``request_id`` is unique: recording the same request twice
     keeps the first row. ``cost_usd`` is ``None`` when the model has no price."""
@@ -83,7 +86,7 @@ async def report(
     """Totals grouped ``by`` key, model or UTC day, for requests at or after ``since``.
     Each row: ``group`` (key id, model or ``YYYY-MM-DD``; ``None`` for keyless
     requests), ``name`` (the key's name when by key), ``requests``, token sums,
-    ``cost_usd`` (rounded to 1e-9), ``errors`` (outcome other than ok), ``estimated`` (rows with an
+    ``cost_usd`` (rounded to 1e-9), ``errors`` (outcomes other than ok, cancelled and disconnected: a stop by the user is not an error), ``estimated`` (rows with an
     estimated count), ``unpriced`` (rows without a cost)."""
     if by not in GROUPS:
         raise ValueError(f"by: must be one of {', '.join(GROUPS)}")
@@ -101,7 +104,7 @@ async def report(
         func.coalesce(func.sum(usage.c.cached_tokens), 0).label("cached_tokens"),
         func.coalesce(func.sum(usage.c.reasoning_tokens), 0).label("reasoning_tokens"),
         func.coalesce(func.sum(usage.c.cost_usd), 0.0).label("cost_usd"),
-        func.sum(case((usage.c.outcome != "ok", 1), else_=0)).label("errors"),
+        func.sum(case((usage.c.outcome.not_in(NOT_ERRORS), 1), else_=0)).label("errors"),
         func.sum(case((usage.c.estimated, 1), else_=0)).label("estimated"),
         func.sum(case((usage.c.cost_usd.is_(None), 1), else_=0)).label("unpriced"),
     ]

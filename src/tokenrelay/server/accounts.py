@@ -1,0 +1,132 @@
+"""Keys, limits, prices and usage on the request path.
+
+One ``Accounts`` per gateway: ``admit`` runs before anything reaches an upstream (who is
+asking, may they use this model, do their limits allow it); ``settle`` runs exactly
+once when the request ends (limits reconciled with the real counts, one usage record
+with its cost). Records leave the request path through the batched ``UsageWriter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..config import Config
+from ..events import ChatRequest, TextPart
+from ..fold import estimate_usage
+from ..limits import Limiter, Ticket, create_limiter
+from ..pricing import PriceTable
+from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
+
+if TYPE_CHECKING:
+    from .relay import Exchange
+
+log = logging.getLogger("tokenrelay.accounts")
+
+DEFAULT_OUTPUT_ESTIMATE = 1024  # output tokens assumed for the tpm check when max_tokens is unset
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """Tokens to reserve against a tpm limit before the call: the prompt's characters
+    divided by 4, plus max_tokens (or a default). Reconciled with the real counts."""
+    chars = sum(len(p.text) for m in request.messages for p in m.parts if isinstance(p, TextPart))
+    return -(-chars // 4) + (request.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
+
+
+@dataclass(slots=True)
+class Admission:
+    principal: Principal
+    ticket: Ticket | None = None
+
+
+class Accounts:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.writer: UsageWriter | None = None
+        self.auth = Authenticator(None, config.master_key, cache_ttl=config.auth_cache_ttl)
+        self.limiter: Limiter | None = None
+        self.prices = PriceTable(config.prices)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.store = await Store.open(self.config.database_url)
+        self.auth.store = self.store
+        u = self.config.usage
+        options = WriterOptions(
+            batch_size=u.batch_size,
+            flush_interval=u.flush_interval,
+            spool_max_rows=u.spool_max_rows,
+            spill_dir=u.spill_dir,
+            retry_max=u.retry_max,
+        )
+        self.writer = UsageWriter(self.store, options)
+        await self.writer.start()
+        self.limiter = create_limiter(
+            self.config.redis_url, self.store.spend_since, fail_open=self.config.limiter_fail_open
+        )
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
+        if self.writer is not None:
+            await self.writer.close(timeout=10)
+        if self.limiter is not None:
+            await self.limiter.aclose()
+        if self.store is not None:
+            await self.store.close()
+
+    async def principal(self, headers: Mapping[str, str]) -> Principal:
+        """Who asks (401 without a valid key, unless the gateway runs in open mode)."""
+        return await self.auth.authenticate(headers)
+
+    async def admit(self, principal: Principal, request: ChatRequest) -> Admission:
+        """May ``principal`` run ``request`` now? 404 for a model it may not use, 429 for
+        a limit or budget it is over (the message names which)."""
+        principal.check_model(request.model)
+        key = principal.key
+        if key is None or self.limiter is None:
+            return Admission(principal)
+        ticket = await self.limiter.acquire(key.id, key.limits, estimate_tokens(request))
+        return Admission(principal, ticket)
+
+    def settle(self, exchange: Exchange, outcome: str) -> None:
+        """The request is over: reconcile limits and record its usage, once."""
+        admission = exchange.admission
+        # the upstream's counts; else (stopped, cut off) an estimate of what was streamed
+        tally = exchange.tally
+        usage = tally.usage or (estimate_usage(tally) if tally.started else None)
+        deployment = exchange.attempts.current_or_last() if exchange.attempts else None
+        model = deployment.model if deployment is not None else exchange.model
+        cost = self.prices.cost(model, usage) if usage is not None else None
+        if admission is not None and admission.ticket is not None and self.limiter is not None:
+            actual = (usage.input + usage.output) if usage is not None else 0
+            task = asyncio.ensure_future(
+                self.limiter.release(admission.ticket, actual, cost or 0.0)
+            )
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        if self.writer is None or not exchange.model:
+            return
+        key = admission.principal.key if admission is not None else None
+        counts = usage
+        self.writer.record(
+            UsageRow.from_usage(
+                exchange.request_id,
+                exchange.model,
+                counts,
+                key_id=key.id if key is not None else None,
+                provider=deployment.provider.name if deployment is not None else None,
+                deployment=deployment.name if deployment is not None else None,
+                cost_usd=cost,
+                ttft_ms=exchange.ttft_ms(),
+                duration_ms=exchange.elapsed_ms(),
+                outcome=outcome,
+                finish_reason=exchange.tally.finish_reason,
+                attempts=max(1, exchange.attempts.count) if exchange.attempts else 0,
+                resumes=exchange.resumes,
+            )
+        )
