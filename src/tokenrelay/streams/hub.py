@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import zlib
+from array import array
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -68,8 +70,10 @@ class Stream:
     """One streaming answer: frames, readers, and the producer that writes them."""
 
     __slots__ = (
+        "_ends",
         "_grace_timer",
         "_hub",
+        "_packed",
         "_prefix",
         "_waiters",
         "base",
@@ -92,7 +96,9 @@ class Stream:
         self.id = stream_id
         self.owner = owner
         self.protocol = protocol
-        self.frames: list[bytes] = []
+        self.frames: list[bytes] = []  # while live; packed into _packed when finished
+        self._packed: bytes | None = None
+        self._ends = array("Q")  # end offset of each frame in the unpacked bytes
         self.base = 0  # frames[0] has sequence number base + 1
         self.nbytes = 0
         self.done = False
@@ -110,7 +116,35 @@ class Stream:
 
     @property
     def last_seq(self) -> int:
-        return self.base + len(self.frames)
+        return self.base + self._kept()
+
+    def _kept(self) -> int:
+        return len(self._ends) if self._packed is not None else len(self.frames)
+
+    def _slice(self, start: int) -> bytes:
+        """The kept frames from index ``start`` on, as one piece."""
+        if self._packed is not None:
+            data = zlib.decompress(self._packed)
+            return data[self._ends[start - 1] if start else 0 :]
+        frames = self.frames
+        return frames[start] if start == len(frames) - 1 else b"".join(frames[start:])
+
+    def _pack(self) -> None:
+        """A finished stream is read again only on a resume: keep it compressed (its
+        frames are repetitive JSON, so about a tenth of the bytes)."""
+        if not self.frames:
+            return
+        ends = array("Q")
+        total = 0
+        for frame in self.frames:
+            total += len(frame)
+            ends.append(total)
+        self._packed = zlib.compress(b"".join(self.frames), 1)
+        self._ends = ends
+        self.frames = []
+        size = len(self._packed) + ends.itemsize * len(ends)
+        self._hub.total_bytes += size - self.nbytes
+        self.nbytes = size
 
     # --- the producer's side ----------------------------------------------------------
 
@@ -150,6 +184,7 @@ class Stream:
         self.done = True
         self.finished_at = time.monotonic()
         self._cancel_grace()
+        self._pack()
         self._wake()
         self._hub._finished(self)
         if self._hub.mirror is not None:
@@ -169,8 +204,10 @@ class Stream:
     def release(self) -> None:
         """Forget the frames (eviction)."""
         self._hub.total_bytes -= self.nbytes
-        self.base += len(self.frames)
+        self.base += self._kept()
         self.frames = []
+        self._packed = None
+        self._ends = array("Q")
         self.nbytes = 0
 
     def _wake(self) -> None:
@@ -274,13 +311,13 @@ class Stream:
         pos = after
         try:
             while True:
-                last = self.base + len(self.frames)
+                last = self.base + self._kept()
                 if pos < last:
                     if pos < self.base:  # this reader fell behind the bytes kept
                         return
                     start = pos - self.base
                     pos = last
-                    yield b"".join(self.frames[start:]) if last - start > 1 else self.frames[start]
+                    yield self._slice(start)
                     continue
                 if self.done:
                     return
