@@ -230,7 +230,10 @@ class AdminAPI:
     # --- handlers ---------------------------------------------------------------------
 
     async def openapi(self, request: Request) -> Response:
-        return Response(_encode(openapi_document()), media_type="application/json")
+        from .admin_stats import merge_openapi  # admin_stats imports this module
+
+        document = merge_openapi(openapi_document())
+        return Response(_encode(document), media_type="application/json")
 
     async def create_key(self, request: Request) -> Response:
         body = await self._body(request)

@@ -22,9 +22,10 @@ from ..router import ModelSpec, Router, Timeouts
 from ..streams.hub import HubSettings, StreamHub
 from .accounts import Accounts
 from .admin import AdminAPI
+from .admin_stats import stats_routes
 from .api import API, http_error, server_error
 from .relay import Gateway
-from .web import web_routes
+from .web import admin_page_routes, web_routes
 
 UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 
@@ -96,7 +97,13 @@ def create_app(config: Config) -> Front:
 
     api = API(gateway)
     app = Starlette(
-        routes=[*api.routes(), *web_routes(), *admin.routes],
+        routes=[
+            *api.routes(),
+            *web_routes(),
+            *admin_page_routes(),
+            *stats_routes(admin),
+            *admin.routes,  # last: its catch-all answers any other /admin/... path
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

@@ -1,5 +1,8 @@
 """The web pages and the browser SDK, served from the package: ``/`` (chat), ``/demo``
-(the live SSE demo) and ``/static/*`` (``tokenrelay.js`` and the pages' assets).
+(the live SSE demo), ``/static/*`` (``tokenrelay.js`` and the pages' assets, the
+vendored charting library under ``/static/vendor/``) and ``/admin`` (the operator's
+dashboard: ``admin_page_routes``, mounted apart because it must come before the admin
+API's catch-all for other ``/admin/…`` paths).
 
 The files are read once, when the routes are built; only files that exist in
 ``tokenrelay/web`` can be named (a path is a dictionary key, never joined onto the file
@@ -19,10 +22,10 @@ from importlib.resources.abc import Traversable
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-__all__ = ["CONTENT_SECURITY_POLICY", "load_assets", "web_routes"]
+__all__ = ["CONTENT_SECURITY_POLICY", "admin_page_routes", "load_assets", "web_routes"]
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -123,4 +126,23 @@ def web_routes() -> list[BaseRoute]:
         page("index.html"),
         page("demo.html"),
         Route("/static/{path:path}", static, methods=["GET"], name="web:static"),
+    ]
+
+
+def admin_page_routes() -> list[BaseRoute]:
+    """``/admin``, the dashboard page (GET and HEAD), and ``/admin/`` redirecting to it.
+    The page holds no data and no secret: it asks for the master key and reads the admin
+    API with it. Its scripts and styles are ``/static/admin.*`` and ``/static/vendor/*``
+    (served by ``web_routes``). Mount these before the admin API's routes."""
+    asset = load_assets()["admin.html"]
+
+    async def page(request: Request) -> Response:
+        return _respond(request, asset, _PAGE_HEADERS)
+
+    async def slash(request: Request) -> Response:
+        return RedirectResponse("/admin", status_code=308, headers=_COMMON_HEADERS)
+
+    return [
+        Route("/admin", page, methods=["GET"], name="web:admin"),
+        Route("/admin/", slash, methods=["GET"], name="web:admin-slash"),
     ]
