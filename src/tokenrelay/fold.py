@@ -101,6 +101,17 @@ class Fold:
             self.add(event)
         return self
 
+    def usage_or_estimate(self) -> Usage:
+        """The upstream's counts; when it counted nothing, the estimate a stream gives
+        (so a streamed and a non-streamed answer report the same)."""
+        if self.usage is not None:
+            return self.usage
+        chars = sum(
+            len(c.text) + len(c.reasoning) + sum(len(t.arguments) for t in c.tool_calls.values())
+            for c in self.choices.values()
+        )
+        return estimate_usage(Tally(output_chars=chars))
+
     def ordered_choices(self) -> list[Choice]:
         if not self.choices:
             return [Choice()]

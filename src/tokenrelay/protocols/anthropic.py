@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from ..events import ChatRequest, Error, GatewayError, Usage, kind_for_status
-from ..fold import Fold, Tally, estimate_usage
+from ..events import ChatRequest, Error, GatewayError, kind_for_status
+from ..fold import Fold, Tally
 from .anthropic_request import decode_request
 from .anthropic_stream import AnthropicPassthrough, AnthropicStreamDecoder, AnthropicStreamEncoder
 from .anthropic_translate import ADJUSTMENTS, DEFAULT_MAX_TOKENS, EFFORT_BUDGET, encode_request
@@ -78,17 +78,6 @@ def _tool_input(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _usage(fold: Fold) -> Usage:
-    """The upstream's counts; when it counted nothing, the estimate a stream gives."""
-    if fold.usage is not None:
-        return fold.usage
-    chars = sum(
-        len(c.text) + len(c.reasoning) + sum(len(t.arguments) for t in c.tool_calls.values())
-        for c in fold.choices.values()
-    )
-    return estimate_usage(Tally(output_chars=chars))
-
-
 def encode_response(fold: Fold, model: str) -> dict[str, Any]:
     """The non-streaming ``message`` body: the fold of the stream. Blocks in the order
     Anthropic gives them: thinking (with its signature), redacted thinking, text, tool
@@ -124,7 +113,7 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": FINISH_TO_WIRE.get(choice.finish_reason or "stop", "end_turn"),
         "stop_sequence": None,
-        "usage": usage_to_wire(_usage(fold)),
+        "usage": usage_to_wire(fold.usage_or_estimate()),
     }
 
 

@@ -23,10 +23,9 @@ from ..events import (
     Tool,
     ToolCallPart,
     ToolResultPart,
-    Usage,
     kind_for_status,
 )
-from ..fold import Fold, Tally, estimate_usage
+from ..fold import Fold, Tally
 from .openai_stream import (
     FINISH_TO_WIRE,
     OpenAIPassthrough,
@@ -474,17 +473,6 @@ def passthrough(request: ChatRequest, model: str, tally: Tally) -> OpenAIPassthr
     return OpenAIPassthrough(model, request.include_usage, tally)
 
 
-def _usage(fold: Fold) -> Usage:
-    """The upstream's counts; when it counted nothing, the estimate a stream gives."""
-    if fold.usage is not None:
-        return fold.usage
-    chars = sum(
-        len(c.text) + len(c.reasoning) + sum(len(t.arguments) for t in c.tool_calls.values())
-        for c in fold.choices.values()
-    )
-    return estimate_usage(Tally(output_chars=chars))
-
-
 def encode_response(fold: Fold, model: str) -> dict[str, Any]:
     """The ``chat.completion`` body: the fold of the stream."""
     choices = []
@@ -517,7 +505,7 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
         "created": fold.created or int(time.time()),
         "model": model,
         "choices": choices,
-        "usage": usage_to_wire(_usage(fold)),
+        "usage": usage_to_wire(fold.usage_or_estimate()),
     }
     fingerprint = fold.extra.get("system_fingerprint")
     if fingerprint is not None:
