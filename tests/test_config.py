@@ -3,6 +3,7 @@ the environment, and a bad file that fails at start naming the field."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -119,3 +120,15 @@ def test_env_models_are_listed_for_both_apis(tmp_path: Path) -> None:
         anthropic_ids = {m["id"] for m in client.get("/anthropic/v1/models").json()["data"]}
     for ids in (openai_ids, anthropic_ids):
         assert {"anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "local/echo"} <= ids
+
+
+def test_open_mode_refuses_a_non_loopback_address(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/t.db"
+    run = subprocess.run(
+        tokenrelay("serve", "--host", "0.0.0.0", "--port", "1", "--database-url", db),
+        capture_output=True,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if k != "TOKENRELAY_MASTER_KEY"},
+    )
+    assert run.returncode == 2
+    assert b"without a master key" in run.stderr and b"--insecure-no-auth" in run.stderr

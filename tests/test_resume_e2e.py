@@ -234,3 +234,34 @@ def test_metrics_count_streams_resumes_and_cancels(gw: Gateway) -> None:
     assert "tokenrelay_streams_active" in text and "tokenrelay_streams_detached_total" in text
     assert "tokenrelay_inter_chunk_gap_seconds_count" in text
     assert "sk-" not in text and stream_id not in text, "no key and no stream id in labels"
+
+
+def test_resume_through_the_anthropic_sdk_raw_response(gw: Gateway) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0)
+    body: dict[str, Any] = {
+        "model": "local/echo",
+        "max_tokens": 500,
+        "messages": [{"role": "user", "content": WORDS}],
+    }
+    with client.messages.with_streaming_response.create(**body, stream=True) as raw:
+        stream_id = raw.headers["x-stream-id"]
+        decoder, first = SSEDecoder(), []
+        for chunk in raw.iter_bytes():
+            first += decoder.feed(chunk)
+            if len(first) >= 5:
+                break
+    last_id = [e.id for e in first if e.id][-1]
+    # the original request re-sent with Last-Event-ID, through the SDK itself
+    rest = client.messages.create(**body, stream=True, extra_headers={"Last-Event-ID": last_id})
+    text = "".join(
+        json.loads(e.data)["delta"].get("text", "")
+        for e in first
+        if e.event == "content_block_delta"
+    )
+    for event in rest:
+        if event.type == "content_block_delta" and event.delta.type == "text_delta":
+            text += event.delta.text
+    assert text == WORDS
+    assert stream_id.startswith("st_")

@@ -13,11 +13,14 @@ Missing node or chromium skips these with the reason; under ``CI=true`` it fails
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -485,3 +488,104 @@ def test_chat_page_light_dark_phone(browser: Any, web: Gateway, tmp_path: Path) 
         phone.page.screenshot(path=str(tmp_path / "chat-phone.png"))
     finally:
         phone.close()
+
+
+class _CuttingProxy:
+    """A TCP proxy in front of the gateway that cuts the first connection carrying a
+    ``/v1/streams/`` request after ``cut_after`` bytes of its response (a dropped network)."""
+
+    def __init__(self, target_port: int, cut_after: int) -> None:
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.cut = False
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        state = {"stream": False, "sent": 0}
+
+        async def to_gateway() -> None:
+            while data := await reader.read(65536):
+                if b"/v1/streams/" in data and not self.cut:
+                    state["stream"] = True
+                up_writer.write(data)
+            up_writer.close()
+
+        async def to_browser() -> None:
+            while data := await up_reader.read(65536):
+                if state["stream"] and not self.cut:
+                    state["sent"] += len(data)
+                    if state["sent"] > self.cut_after:
+                        self.cut = True
+                        writer.transport.abort()
+                        up_writer.transport.abort()
+                        return
+                writer.write(data)
+            writer.close()
+
+        await asyncio.gather(to_gateway(), to_browser(), return_exceptions=True)
+
+    def close(self) -> None:
+        def stop() -> None:
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
+            self._loop.call_later(0.05, self._loop.stop)
+
+        self._loop.call_soon_threadsafe(stop)
+
+
+def test_eventsource_reconnects_through_the_resume_route(browser: Any, web: Gateway) -> None:
+    """A browser's own EventSource, cut off mid-stream, reconnects by itself (it sends
+    Last-Event-ID) and gets every frame exactly once."""
+    answer = words(120)
+    body = {
+        "model": "local/echo",
+        "stream": True,
+        "messages": [{"role": "user", "content": answer}],
+    }
+    with httpx.stream("POST", f"{web.base_url}/chat/completions", json=body) as r:
+        stream_id = r.headers["x-stream-id"]  # leave at once: the stream goes on (grace)
+    proxy = _CuttingProxy(web.proc.port, cut_after=1500)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{proxy.port}/demo")
+        page.evaluate(
+            """(id) => { window.__got = []; window.__opens = 0;
+              const es = new EventSource('/v1/streams/' + id + '?after=0');
+              es.onopen = () => { window.__opens += 1; };
+              es.onmessage = (e) => { window.__got.push([e.lastEventId, e.data]);
+                                       if (e.data === '[DONE]') es.close(); }; }""",
+            stream_id,
+        )
+        deadline = time.monotonic() + 30
+        got: list[list[str]] = []
+        while time.monotonic() < deadline:
+            got = page.evaluate("window.__got")
+            if got and got[-1][1] == "[DONE]":
+                break
+            time.sleep(0.1)
+        assert proxy.cut, "the proxy cut the first stream connection"
+        assert page.evaluate("window.__opens") >= 2, "EventSource reconnected by itself"
+        seqs = [int(i.rpartition(":")[2]) for i, _ in got]
+        assert seqs == list(range(1, len(seqs) + 1)), "no gap, no duplicate"
+        text = "".join(
+            json.loads(d)["choices"][0]["delta"].get("content") or ""
+            for _, d in got[:-1]
+            if json.loads(d).get("choices")
+        )
+        assert text == answer
+    finally:
+        context.close()
+        proxy.close()
