@@ -525,9 +525,14 @@ class _CuttingProxy:
         async def to_browser() -> None:
             while data := await up_reader.read(65536):
                 if state["stream"] and not self.cut:
+                    room = self.cut_after - state["sent"]
                     state["sent"] += len(data)
                     if state["sent"] > self.cut_after:
+                        # forward up to the cut (headers and some frames, maybe half of
+                        # one), then drop the connection
                         self.cut = True
+                        writer.write(data[:room])
+                        await writer.drain()
                         writer.transport.abort()
                         up_writer.transport.abort()
                         return
