@@ -1,25 +1,218 @@
 """``tokenrelay chat`` and ``tokenrelay models``: a terminal client of the gateway.
 
-The reply is printed as it streams, flushed per delta; reasoning is shown dimmed on a
-terminal; tool calls are printed when complete. Uses the same SSE decoder, OpenAI codec
-and fold as the server.
+``chat "prompt"`` streams one reply, flushed per delta; ``chat`` without a prompt is a
+session: one message per line read from stdin (with a ``> `` prompt and line editing
+on a terminal), the conversation kept as history, each reply streamed and followed by
+a dim line with its time to first token, tokens per second and usage. Ctrl-C during a
+reply stops it (the gateway cancels the stream) and the session goes on; Ctrl-D or
+``/exit`` ends it. ``--json`` prints each event as one JSON object per line.
+
+Built on ``tokenrelay.client`` (the sync ``Client``), so retries, resume and cancel are
+the SDK's.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any, TextIO
 
 import httpx
 import msgspec
 
-from .events import Error, Event, ReasoningDelta, TextDelta
-from .fold import Fold
-from .protocols.openai_stream import OpenAIStreamDecoder
-from .sse import SSEDecoder
+from .client import APIError, ChatResult, Client, Event, ReasoningDelta, TextDelta, ToolCallDelta
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
+EXIT_COMMANDS = ("/exit", "/quit")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Reply:
+    """Writes one reply as it streams, and times it."""
+
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.as_json = as_json
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.reasoning = False
+        self.text: list[str] = []
+
+    def event(self, event: Event) -> None:
+        out = self.out
+        if self.first is None and isinstance(event, TextDelta | ReasoningDelta | ToolCallDelta):
+            self.first = time.perf_counter()
+        if self.as_json:
+            out.write(_encode(event).decode() + "\n")
+        elif isinstance(event, ReasoningDelta) and event.text:
+            if self.tty and not self.reasoning:
+                out.write(DIM)
+            self.reasoning = True
+            out.write(event.text)
+        elif isinstance(event, TextDelta) and not event.choice:
+            self._end_reasoning("\n\n")
+            self.text.append(event.text)
+            out.write(event.text)
+        out.flush()
+
+    def _end_reasoning(self, separator: str) -> None:
+        if self.reasoning:
+            self.out.write((RESET if self.tty else "") + separator)
+            self.reasoning = False
+
+    def end(self, result: ChatResult | None) -> None:
+        """Close the reply: tool calls (complete only now), a newline."""
+        if self.as_json:
+            return
+        self._end_reasoning("")
+        for call in result.tool_calls if result is not None else ():
+            self.out.write(f"\n[tool call {call.id}] {call.name}({call.arguments})")
+        self.out.write("\n")
+        self.out.flush()
+
+    def stats(self, result: ChatResult) -> str:
+        """``ttft 0.21s · 38.2 tok/s · 12 in / 40 out tokens``."""
+        end = time.perf_counter()
+        parts = []
+        if self.first is not None:
+            parts.append(f"ttft {self.first - self.started:.2f}s")
+        usage = result.usage
+        if usage is not None:
+            approx = "~" if usage.estimated else ""
+            if self.first is not None and end > self.first and usage.output:
+                parts.append(f"{usage.output / (end - self.first):.1f} tok/s")
+            parts.append(f"{approx}{usage.input} in / {approx}{usage.output} out tokens")
+        return " · ".join(parts)
+
+
+def _dim(line: str, stream: TextIO) -> str:
+    return f"{DIM}{line}{RESET}" if stream.isatty() else line
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if args.max_tokens is not None:
+        params["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        params["temperature"] = args.temperature
+    return params
+
+
+def ask(
+    client: Client,
+    args: argparse.Namespace,
+    messages: list[dict[str, Any]],
+    out: TextIO,
+    err: TextIO,
+    session: bool,
+) -> str | None:
+    """One reply, written to ``out``; its text (None if stopped before any). An
+    ``APIError`` propagates. In a session Ctrl-C stops the reply (the gateway cancels
+    it) and its partial text is kept; otherwise the interrupt propagates."""
+    reply = Reply(out, args.json)
+    try:
+        result = _answer(client, args, messages, reply)
+    except APIError:
+        if reply.first is not None:
+            reply.end(None)  # finish the line the partial reply is on
+        raise
+    except KeyboardInterrupt:
+        reply.end(None)
+        if not session:
+            raise
+        out.write(_dim("[stopped]", out) + "\n")
+        out.flush()
+        return "".join(reply.text) or None
+    reply.end(result)
+    if not args.no_stream:
+        line = reply.stats(result)
+        if session and not args.json:
+            out.write(_dim(line, out) + "\n")
+        elif not session and err.isatty():
+            err.write(_dim(line, err) + "\n")
+    out.flush()
+    return result.text
+
+
+def _answer(
+    client: Client, args: argparse.Namespace, messages: list[dict[str, Any]], reply: Reply
+) -> ChatResult:
+    """The reply: streamed through ``reply`` (or written whole with ``--no-stream``)."""
+    if args.no_stream:
+        result = client.chat.create(model=args.model, messages=messages, **_params(args))
+        reply.out.write(_encode(result).decode() + "\n" if args.json else result.text)
+        return result
+    with client.chat.stream(model=args.model, messages=messages, **_params(args)) as stream:
+        for event in stream:
+            reply.event(event)
+        return stream.final()
+
+
+def _read_line(interactive: bool) -> str | None:
+    """The next line, or None at the end of input (Ctrl-D)."""
+    if interactive:
+        try:
+            return input("> ")
+        except EOFError:
+            sys.stdout.write("\n")
+            return None
+    line = sys.stdin.readline()
+    return line if line else None
+
+
+def _session(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401 - line editing and history for input()
+    history = _system(args)
+    while True:
+        try:
+            line = _read_line(interactive)
+        except KeyboardInterrupt:  # at the prompt: a fresh line, like a shell
+            out.write("\n")
+            continue
+        if line is None:
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line in EXIT_COMMANDS:
+            return 0
+        history.append({"role": "user", "content": line})
+        try:
+            answer = ask(client, args, history, out, err, session=True)
+        except APIError as exc:
+            err.write(f"error: {exc}\n")
+            answer = None
+        if answer is None:
+            history.pop()
+        else:
+            history.append({"role": "assistant", "content": answer})
+
+
+def _system(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [{"role": "system", "content": args.system}] if args.system else []
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    out, err = sys.stdout, sys.stderr
+    with Client(args.base_url, args.api_key, protocol=args.protocol) as client:
+        if args.prompt is None:
+            return _session(client, args, out, err)
+        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+        messages = [*_system(args), {"role": "user", "content": prompt}]
+        try:
+            ask(client, args, messages, out, err, session=False)
+        except APIError as exc:
+            err.write(f"error: {exc}\n")
+            return 1
+    return 0
+
+
+# --- models ---------------------------------------------------------------------------
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -32,86 +225,6 @@ def _error_text(response: httpx.Response) -> str:
         return f"{response.status_code}: {error.get('message') or response.text}"
     except ValueError:
         return f"{response.status_code}: {response.text[:500]}"
-
-
-def _print_tool_calls(fold: Fold, out: TextIO) -> None:
-    for choice in fold.ordered_choices():
-        for call in choice.ordered_tool_calls():
-            out.write(f"\n[tool call {call.id}] {call.name}({call.arguments})")
-
-
-def run_chat(args: argparse.Namespace) -> int:
-    prompt = args.prompt
-    if prompt is None or prompt == "-":
-        prompt = sys.stdin.read()
-    messages: list[dict[str, Any]] = []
-    if args.system:
-        messages.append({"role": "system", "content": args.system})
-    messages.append({"role": "user", "content": prompt})
-    body: dict[str, Any] = {"model": args.model, "messages": messages, "stream": not args.no_stream}
-    if args.max_tokens is not None:
-        body["max_tokens"] = args.max_tokens
-    if args.temperature is not None:
-        body["temperature"] = args.temperature
-    url = args.base_url.rstrip("/") + "/chat/completions"
-    out, err = sys.stdout, sys.stderr
-    tty = out.isatty()
-    timeout = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
-    try:
-        with httpx.Client(timeout=timeout) as client:
-            if args.no_stream:
-                response = client.post(url, json=body, headers=_headers(args.api_key))
-                if response.status_code != 200:
-                    err.write(f"error {_error_text(response)}\n")
-                    return 1
-                message = response.json()["choices"][0]["message"]
-                out.write((message.get("content") or "") + "\n")
-                for call in message.get("tool_calls") or ():
-                    fn = call["function"]
-                    out.write(f"[tool call {call['id']}] {fn['name']}({fn['arguments']})\n")
-                return 0
-            with client.stream("POST", url, json=body, headers=_headers(args.api_key)) as response:
-                if response.status_code != 200:
-                    response.read()
-                    err.write(f"error {_error_text(response)}\n")
-                    return 1
-                return _print_stream(response, out, err, tty)
-    except httpx.HTTPError as exc:
-        err.write(f"error: cannot reach {url}: {exc}\n")
-        return 1
-
-
-def _print_stream(response: httpx.Response, out: TextIO, err: TextIO, tty: bool) -> int:
-    sse, decoder, fold = SSEDecoder(), OpenAIStreamDecoder(), Fold()
-    reasoning = False
-    failure: Error | None = None
-    for chunk in response.iter_bytes():
-        for frame in sse.feed(chunk):
-            events: list[Event] = decoder.feed(frame)
-            for event in events:
-                fold.add(event)
-                if isinstance(event, ReasoningDelta) and event.text:
-                    if tty and not reasoning:
-                        out.write(DIM)
-                    reasoning = True
-                    out.write(event.text)
-                elif isinstance(event, TextDelta):
-                    if reasoning:
-                        out.write(RESET + "\n\n" if tty else "\n\n")
-                        reasoning = False
-                    out.write(event.text)
-                elif isinstance(event, Error):
-                    failure = event
-            out.flush()
-    if reasoning and tty:
-        out.write(RESET)
-    _print_tool_calls(fold, out)
-    out.write("\n")
-    out.flush()
-    if failure is not None:
-        err.write(f"error: {failure.message}\n")
-        return 1
-    return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
