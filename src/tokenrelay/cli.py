@@ -9,8 +9,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .keys_cli import add_subcommands
-
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
 
@@ -87,7 +85,7 @@ def _fake(argv: list[str]) -> int:
     return fake_main(argv)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_store: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenrelay", description="An LLM API relay station.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -138,7 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(models)
     models.set_defaults(func=_models)
 
-    add_subcommands(sub)
+    if with_store:
+        from .keys_cli import add_subcommands  # imports the store (SQLAlchemy): only when used
+
+        add_subcommands(sub)
+    else:
+        sub.add_parser("keys", help="create, list, revoke and rotate API keys")
+        sub.add_parser("usage", help="usage and cost, by key, model or day")
 
     sub.add_parser(
         "fake-upstream", help="run the fake upstream used by tests and benchmarks", add_help=False
@@ -150,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["fake-upstream"]:
         return _fake(argv[1:])
-    args = build_parser().parse_args(argv)
+    with_store = not argv or argv[0] in ("keys", "usage", "-h", "--help")
+    args = build_parser(with_store).parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

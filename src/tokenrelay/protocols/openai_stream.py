@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ..events import (
+    ERROR_STATUS,
     Error,
     Event,
     Finish,
@@ -142,12 +143,21 @@ def usage_to_wire(usage: Usage) -> dict[str, Any]:
     return wire
 
 
+_KIND_OF_TYPE = {wire: kind for kind, wire in _ERROR_TYPE.items() if kind != "not_found"}
+
+
 def _upstream_error(raw: Any) -> Error:
-    if isinstance(raw, dict):
-        message = str(raw.get("message") or "upstream error")
-        code = raw.get("code")
-        return Error("upstream", message, 502, str(code) if code is not None else None)
-    return Error("upstream", str(raw), 502)
+    """An in-stream ``{"error": {...}}`` as the canonical error it describes: its kind
+    from ``type`` (else ``upstream``), its status from a numeric ``code`` (OpenRouter's)."""
+    if not isinstance(raw, dict):
+        return Error("upstream", str(raw), 502)
+    message = str(raw.get("message") or "upstream error")
+    kind = _KIND_OF_TYPE.get(str(raw.get("type")), "upstream")
+    code = raw.get("code")
+    status = ERROR_STATUS.get(kind, 502) if kind != "upstream" else 502
+    if isinstance(code, int) and 400 <= code <= 599:
+        status = code
+    return Error(kind, message, status, str(code) if code is not None else None)
 
 
 MALFORMED = Error("upstream", "the upstream sent a malformed frame", 502, "upstream_malformed")

@@ -129,12 +129,19 @@ class Gateway:
         headers = {"x-request-id": exchange.request_id, **error.headers}
         return JSONResponse(protocol.error_body(error), error.status, headers)
 
-    def attach(self, stream: Stream | RemoteStream, after: int, retry: bool = False) -> SSEResponse:
+    def attach(
+        self,
+        stream: Stream | RemoteStream,
+        after: int,
+        retry: bool = False,
+        request_id: str | None = None,
+    ) -> SSEResponse:
         """A reader of ``stream`` from frame ``after`` on (a resume when ``after`` > 0)."""
         if after > 0:
             stream.resumes += 1
             self.metrics.stream_events.labels("resumed").inc()
-        headers = [(b"x-stream-id", stream.id.encode())]
+        request_id = request_id or f"req_{secrets.token_hex(12)}"
+        headers = [(b"x-stream-id", stream.id.encode()), (b"x-request-id", request_id.encode())]
         return SSEResponse(
             stream.read(after, self.config.keepalive_interval),
             headers,
@@ -183,8 +190,8 @@ class Gateway:
         stream = self.hub.create(principal.owner, protocol.name)
         target = _StreamTarget(stream, protocol, request, exchange.tally)
         stream.producer = asyncio.create_task(_produce(relay, upstream, target, stream))
-        response = self.attach(stream, 0)
-        response.headers += [(b"x-request-id", exchange.request_id.encode()), *attempts.headers()]
+        response = self.attach(stream, 0, request_id=exchange.request_id)
+        response.headers += attempts.headers()
         return response
 
 
