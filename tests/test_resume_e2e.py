@@ -187,16 +187,28 @@ def test_nobody_back_in_time_closes_the_upstream(workdir: Path, fake: FakeUpstre
         gateway.proc.stop()
 
 
-@settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(cuts=st.lists(st.integers(min_value=1, max_value=12), min_size=0, max_size=4))
-def test_any_number_of_drops_assembles_the_uninterrupted_answer(
-    gw: Gateway, cuts: list[int]
-) -> None:
-    """A client that drops after a random number of frames, any number of times, and
-    resumes each time, assembles exactly the text and usage of an uninterrupted run."""
-    body = {**BODY, "stream_options": {"include_usage": True}}
+ARGS = json.dumps({"city": "Paris", "days": list(range(12)), "units": "metric", "note": "x" * 40})
+TOOL_BODY = {
+    **BODY,
+    "messages": [{"role": "user", "content": f"/call get_weather {ARGS}"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+}
+
+
+def calls_of(payloads: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
+    calls: dict[int, dict[str, str]] = {}
+    for p in payloads:
+        for choice in p.get("choices") or []:
+            for call in choice["delta"].get("tool_calls") or []:
+                slot = calls.setdefault(call["index"], {"id": "", "name": "", "arguments": ""})
+                slot["id"] = call.get("id") or slot["id"]
+                slot["name"] = call.get("function", {}).get("name") or slot["name"]
+                slot["arguments"] += call.get("function", {}).get("arguments") or ""
+    return calls
+
+
+def read_with_drops(gw: Gateway, body: dict[str, Any], cuts: list[int]) -> list[tuple[str, Any]]:
+    """A client that drops after ``cuts[i]`` frames each time and resumes each time."""
     with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=10) as r:
         stream_id = r.headers["x-stream-id"]
         frames = read_frames(r, cuts[0] if cuts else None)
@@ -208,12 +220,37 @@ def test_any_number_of_drops_assembles_the_uninterrupted_answer(
             "GET", f"{gw.base_url}/streams/{stream_id}", headers=headers, timeout=10
         ) as r:
             frames += read_frames(r, cut)
+    return frames
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=12), min_size=0, max_size=4),
+    tools=st.booleans(),
+)
+def test_any_number_of_drops_assembles_the_uninterrupted_answer(
+    gw: Gateway, cuts: list[int], tools: bool
+) -> None:
+    """A client that drops after a random number of frames, any number of times, and
+    resumes each time, assembles exactly the text, tool calls and usage of an
+    uninterrupted run."""
+    body = {**(TOOL_BODY if tools else BODY), "stream_options": {"include_usage": True}}
+    whole = [p for _, p in read_with_drops(gw, body, []) if p != "[DONE]"]
+    frames = read_with_drops(gw, body, cuts)
     seqs = [int(i.rpartition(":")[2]) for i, _ in frames]
     assert seqs == list(range(1, len(seqs) + 1))
+    assert frames[-1][1] == "[DONE]"
     payloads = [p for _, p in frames if p != "[DONE]"]
-    assert text_of(payloads) == WORDS
-    usage = payloads[-1]["usage"]
-    assert usage["completion_tokens"] == 40
+    assert text_of(payloads) == text_of(whole) == ("" if tools else WORDS)
+    got, expected = calls_of(payloads), calls_of(whole)
+    assert {i: (c["name"], c["arguments"]) for i, c in got.items()} == {
+        i: (c["name"], c["arguments"]) for i, c in expected.items()
+    }
+    if tools:
+        assert json.loads(got[0]["arguments"]) == json.loads(ARGS)
+    assert payloads[-1]["usage"] == whole[-1]["usage"]
 
 
 def test_metrics_count_streams_resumes_and_cancels(gw: Gateway) -> None:
