@@ -557,15 +557,52 @@ async def diag(gw: Server, path: Path, tag: str, **req: bool) -> dict[str, Any]:
 
 
 class Sampler:
-    """RSS of the gateway's processes every ``interval`` s, as an asyncio task (two
-    small /proc reads per sample)."""
+    """RSS and CPU time of the gateway's processes every ``interval`` s, as an asyncio
+    task (small /proc reads per sample)."""
 
     def __init__(self, pids: list[int], interval: float = 0.1) -> None:
         self.pids = pids
         self.interval = interval
         self.t0 = time.monotonic()
         self.timeline: list[tuple[float, float]] = []
+        self.cpu: list[tuple[float, float]] = []  # (monotonic, CPU seconds)
         self._task: asyncio.Task[None] | None = None
+
+    def cpu_s(self) -> float:
+        total = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    raw = f.read()
+                st = raw[raw.rindex(b")") + 2 :].split()
+                total += int(st[11]) + int(st[12])
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def busy(self, t0: float, t1: float) -> dict[str, float]:
+        """Between monotonic t0 and t1: the highest CPU use over any 1 s (1.0 = one whole
+        core), and the seconds during which the trailing 0.5 s used 95 % of a core or more
+        (/proc ticks are 10 ms, so shorter windows are too coarse)."""
+        pts = [(t, c) for (t, c) in self.cpu if t0 <= t <= t1]
+
+        def rate(i: int, window: float) -> float | None:
+            j = i
+            while j > 0 and pts[i][0] - pts[j][0] < window:
+                j -= 1
+            dt_ = pts[i][0] - pts[j][0]
+            return (pts[i][1] - pts[j][1]) / dt_ if dt_ >= window * 0.9 else None
+
+        peak = 0.0
+        full = 0.0
+        for i in range(1, len(pts)):
+            r1 = rate(i, 1.0)
+            if r1 is not None:
+                peak = max(peak, r1)
+            r = rate(i, 0.5)
+            if r is not None and r >= 0.95:
+                full += pts[i][0] - pts[i - 1][0]
+        return {"peak_1s": peak, "s_at_95": full}
 
     def rss_mb(self) -> float:
         total = 0
@@ -579,7 +616,9 @@ class Sampler:
 
     def sample(self) -> float:
         mb = self.rss_mb()
-        self.timeline.append((round(time.monotonic() - self.t0, 2), round(mb, 2)))
+        now = time.monotonic()
+        self.timeline.append((round(now - self.t0, 2), round(mb, 2)))
+        self.cpu.append((now, self.cpu_s()))
         return mb
 
     async def _run(self) -> None:
@@ -745,6 +784,7 @@ def judge(flows: list[Flow], o: Opts) -> dict[str, Any]:
     stalls = 0
     streams_stalled = 0
     exact = exact_resumed = resumed = 0
+    seq_problems = 0  # streams with a sequence gap, a duplicate or a foreign id
     drops = resumes = 0
     buffer_bytes = 0
     for f in flows:
@@ -757,6 +797,7 @@ def judge(flows: list[Flow], o: Opts) -> dict[str, Any]:
             errors["error frame in stream"] += 1
         text = "".join(f.parts)
         problems = list(f.violations)
+        seq_problems += bool(f.violations)
         if text != expected:
             i = next(
                 (k for k, (a, b) in enumerate(zip(text, expected, strict=False)) if a != b), None
@@ -814,6 +855,7 @@ def judge(flows: list[Flow], o: Opts) -> dict[str, Any]:
         "resumed_streams": resumed,
         "exact": exact,
         "exact_resumed": exact_resumed,
+        "seq_problems": seq_problems,
         "inexact_examples": inexact,
         "gaps": len(gaps),
         "stalls": stalls,
@@ -941,6 +983,7 @@ async def soak(args: argparse.Namespace, fake: Server, gw: Server, o: Opts) -> d
             res["gateway_us_per_event"] = (cpu1 - cpu0) / produced * 1e6
             res["gateway_us_per_frame_delivered"] = (cpu1 - cpu0) / max(1, res["frames"]) * 1e6
             res["peak_rss_mb"] = sampler.peak_since(t_start)
+            res["gateway_busy"] = sampler.busy(t_start, time.monotonic())
             res["end_rss_mb"] = sampler.sample()
             say(
                 f"round {r + 1}: {res['errors']} errors, {res['resumes']} resumes, "
@@ -1157,6 +1200,7 @@ def render(out: dict[str, Any], o: Opts, args: argparse.Namespace, info: list[st
     )
     row("exact streams (all)", lambda r: f"{r['exact']:,} / {r['streams']:,}")
     row("exact resumed streams", lambda r: f"{r['exact_resumed']} / {r['resumed_streams']}")
+    row("streams with a sequence gap, duplicate or foreign id", lambda r: f2(r["seq_problems"]))
     row(
         "stalls / gaps measured",
         lambda r: f"{r['stalls']:,} / {r['gaps']:,}",
@@ -1181,6 +1225,10 @@ def render(out: dict[str, Any], o: Opts, args: argparse.Namespace, info: list[st
     )
     row("round wall time, s", lambda r: f"{r['wall_s']:.1f}")
     row("gateway CPU s", lambda r: f"{r['gateway_cpu_s']:.2f}")
+    row(
+        "gateway CPU use: busiest 1 s / seconds at >= 95 % of a core",
+        lambda r: f"{r['gateway_busy']['peak_1s']:.0%} / {r['gateway_busy']['s_at_95']:.1f}",
+    )
     row("gateway CPU µs per event produced", lambda r: f"{r['gateway_us_per_event']:.1f}")
     row(
         "gateway CPU µs per frame delivered", lambda r: f"{r['gateway_us_per_frame_delivered']:.1f}"
@@ -1272,7 +1320,9 @@ def render(out: dict[str, Any], o: Opts, args: argparse.Namespace, info: list[st
     return "\n".join(lines) + "\n"
 
 
-def machine_info(args: argparse.Namespace, pinned: bool, load_before: float) -> list[str]:
+def machine_info(
+    args: argparse.Namespace, pinned: bool, load_before: float, started_at: dt.datetime
+) -> list[str]:
     cpu_model = "?"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1301,7 +1351,7 @@ def machine_info(args: argparse.Namespace, pinned: bool, load_before: float) -> 
     except (OSError, subprocess.TimeoutExpired):
         commit = "?"
     return [
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {started_at.strftime('%Y-%m-%d %H:%M UTC')} (start of the run)",
         f"- command: `{' '.join([Path(sys.executable).name, 'bench/soak.py', *sys.argv[1:]])}`",
         f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model}, Linux {platform.release()}",
         f"- python {platform.python_version()}; tokenrelay {ver('tokenrelay')} at {commit}; "
@@ -1385,6 +1435,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = BENCH / "out" / "soak"
     load_before = os.getloadavg()[0]
     started = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC)
     try:
         fake = fake_server(free_port(), driver)
         fake.log_path = run_dir / "fake-upstream.log"
@@ -1422,7 +1473,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         stop_all()
-    info = machine_info(args, bool(driver), load_before)
+    info = machine_info(args, bool(driver), load_before, started_at)
     info.append(f"- whole run: {time.monotonic() - started:.0f} s")
     report = render(out, o, args, info)
     print()

@@ -302,3 +302,19 @@ def test_resume_through_the_anthropic_sdk_raw_response(gw: Gateway) -> None:
             text += event.delta.text
     assert text == WORDS
     assert stream_id.startswith("st_")
+
+
+def test_an_idle_gateway_lets_expired_streams_go(workdir: Path, fake: FakeUpstream) -> None:
+    gateway = start_gateway(workdir, gateway_config(fake, streams={"grace": 0, "retention": 1}))
+    try:
+        with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=BODY) as r:
+            stream_id = r.headers["x-stream-id"]
+            read_frames(r)
+        time.sleep(2.5)  # no request in between: only the periodic sweep can evict it
+        gone = httpx.get(f"{gateway.base_url}/streams/{stream_id}?after=1")
+        assert gone.status_code == 410
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+        assert 'tokenrelay_stream_events_total{event="resume_410"} 1.0' in metrics
+        assert f"resume {stream_id} after=1 status=410" in gateway.proc.output()
+    finally:
+        gateway.proc.stop()

@@ -90,7 +90,7 @@ class Metrics:
         )
         self.stream_events = Counter(
             "tokenrelay_stream_events",
-            "Stream life events: resumed, cancelled.",
+            "Stream life events: resumed, cancelled, resume_<status> for a refused resume.",
             ["event"],
             registry=r,
         )

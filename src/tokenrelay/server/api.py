@@ -25,6 +25,7 @@ from ..streams.hub import parse_event_id
 from .relay import Gateway
 
 log = logging.getLogger("tokenrelay")
+access = logging.getLogger("tokenrelay.access")
 
 
 def protocol_of(request: Request) -> ClientProtocol:
@@ -108,9 +109,15 @@ class API:
         try:
             principal = await self.gateway.accounts.principal(request.headers)
             stream = await self.gateway.hub.find(stream_id, principal.owner)
-            return self.gateway.attach(stream, after, retry=True)
+            response = self.gateway.attach(stream, after, retry=True)
         except GatewayError as error:
+            self.gateway.metrics.stream_events.labels(f"resume_{error.status}").inc()
+            access.info(
+                "resume %s after=%d status=%d %s", stream_id, after, error.status, error.code
+            )
             return error_response(request, error)
+        access.info("resume %s after=%d status=200", stream_id, after)
+        return response
 
     async def stream_cancel(self, request: Request) -> Response:
         """Stop a stream: the upstream is closed at once; readers get a proper end.

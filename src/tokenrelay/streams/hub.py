@@ -341,6 +341,7 @@ class StreamHub:
         self.mirror = mirror
         self.background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._tick = 0.0
         self.total_bytes = 0
         self.detached = 0  # times a live stream lost its last reader
@@ -391,8 +392,16 @@ class StreamHub:
             return remote
 
     async def start(self) -> None:
+        """Start the periodic sweep (an idle gateway still lets expired streams go)."""
+        self._sweeper = asyncio.ensure_future(self._sweep_loop())
         if self.mirror is not None:
             await self.mirror.start(self)
+
+    async def _sweep_loop(self) -> None:
+        period = min(30.0, max(0.5, self.settings.retention / 2))
+        while True:
+            await asyncio.sleep(period)
+            self.sweep()
 
     def get(self, stream_id: str, owner: str | None) -> Stream:
         """The stream, if it exists and belongs to ``owner``; 404 otherwise (a stream of
@@ -443,8 +452,9 @@ class StreamHub:
             await asyncio.wait(producers, timeout=5)
 
     async def aclose(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._sweeper):
+            if task is not None:
+                task.cancel()
         await self._cancel_all()
         if self.mirror is not None:
             await self.mirror.aclose()
