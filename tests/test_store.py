@@ -383,3 +383,15 @@ async def test_writer_survives_a_postgresql_outage_exactly_once(tmp_path: Path) 
         await store.close()
     finally:
         await asyncio.to_thread(server.destroy)
+
+
+async def test_a_key_store_outage_is_a_503_not_a_500() -> None:
+    class Away:
+        async def find_key(self, secret: str) -> None:
+            raise OSError("connection refused")
+
+    auth = Authenticator(Away(), "master-key")  # type: ignore[arg-type]
+    with pytest.raises(GatewayError) as info:
+        await auth.authenticate({"authorization": "Bearer tr-" + "a" * 40})
+    assert info.value.status == 503 and info.value.headers["Retry-After"] == "1"
+    assert (await auth.authenticate({"authorization": "Bearer master-key"})).master

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..events import GatewayError
 from ..limits.base import Limits
 from .core import Store
+from .db import DRIVER_ERRORS
 from .keys import ApiKey, hash_secret, looks_like_key
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
@@ -146,7 +147,17 @@ class Authenticator:
         if cached is not None and cached[1] > now:
             self._cache.move_to_end(digest)
             return cached[0]
-        key = await self.store.find_key(secret)
+        try:
+            key = await self.store.find_key(secret)
+        except DRIVER_ERRORS:
+            # the key store is away longer than the cache holds: say so, retryably
+            raise GatewayError(
+                "overloaded",
+                "The key store is unavailable; retry shortly.",
+                status=503,
+                code="key_store_unavailable",
+                headers={"Retry-After": "1"},
+            ) from None
         self._cache[digest] = (key, now + self.cache_ttl)
         self._cache.move_to_end(digest)
         while len(self._cache) > self.cache_size:
