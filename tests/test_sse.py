@@ -629,3 +629,10 @@ def test_fixture_events_match_data_blocks_and_payloads_are_json(path: Path) -> N
     for data, _event, _id, _retry in events:
         if data != "[DONE]":
             json.loads(data)
+
+
+def test_encode_replaces_what_utf8_cannot_carry() -> None:
+    """A str with a lone surrogate (e.g. from a JSON \\ud800 escape) is not valid UTF-8:
+    it is sent with a replacement, never a crash mid-stream."""
+    (event,) = SSEDecoder().iter([encode("a\ud800b")])
+    assert event.data == "a?b"

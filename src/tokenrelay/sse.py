@@ -196,7 +196,7 @@ def encode(
     """One event as bytes. Multi-line ``data`` becomes several ``data:`` lines;
     ``event`` and ``id`` must be single lines (a line break would forge fields)."""
     if isinstance(data, str):
-        data = data.encode()
+        data = data.encode("utf-8", "replace")  # a lone surrogate cannot be sent: "?"
     head = b""
     if event is not None:
         _check_field("event", event)
