@@ -39,6 +39,7 @@ def test_any_position_live_or_packed(batches: list[list[str]], data: st.DataObje
         live_after = data.draw(st.integers(0, len(sent)))
         live = stream.read(live_after, keepalive=30)
         stream.finish()
+        hub.sweep(pack=True)  # what the timer does: finished frames kept compressed
         packed_after = data.draw(st.integers(0, len(sent)))
         for after, reader in ((live_after, live), (packed_after, stream.read(packed_after, 30))):
             events = list(SSEDecoder().iter([await _collect(reader)]))

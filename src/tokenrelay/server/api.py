@@ -29,7 +29,7 @@ access = logging.getLogger("tokenrelay.access")
 
 
 def protocol_of(request: Request) -> ClientProtocol:
-    path = request.url.path
+    path: str = request.scope["path"]  # not request.url: building a URL costs per request
     if path.startswith(("/anthropic/", "/v1/messages")) or "anthropic-version" in request.headers:
         return anthropic
     return openai

@@ -408,6 +408,7 @@ async def _produce(relay: Relay, upstream: Upstream, target: _StreamTarget, stre
     finally:
         await upstream.aclose()
         stream.finish()
+        await asyncio.sleep(0)  # let the readers write the last frames before the accounting
         tally = exchange.tally
         outcome = (
             "interrupted"

@@ -184,7 +184,6 @@ class Stream:
         self.done = True
         self.finished_at = time.monotonic()
         self._cancel_grace()
-        self._pack()
         self._wake()
         self._hub._finished(self)
         if self._hub.mirror is not None:
@@ -398,10 +397,9 @@ class StreamHub:
             await self.mirror.start(self)
 
     async def _sweep_loop(self) -> None:
-        period = min(30.0, max(0.5, self.settings.retention / 2))
         while True:
-            await asyncio.sleep(period)
-            self.sweep()
+            await asyncio.sleep(1.0)
+            self.sweep(pack=True)
 
     def get(self, stream_id: str, owner: str | None) -> Stream:
         """The stream, if it exists and belongs to ``owner``; 404 otherwise (a stream of
@@ -418,9 +416,15 @@ class StreamHub:
         self._finished_streams[stream.id] = stream
         self.sweep()
 
-    def sweep(self) -> None:
-        """Evict finished streams past retention, then the oldest past the byte limit."""
+    def sweep(self, pack: bool = False) -> None:
+        """Evict finished streams past retention, then the oldest past the byte limit.
+        With ``pack`` (the timer's sweep, off the request path), first compress the
+        finished streams nobody is reading."""
         now = time.monotonic()
+        if pack:
+            for stream in self._finished_streams.values():
+                if stream.frames and not stream.readers:
+                    stream._pack()
         retention = self.settings.retention
         while self._finished_streams:
             stream_id, stream = next(iter(self._finished_streams.items()))
