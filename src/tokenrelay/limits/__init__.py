@@ -7,6 +7,8 @@ algorithm and its exact bounds.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .base import (
     BUDGET_PERIODS,
     LEASE_SECONDS,
@@ -19,7 +21,19 @@ from .base import (
     period_id,
 )
 from .memory import MemoryLimiter
-from .redis_backend import RedisLimiter
+
+if TYPE_CHECKING:
+    from .redis_backend import RedisLimiter
+
+
+def __getattr__(name: str) -> Any:
+    # RedisLimiter imports redis-py: loaded only when asked for (memory and start time)
+    if name == "RedisLimiter":
+        from .redis_backend import RedisLimiter
+
+        return RedisLimiter
+    raise AttributeError(name)
+
 
 __all__ = [
     "BUDGET_PERIODS",
@@ -46,5 +60,7 @@ def create_limiter(
     """``RedisLimiter`` when ``redis_url`` is given, else ``MemoryLimiter``.
     ``spend_loader`` (e.g. ``store.spend_since``) seeds budget spend from the usage table."""
     if redis_url:
+        from .redis_backend import RedisLimiter
+
         return RedisLimiter.from_url(redis_url, spend_loader, fail_open=fail_open)
     return MemoryLimiter(spend_loader)
