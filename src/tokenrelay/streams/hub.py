@@ -70,7 +70,6 @@ class Stream:
     """One streaming answer: frames, readers, and the producer that writes them."""
 
     __slots__ = (
-        "_buf",
         "_ends",
         "_grace_timer",
         "_hub",
@@ -81,6 +80,7 @@ class Stream:
         "cancelled",
         "done",
         "finished_at",
+        "frames",
         "id",
         "interrupted",
         "nbytes",
@@ -96,11 +96,9 @@ class Stream:
         self.id = stream_id
         self.owner = owner
         self.protocol = protocol
-        # The frames kept, back to back in one buffer (no object per frame), and the end
-        # offset of each; once finished and unread, compressed into _packed.
-        self._buf = bytearray()
+        self.frames: list[bytes] = []  # while live; packed into _packed when finished
         self._packed: bytes | None = None
-        self._ends = array("Q")
+        self._ends = array("Q")  # end offset of each frame in the unpacked bytes
         self.base = 0  # frames[0] has sequence number base + 1
         self.nbytes = 0
         self.done = False
@@ -121,23 +119,30 @@ class Stream:
         return self.base + self._kept()
 
     def _kept(self) -> int:
-        return len(self._ends)
+        return len(self._ends) if self._packed is not None else len(self.frames)
 
     def _slice(self, start: int) -> bytes:
         """The kept frames from index ``start`` on, as one piece."""
-        begin = self._ends[start - 1] if start else 0
         if self._packed is not None:
-            return zlib.decompress(self._packed)[begin:]
-        return bytes(memoryview(self._buf)[begin:])
+            data = zlib.decompress(self._packed)
+            return data[self._ends[start - 1] if start else 0 :]
+        frames = self.frames
+        return frames[start] if start == len(frames) - 1 else b"".join(frames[start:])
 
     def _pack(self) -> None:
         """A finished stream is read again only on a resume: keep it compressed (its
         frames are repetitive JSON, so about a tenth of the bytes)."""
-        if self._packed is not None or not self._ends:
+        if not self.frames:
             return
-        self._packed = zlib.compress(self._buf, 1)
-        self._buf = bytearray()
-        size = len(self._packed) + self._ends.itemsize * len(self._ends)
+        ends = array("Q")
+        total = 0
+        for frame in self.frames:
+            total += len(frame)
+            ends.append(total)
+        self._packed = zlib.compress(b"".join(self.frames), 1)
+        self._ends = ends
+        self.frames = []
+        size = len(self._packed) + ends.itemsize * len(ends)
         self._hub.total_bytes += size - self.nbytes
         self.nbytes = size
 
@@ -151,26 +156,22 @@ class Stream:
         resumes exactly after the last event it got."""
         if not frames:
             return
-        seq = self.base + len(self._ends)
+        seq = self.base + len(self.frames)
         prefix = self._prefix
-        buf, ends = self._buf, self._ends
-        start = len(buf)
-        mirror = self._hub.mirror
-        mirrored: list[bytes] = []
-        first_seq = seq + 1
+        size = 0
+        keep = self.frames
+        first = len(keep)
         for item in frames:
             events = item.split(b"\n\n")
             events.pop()  # what follows the last blank line: nothing
             for event in events:
                 seq += 1
                 numbered = prefix + b"%d\n" % seq + event + b"\n\n"
-                buf += numbered
-                ends.append(len(buf))
-                if mirror is not None:
-                    mirrored.append(numbered)
+                keep.append(numbered)
+                size += len(numbered)
+        mirror = self._hub.mirror
         if mirror is not None:
-            mirror.published(self, first_seq, mirrored)
-        size = len(buf) - start
+            mirror.published(self, self.base + first + 1, keep[first:])
         self.nbytes += size
         self._hub.total_bytes += size
         if self.nbytes > self._hub.settings.max_stream_bytes:
@@ -189,25 +190,21 @@ class Stream:
             self._hub.mirror.finished(self)
 
     def _trim(self, limit: int) -> None:
-        ends = self._ends
         drop = 0
-        total = len(self._buf)
-        while total - (ends[drop] if drop else 0) > limit and drop < len(ends) - 1:
+        size = self.nbytes
+        while size > limit and drop < len(self.frames) - 1:
+            size -= len(self.frames[drop])
             drop += 1
-        if not drop:
-            return
-        cut = ends[drop - 1]
-        del self._buf[:cut]
-        self._ends = array("Q", (e - cut for e in ends[drop:]))
-        self._hub.total_bytes -= cut
-        self.nbytes -= cut
+        self._hub.total_bytes -= self.nbytes - size
+        self.nbytes = size
+        del self.frames[:drop]
         self.base += drop
 
     def release(self) -> None:
         """Forget the frames (eviction)."""
         self._hub.total_bytes -= self.nbytes
         self.base += self._kept()
-        self._buf = bytearray()
+        self.frames = []
         self._packed = None
         self._ends = array("Q")
         self.nbytes = 0
@@ -426,7 +423,7 @@ class StreamHub:
         now = time.monotonic()
         if pack:
             for stream in self._finished_streams.values():
-                if stream._packed is None and not stream.readers:
+                if stream.frames and not stream.readers:
                     stream._pack()
         retention = self.settings.retention
         while self._finished_streams:
