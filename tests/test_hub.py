@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tokenrelay.events import GatewayError
 from tokenrelay.sse import SSEDecoder, encode
 from tokenrelay.streams.hub import HubSettings, StreamHub
 
@@ -50,5 +52,25 @@ def test_any_position_live_or_packed(batches: list[list[str]], data: st.DataObje
         assert hub.total_bytes == stream.nbytes > 0
         stream.release()
         assert hub.total_bytes == 0
+
+    asyncio.run(run())
+
+
+def test_a_stream_over_its_byte_bound_keeps_its_newest_frames() -> None:
+    async def run() -> None:
+        hub = StreamHub(HubSettings(grace=0, max_stream_bytes=2000))
+        stream = hub.create(None, "openai")
+        sent = [f"frame {i} " + "x" * 50 for i in range(100)]
+        for text in sent:
+            stream.publish([encode(text)])
+        assert 0 < stream.nbytes <= 2000 and hub.total_bytes == stream.nbytes
+        assert stream.base > 0 and stream.last_seq == 100
+        with pytest.raises(GatewayError) as info:
+            stream.read(stream.base - 1, 30)
+        assert info.value.status == 410
+        stream.finish()
+        events = list(SSEDecoder().iter([await _collect(stream.read(stream.base, 30))]))
+        assert [e.data for e in events] == sent[stream.base :]
+        assert events[0].id == f"{stream.id}:{stream.base + 1}"
 
     asyncio.run(run())
