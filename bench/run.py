@@ -261,7 +261,7 @@ def machine_info(args: argparse.Namespace, pinned: bool, load_before: float) -> 
         f"- command: `{' '.join([Path(sys.executable).name, 'bench/run.py', *sys.argv[1:]])}`",
         f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model}, Linux {platform.release()}",
         f"- python {platform.python_version()}; tokenrelay {ver('tokenrelay')} at {commit}; "
-        f"uvicorn {ver('uvicorn')}, uvloop {ver('uvloop')}, aiohttp {ver('aiohttp')}, "
+        f"uvicorn {ver('uvicorn')}, uvloop {ver('uvloop')}, httptools {ver('httptools')} (upstream client: tokenrelay.providers.transport), "
         f"msgspec {ver('msgspec')}",
         f"- peers: LiteLLM proxy {litellm_version() or 'not installed'} (1 uvicorn worker), "
         f"nginx {nginx_version() or 'not installed'} (1 worker process)",
