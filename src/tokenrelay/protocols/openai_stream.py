@@ -1,5 +1,5 @@
-"""OpenAI Chat Completions streaming: frames -> events, events -> frames, and the
-same-protocol passthrough.
+"""OpenAI Chat Completions streaming: frames -> events and events -> frames (the
+same-protocol passthrough is in ``openai_passthrough.py``).
 
 The passthrough is the hot path of an OpenAI client on an OpenAI-compatible upstream:
 each frame is validated and inspected through a small ``msgspec`` view (finish reason,
@@ -10,7 +10,6 @@ rewritten, so fields the canon does not know (``system_fingerprint``, ``logprobs
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from typing import Any
@@ -146,7 +145,7 @@ def usage_to_wire(usage: Usage) -> dict[str, Any]:
 _KIND_OF_TYPE = {wire: kind for kind, wire in _ERROR_TYPE.items() if kind != "not_found"}
 
 
-def _upstream_error(raw: Any) -> Error:
+def upstream_error(raw: Any) -> Error:
     """An in-stream ``{"error": {...}}`` as the canonical error it describes: its kind
     from ``type`` (else ``upstream``), its status from a numeric ``code`` (OpenRouter's)."""
     if not isinstance(raw, dict):
@@ -234,7 +233,7 @@ class OpenAIStreamDecoder:
         if usage:
             out.append(usage_from_wire(usage))
         if chunk.get("error"):
-            out.append(_upstream_error(chunk["error"]))
+            out.append(upstream_error(chunk["error"]))
         return out
 
     def close(self) -> list[Event]:
@@ -383,134 +382,3 @@ def choice_chunk(head: bytes, choice: int, delta: bytes, finish: bytes) -> bytes
 
 def usage_chunk(head: bytes, usage: Usage) -> bytes:
     return head + b'],"usage":' + _json_encode(usage_to_wire(usage)) + b"}"
-
-
-# --- the same-protocol passthrough ---------------------------------------------------
-
-
-class _FunctionView(msgspec.Struct):
-    arguments: str | None = None
-
-
-class _CallView(msgspec.Struct):
-    function: _FunctionView | None = None
-
-
-class _DeltaView(msgspec.Struct):
-    content: str | None = None
-    reasoning_content: str | None = None
-    reasoning: str | None = None
-    tool_calls: list[_CallView] | None = None
-
-    def chars(self) -> int:
-        """What this delta adds to the answer, in characters (for a usage estimate)."""
-        n = len(self.content or "") + len(self.reasoning_content or self.reasoning or "")
-        for call in self.tool_calls or ():
-            if call.function is not None:
-                n += len(call.function.arguments or "")
-        return n
-
-
-class _ChoiceView(msgspec.Struct):
-    index: int = 0
-    finish_reason: str | None = None
-    delta: _DeltaView | None = None
-
-
-class _ChunkView(msgspec.Struct):
-    id: str | None = None
-    created: int | None = None
-    choices: list[_ChoiceView] | None = None
-    usage: dict[str, Any] | None = None
-    error: Any = None
-
-
-_view = msgspec.json.Decoder(_ChunkView).decode
-_MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
-
-
-class OpenAIPassthrough:
-    """Upstream Chat Completions frames -> the same frames for an OpenAI client.
-
-    Every frame is validated (a malformed one ends the stream with an error frame
-    instead of reaching the client's JSON parser). The usage-only frame that the gateway
-    asked for on its own account is kept from a client that did not ask for usage.
-    """
-
-    def __init__(self, model: str, include_usage: bool, tally: Tally) -> None:
-        self.include_usage = include_usage
-        self.tally = tally
-        self.ended = False
-        self._done = False
-        self._model_name = model
-        self._model = '"model":' + _json_encode(model).decode().replace("\\", "\\\\")
-        self._id = ""
-        self._created = 0
-        self._open: set[int] = set()
-
-    def _inspect(self, data: str) -> _ChunkView | None:
-        try:
-            return _view(data)
-        except msgspec.ValidationError:
-            # Valid JSON of an unexpected shape: forward it, learn nothing from it.
-            return _ChunkView()
-        except msgspec.DecodeError:
-            return None
-
-    def encode(self, frames: list[ServerSentEvent]) -> list[bytes]:
-        out: list[bytes] = []
-        tally = self.tally
-        for frame in frames:
-            data = frame.data
-            if data == "[DONE]":
-                self._done = True
-                continue
-            view = self._inspect(data)
-            if view is None:
-                out.extend(self.fail(MALFORMED))
-                break
-            if view.id and not self._id:
-                self._id, self._created = view.id, view.created or 0
-            if view.error:
-                tally.error = _upstream_error(view.error)
-            if view.usage:
-                tally.usage = usage_from_wire(view.usage)
-                if not view.choices and not self.include_usage:
-                    continue
-            for choice in view.choices or ():
-                if choice.finish_reason:
-                    tally.finish_reason = FINISH_FROM_WIRE.get(choice.finish_reason, "stop")
-                    self._open.discard(choice.index)
-                else:
-                    self._open.add(choice.index)
-                if choice.delta is not None:
-                    tally.output_chars += choice.delta.chars()
-            out.append(sse_encode(_MODEL.sub(self._model, data, count=1)))
-        if out:
-            tally.started = True
-        return out
-
-    def close(self, cancelled: bool = False) -> list[bytes]:
-        if self.ended:
-            return []
-        self.ended = True
-        tally = self.tally
-        head = chunk_head(self._id or "chatcmpl-relay", self._created, self._model_name)
-        out: list[bytes] = []
-        if cancelled:
-            out = [sse_encode(choice_chunk(head, c, b"{}", b'"stop"')) for c in sorted(self._open)]
-            tally.finish_reason = tally.finish_reason or "stop"
-        elif not (self._done or tally.finish_reason or tally.error):
-            return self.fail(TRUNCATED)
-        if self.include_usage and tally.usage is None:
-            out.append(sse_encode(usage_chunk(head, estimate_usage(tally))))
-        out.append(DONE)
-        return out
-
-    def fail(self, error: Error) -> list[bytes]:
-        """End the stream with ``error`` in-band (the response has already started)."""
-        if self.ended:
-            return []
-        self.ended = True
-        self.tally.error = error
-        return [error_frame(error)]

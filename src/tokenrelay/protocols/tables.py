@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from . import anthropic, gemini, openai
 
 SOURCES: tuple[tuple[str, str, Iterable[tuple[str, str, str]]], ...] = (
-    ("OpenAI-compatible upstream", "protocols/openai.py DROPPED", openai.DROPPED),
+    ("OpenAI-compatible upstream", "protocols/openai_translate.py DROPPED", openai.DROPPED),
     ("Anthropic upstream", "protocols/anthropic_translate.py ADJUSTMENTS", anthropic.ADJUSTMENTS),
     ("Gemini upstream", "protocols/gemini.py DROPPED", gemini.DROPPED),
 )

@@ -1,0 +1,160 @@
+"""The OpenAI same-protocol passthrough: an OpenAI client on an OpenAI-compatible
+upstream. The hot path: each frame is validated and inspected through a small
+``msgspec`` view (finish reason, usage, error, text length) and forwarded as the
+upstream wrote it, with only ``model`` rewritten, so fields the canon does not know
+(``system_fingerprint``, ``logprobs``, ``obfuscation``, provider extras) reach the
+client unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from ..events import Error
+from ..fold import Tally, estimate_usage
+from ..sse import ServerSentEvent
+from ..sse import encode as sse_encode
+from .openai_stream import (
+    DONE,
+    FINISH_FROM_WIRE,
+    MALFORMED,
+    TRUNCATED,
+    _json_encode,
+    choice_chunk,
+    chunk_head,
+    error_frame,
+    upstream_error,
+    usage_chunk,
+    usage_from_wire,
+)
+
+
+class _FunctionView(msgspec.Struct):
+    arguments: str | None = None
+
+
+class _CallView(msgspec.Struct):
+    function: _FunctionView | None = None
+
+
+class _DeltaView(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[_CallView] | None = None
+
+    def chars(self) -> int:
+        """What this delta adds to the answer, in characters (for a usage estimate)."""
+        n = len(self.content or "") + len(self.reasoning_content or self.reasoning or "")
+        for call in self.tool_calls or ():
+            if call.function is not None:
+                n += len(call.function.arguments or "")
+        return n
+
+
+class _ChoiceView(msgspec.Struct):
+    index: int = 0
+    finish_reason: str | None = None
+    delta: _DeltaView | None = None
+
+
+class _ChunkView(msgspec.Struct):
+    id: str | None = None
+    created: int | None = None
+    choices: list[_ChoiceView] | None = None
+    usage: dict[str, Any] | None = None
+    error: Any = None
+
+
+_view = msgspec.json.Decoder(_ChunkView).decode
+_MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+class OpenAIPassthrough:
+    """Upstream Chat Completions frames -> the same frames for an OpenAI client.
+
+    Every frame is validated (a malformed one ends the stream with an error frame
+    instead of reaching the client's JSON parser). The usage-only frame that the gateway
+    asked for on its own account is kept from a client that did not ask for usage.
+    """
+
+    def __init__(self, model: str, include_usage: bool, tally: Tally) -> None:
+        self.include_usage = include_usage
+        self.tally = tally
+        self.ended = False
+        self._done = False
+        self._model_name = model
+        self._model = '"model":' + _json_encode(model).decode().replace("\\", "\\\\")
+        self._id = ""
+        self._created = 0
+        self._open: set[int] = set()
+
+    def _inspect(self, data: str) -> _ChunkView | None:
+        try:
+            return _view(data)
+        except msgspec.ValidationError:
+            # Valid JSON of an unexpected shape: forward it, learn nothing from it.
+            return _ChunkView()
+        except msgspec.DecodeError:
+            return None
+
+    def encode(self, frames: list[ServerSentEvent]) -> list[bytes]:
+        out: list[bytes] = []
+        tally = self.tally
+        for frame in frames:
+            data = frame.data
+            if data == "[DONE]":
+                self._done = True
+                continue
+            view = self._inspect(data)
+            if view is None:
+                out.extend(self.fail(MALFORMED))
+                break
+            if view.id and not self._id:
+                self._id, self._created = view.id, view.created or 0
+            if view.error:
+                tally.error = upstream_error(view.error)
+            if view.usage:
+                tally.usage = usage_from_wire(view.usage)
+                if not view.choices and not self.include_usage:
+                    continue
+            for choice in view.choices or ():
+                if choice.finish_reason:
+                    tally.finish_reason = FINISH_FROM_WIRE.get(choice.finish_reason, "stop")
+                    self._open.discard(choice.index)
+                else:
+                    self._open.add(choice.index)
+                if choice.delta is not None:
+                    tally.output_chars += choice.delta.chars()
+            out.append(sse_encode(_MODEL.sub(self._model, data, count=1)))
+        if out:
+            tally.started = True
+        return out
+
+    def close(self, cancelled: bool = False) -> list[bytes]:
+        if self.ended:
+            return []
+        self.ended = True
+        tally = self.tally
+        head = chunk_head(self._id or "chatcmpl-relay", self._created, self._model_name)
+        out: list[bytes] = []
+        if cancelled:
+            out = [sse_encode(choice_chunk(head, c, b"{}", b'"stop"')) for c in sorted(self._open)]
+            tally.finish_reason = tally.finish_reason or "stop"
+        elif not (self._done or tally.finish_reason or tally.error):
+            return self.fail(TRUNCATED)
+        if self.include_usage and tally.usage is None:
+            out.append(sse_encode(usage_chunk(head, estimate_usage(tally))))
+        out.append(DONE)
+        return out
+
+    def fail(self, error: Error) -> list[bytes]:
+        """End the stream with ``error`` in-band (the response has already started)."""
+        if self.ended:
+            return []
+        self.ended = True
+        self.tally.error = error
+        return [error_frame(error)]
