@@ -406,19 +406,22 @@ async def _produce(relay: Relay, upstream: Upstream, target: _StreamTarget, stre
             if exchange.metrics is not None:
                 exchange.metrics.stream_events.labels("cancelled").inc()
     finally:
-        await upstream.aclose()
-        stream.finish()
-        await asyncio.sleep(0)  # let the readers write the last frames before the accounting
-        tally = exchange.tally
-        outcome = (
-            "interrupted"
-            if stream.interrupted
-            else "cancelled"
-            if stream.cancelled
-            else ("error" if tally.error else "ok")
-        )
-        exchange.resumes = stream.resumes
-        exchange.finish(outcome)
+        try:
+            await upstream.aclose()
+            stream.finish()
+            await asyncio.sleep(0)  # let the readers write the last frames first
+        finally:  # the accounting happens even if this task is cancelled once more
+            stream.finish()
+            tally = exchange.tally
+            outcome = (
+                "interrupted"
+                if stream.interrupted
+                else "cancelled"
+                if stream.cancelled
+                else ("error" if tally.error else "ok")
+            )
+            exchange.resumes = stream.resumes
+            exchange.finish(outcome)
 
 
 class _FoldTarget:
