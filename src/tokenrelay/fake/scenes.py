@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from .options import Script, ScriptError
-from .wire import Proto, last_user_text, prompt_tokens, split_words
+from .wire import Proto, last_user_text, openai_usage_chunk, prompt_tokens, split_words
 
 __all__ = [
     "Call",
@@ -228,16 +228,7 @@ def openai_scene(
             "total_tokens": scene.prompt + output,
             "completion_tokens_details": {"reasoning_tokens": scene.thought_tokens},
         }
-        obj = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_fake",
-            "choices": [],
-            "usage": usage,
-        }
-        events.append(b"data: " + _encode(obj) + b"\n\n")
+        events.append(openai_usage_chunk(ident, created, model, usage))
     if not no_done:
         events.append(b"data: [DONE]\n\n")
     return events

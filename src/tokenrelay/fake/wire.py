@@ -136,20 +136,24 @@ def openai_stream(
     events.extend(chunk({"content": text}, None) for text in texts)
     events.append(chunk({}, "stop"))
     if include_usage:
-        usage = _openai_usage(prompt, len(texts))
-        obj = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_fake",
-            "choices": [],
-            "usage": usage,
-        }
-        events.append(b"data: " + _encode(obj) + b"\n\n")
+        events.append(openai_usage_chunk(ident, created, model, _openai_usage(prompt, len(texts))))
     if not no_done:
         events.append(b"data: [DONE]\n\n")
     return events
+
+
+def openai_usage_chunk(ident: str, created: int, model: str, usage: dict[str, Any]) -> bytes:
+    """The last chunk of a stream that asked for usage: empty ``choices`` and the counts."""
+    obj = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [],
+        "usage": usage,
+    }
+    return b"data: " + _encode(obj) + b"\n\n"
 
 
 def _openai_usage(prompt: int, output: int) -> dict[str, int]:
