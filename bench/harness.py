@@ -29,6 +29,22 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 LOOPBACK = "127.0.0.1"
 
 
+def write_gateway_config(run_dir: Path, fake_port: int, extra: str = "") -> Path:
+    """The gateway's YAML config for the benchmarks: the fake upstream as provider
+    ``fake`` (any model name passed through), plus ``extra`` YAML lines."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = run_dir / "tokenrelay.yaml"
+    cfg.write_text(
+        "providers:\n"
+        "  - name: fake\n"
+        "    protocol: openai\n"
+        f"    base_url: http://127.0.0.1:{fake_port}/v1\n"
+        "    api_key: sk-bench\n"
+        '    models: ["*"]\n' + extra
+    )
+    return cfg
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))

@@ -50,6 +50,7 @@ from harness import (
     run_loadgen,
     stop_all,
     wait_ready,
+    write_gateway_config,
 )
 from peers import (
     PeerUnavailable,
@@ -96,16 +97,7 @@ def models(p: Profile) -> dict[str, str]:
 
 
 def tokenrelay_server(fake_port: int, port: int, run_dir: Path, prefix: list[str]) -> Server:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = run_dir / "tokenrelay.yaml"
-    cfg.write_text(
-        "providers:\n"
-        "  - name: fake\n"
-        "    protocol: openai\n"
-        f"    base_url: http://127.0.0.1:{fake_port}/v1\n"
-        "    api_key: sk-bench\n"
-        '    models: ["*"]\n'
-    )
+    cfg = write_gateway_config(run_dir, fake_port)
     exe = VENV_BIN / "tokenrelay"
     argv = [*prefix, str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--config", str(cfg)]

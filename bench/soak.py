@@ -64,6 +64,7 @@ from harness import (
     stop_all,
     tree_cpu_seconds,
     wait_ready,
+    write_gateway_config,
 )
 from loadgen import Conn, Rec, percentile
 
@@ -884,19 +885,9 @@ def noise_dict(noise: Noise) -> dict[str, float]:
 
 
 def gateway_config(fake_port: int, run_dir: Path, grace: float, retention: float) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = run_dir / "tokenrelay.yaml"
-    cfg.write_text(
-        "providers:\n"
-        "  - name: fake\n"
-        "    protocol: openai\n"
-        f"    base_url: http://127.0.0.1:{fake_port}/v1\n"
-        "    api_key: sk-bench\n"
-        '    models: ["*"]\n'
-        "env_providers: false\n"
-        f"streams: {{grace: {grace:g}, retention: {retention:g}}}\n"
-    )
-    return cfg
+    extra = "env_providers: false\n"
+    extra += f"streams: {{grace: {grace:g}, retention: {retention:g}}}\n"
+    return write_gateway_config(run_dir, fake_port, extra)
 
 
 async def one_request(port: int) -> str:
