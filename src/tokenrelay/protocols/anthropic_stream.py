@@ -47,6 +47,7 @@ from .anthropic_wire import (
     usage_to_wire,
     view,
 )
+from .base import InBandEnd
 from .blocks import Args, CloseCall, Op, OpenCall, ToolCallSequencer
 
 _json_encode = msgspec.json.Encoder().encode
@@ -155,7 +156,7 @@ def _frame(event: str, data: bytes) -> bytes:
     return sse_encode(data, event=event)
 
 
-class AnthropicStreamEncoder:
+class AnthropicStreamEncoder(InBandEnd):
     """Canonical events -> Messages stream frames for an Anthropic client.
 
     ``message_start`` goes out with the first event (input counts are 0 unless the
@@ -167,6 +168,8 @@ class AnthropicStreamEncoder:
     trailer written by ``close()``, once the upstream's usage is known. Only choice 0
     exists on this wire.
     """
+
+    _error_frame = staticmethod(error_frame)
 
     def __init__(self, model: str, tally: Tally) -> None:
         self.tally = tally
@@ -349,21 +352,13 @@ class AnthropicStreamEncoder:
         out += _frame("message_delta", _json_encode(delta))
         return [out + _frame("message_stop", b'{"type":"message_stop"}')]
 
-    def fail(self, error: Error) -> list[bytes]:
-        """End the stream with ``error`` in-band (the response has already started)."""
-        if self.ended:
-            return []
-        self.ended = True
-        self.tally.error = error
-        return [error_frame(error)]
-
 
 # --- the same-protocol passthrough ---------------------------------------------------
 
 _MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
-class AnthropicPassthrough:
+class AnthropicPassthrough(InBandEnd):
     """Upstream Messages frames -> the same frames for an Anthropic client.
 
     Each frame is forwarded as the upstream wrote it (whitespace padding, ``ping``,
@@ -372,6 +367,8 @@ class AnthropicPassthrough:
     small view that also fills the tally; a malformed one ends the stream with an
     error frame instead of reaching the client's JSON parser.
     """
+
+    _error_frame = staticmethod(error_frame)
 
     def __init__(self, model: str, tally: Tally) -> None:
         self.tally = tally
@@ -451,11 +448,3 @@ class AnthropicPassthrough:
         out.append(_frame("message_delta", _json_encode(delta)))
         out.append(_frame("message_stop", b'{"type":"message_stop"}'))
         return out
-
-    def fail(self, error: Error) -> list[bytes]:
-        """End the stream with ``error`` in-band (the response has already started)."""
-        if self.ended:
-            return []
-        self.ended = True
-        self.tally.error = error
-        return [error_frame(error)]

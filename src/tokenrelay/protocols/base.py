@@ -59,6 +59,27 @@ class FramePassthrough(Protocol):
     def fail(self, error: Error) -> list[bytes]: ...
 
 
+class InBandEnd:
+    """How every encoder and passthrough ends a stream with an error once the response
+    has started: one error frame in its wire's shape, at most once. Subclasses set
+    ``_error_frame`` to their protocol's frame builder."""
+
+    ended: bool
+    tally: Tally
+
+    @staticmethod
+    def _error_frame(error: Error) -> bytes:
+        raise NotImplementedError
+
+    def fail(self, error: Error) -> list[bytes]:
+        """End the stream with ``error`` in-band (the response has already started)."""
+        if self.ended:
+            return []
+        self.ended = True
+        self.tally.error = error
+        return [self._error_frame(error)]
+
+
 class ClientProtocol(Protocol):
     name: str
 

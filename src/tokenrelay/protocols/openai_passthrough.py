@@ -13,10 +13,10 @@ from typing import Any
 
 import msgspec
 
-from ..events import Error
 from ..fold import Tally, estimate_usage
 from ..sse import ServerSentEvent
 from ..sse import encode as sse_encode
+from .base import InBandEnd
 from .openai_stream import (
     DONE,
     FINISH_FROM_WIRE,
@@ -73,13 +73,15 @@ _view = msgspec.json.Decoder(_ChunkView).decode
 _MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
-class OpenAIPassthrough:
+class OpenAIPassthrough(InBandEnd):
     """Upstream Chat Completions frames -> the same frames for an OpenAI client.
 
     Every frame is validated (a malformed one ends the stream with an error frame
     instead of reaching the client's JSON parser). The usage-only frame that the gateway
     asked for on its own account is kept from a client that did not ask for usage.
     """
+
+    _error_frame = staticmethod(error_frame)
 
     def __init__(self, model: str, include_usage: bool, tally: Tally) -> None:
         self.include_usage = include_usage
@@ -150,11 +152,3 @@ class OpenAIPassthrough:
             out.append(sse_encode(usage_chunk(head, estimate_usage(tally))))
         out.append(DONE)
         return out
-
-    def fail(self, error: Error) -> list[bytes]:
-        """End the stream with ``error`` in-band (the response has already started)."""
-        if self.ended:
-            return []
-        self.ended = True
-        self.tally.error = error
-        return [error_frame(error)]

@@ -30,6 +30,7 @@ from ..events import (
 from ..fold import Tally, estimate_usage
 from ..sse import ServerSentEvent
 from ..sse import encode as sse_encode
+from .base import InBandEnd
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
@@ -240,13 +241,15 @@ class OpenAIStreamDecoder:
         return [] if self.done or self._finished else [TRUNCATED]
 
 
-class OpenAIStreamEncoder:
+class OpenAIStreamEncoder(InBandEnd):
     """Canonical events -> Chat Completions chunks for an OpenAI client.
 
     The role arrives in the first delta of each choice; usage, when the client asked for
     it, is held until the end and sent as the final chunk with empty ``choices``.
     Output is a list of whole SSE frames, so the stream hub can number each one.
     """
+
+    _error_frame = staticmethod(error_frame)
 
     def __init__(self, model: str, include_usage: bool, tally: Tally) -> None:
         self.include_usage = include_usage
@@ -344,14 +347,6 @@ class OpenAIStreamEncoder:
             )
         out.append(DONE)
         return out
-
-    def fail(self, error: Error) -> list[bytes]:
-        """End the stream with ``error`` in-band (the response has already started)."""
-        if self.ended:
-            return []
-        self.ended = True
-        self.tally.error = error
-        return [error_frame(error)]
 
 
 ROLE_DELTA = b'{"role":"assistant","content":""}'
