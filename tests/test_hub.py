@@ -41,7 +41,7 @@ def test_any_position_live_or_packed(batches: list[list[str]], data: st.DataObje
         live_after = data.draw(st.integers(0, len(sent)))
         live = stream.read(live_after, keepalive=30)
         stream.finish()
-        hub.sweep(pack=True)  # what the timer does: finished frames kept compressed
+        await hub.pack()  # what the timer does: finished frames kept compressed
         packed_after = data.draw(st.integers(0, len(sent)))
         for after, reader in ((live_after, live), (packed_after, stream.read(packed_after, 30))):
             events = list(SSEDecoder().iter([await _collect(reader)]))
@@ -72,5 +72,41 @@ def test_a_stream_over_its_byte_bound_keeps_its_newest_frames() -> None:
         events = list(SSEDecoder().iter([await _collect(stream.read(stream.base, 30))]))
         assert [e.data for e in events] == sent[stream.base :]
         assert events[0].id == f"{stream.id}:{stream.base + 1}"
+
+    asyncio.run(run())
+
+
+def test_packing_yields_to_the_live_streams_between_slices() -> None:
+    """Many streams that end together are compressed a slice at a time, with the event
+    loop free in between; a stream being read is left as it is."""
+
+    async def run() -> None:
+        hub = StreamHub(HubSettings(grace=30))
+        streams = [hub.create(None, "openai") for _ in range(3)]
+        for stream in streams:
+            stream.publish([encode("x" * 100)])
+            stream.finish()
+        reading = hub.create(None, "openai")
+        reading.publish([encode("y")])
+        reading.finish()
+        reader = reading.read(0, 30)
+        assert await reader.__anext__()  # type: ignore[attr-defined]
+        order: list[str] = []
+
+        async def live() -> None:
+            for _ in range(3):
+                order.append("live")
+                await asyncio.sleep(0)
+
+        async def pack() -> None:
+            await hub.pack(budget=0)
+            order.append("packed")
+
+        await asyncio.gather(pack(), live())
+        assert order.index("live", 1) < order.index("packed")  # interleaved, not one go
+        assert all(s.frames == [] for s in streams)
+        assert reading.frames  # its reader is still on it
+        await reader.aclose()  # type: ignore[attr-defined]
+        assert hub.total_bytes == sum(s.nbytes for s in [*streams, reading])
 
     asyncio.run(run())

@@ -8,11 +8,13 @@ open connections with 503, lets the streams being produced finish for up to
 
 from __future__ import annotations
 
+import gc
 import socket
 
 import uvicorn
 
 from .app import Front
+from .channel import GatewayProtocol
 from .relay import Gateway
 
 
@@ -21,6 +23,15 @@ class GatewayServer(uvicorn.Server):
         super().__init__(config)
         self.gateway = gateway
         self.drain = drain
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything loaded and built at start-up lives as long as the process: move it
+        # out of the cyclic collector's sight, so a full collection walks only what the
+        # requests made (measured: full collections under 500 streams took up to 73 ms,
+        # a stall of every stream; see bench/RESULTS.md).
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.gateway.draining = True
@@ -36,7 +47,7 @@ def serve(app: Front, host: str, port: int, log_level: str, drain: float) -> Non
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=GatewayProtocol,  # uvicorn's httptools protocol with a direct channel
         access_log=False,  # the gateway logs each request itself, once, when it ends
         proxy_headers=False,  # nothing here uses the client address
         log_level=log_level,

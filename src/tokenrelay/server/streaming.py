@@ -1,9 +1,12 @@
 """The SSE response: headers, the client's disconnect raced against the body, one
 write per piece of the body.
 
-A response's life is two tasks: the pump (reads the body iterator, writes to the
-client) and the watcher (waits for ``http.disconnect``). Whichever ends first ends the
-other; the body iterator is always closed in ``finally``.
+On a gateway connection (``channel.py``) a hub reader's response is its request's own
+task: the stream's producer writes live frames to the channel directly, and the
+channel's disconnect callback ends the reader. Otherwise (another server, or a body
+that is not a hub reader) a response's life is two tasks: the pump (reads the body
+iterator, writes to the client) and the watcher (waits for ``http.disconnect``).
+Whichever ends first ends the other. The body iterator is always closed in ``finally``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from starlette.types import Receive, Scope, Send
+
+from ..streams.reader import Reader
+from .channel import Channel, channel_of
 
 T = TypeVar("T")
 
@@ -42,6 +48,10 @@ class SSEResponse:
         self.prelude = prelude
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        channel = channel_of(scope)
+        if channel is not None and isinstance(self.body, Reader) and scope["method"] != "HEAD":
+            await self._on_channel(channel, self.body, send)
+            return
         pump = asyncio.ensure_future(self._pump(send))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
@@ -55,6 +65,26 @@ class SSEResponse:
                 await aclose()
         if not pump.cancelled() and pump.exception() is not None:
             raise pump.exception()  # type: ignore[misc]
+
+    async def _on_channel(self, channel: Channel, reader: Reader, send: Send) -> None:
+        """A hub reader on a gateway connection: one task, no watcher. The producer
+        writes the live frames to the channel itself; this task writes the backlog, the
+        pings, and whatever the channel refused, and ends when the client goes away."""
+        channel.watch(reader.close)
+        try:
+            if channel.lost:
+                return
+            headers = [*self.headers, (b"transfer-encoding", b"chunked")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            if self.prelude:
+                await send({"type": "http.response.body", "body": self.prelude, "more_body": True})
+            reader.sink = channel.write
+            async for chunk in reader:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            channel.watch(None)
+            await reader.aclose()
 
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})

@@ -1,0 +1,105 @@
+"""One client's reading of a hub stream.
+
+A reader yields the frames after its position, then the live ones, until the stream
+ends, and a ``: ping`` comment whenever its keep-alive interval passes quietly.
+
+While it is caught up it waits on the stream. If its connection gave it a ``sink`` (a
+synchronous write that says whether the bytes went out at once), the producer writes
+each new frame to that sink itself, as it publishes: the reader's task is not woken for
+a frame, which halves the task switches per chunk. When the sink refuses (the
+connection pushes back, or is gone), the reader's task is woken and carries on the slow
+way: frames from the stream, written with back-pressure, until it is caught up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..sse import encode_comment
+
+if TYPE_CHECKING:
+    from .hub import Stream
+
+PING = encode_comment("ping")
+
+# Bytes -> True when they were written at once; False: not written, use the slow way.
+Sink = Callable[[bytes], bool]
+
+
+class Reader:
+    """An async iterator of the bytes a client gets from a stream after ``pos``."""
+
+    __slots__ = ("_started", "closed", "keepalive", "pos", "since", "sink", "stream", "waiter")
+
+    def __init__(self, stream: Stream, pos: int, keepalive: float) -> None:
+        self.stream = stream
+        self.pos = pos
+        self.keepalive = keepalive
+        self.sink: Sink | None = None
+        self.waiter: asyncio.Future[bool] | None = None
+        self.since = 0.0  # time.monotonic() it last got bytes or began waiting (pings)
+        self.closed = False
+        self._started = False
+
+    def __aiter__(self) -> Reader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        stream = self.stream
+        if not self._started:
+            # Counted as a reader from its first step on: a reader that never starts
+            # (its client vanished before the response began) never needs detaching.
+            self._started = True
+            stream.readers += 1
+        while not self.closed:
+            last = stream.last_seq
+            if self.pos < last:
+                if self.pos < stream.base:  # this reader fell behind the bytes kept
+                    break
+                start = self.pos - stream.base
+                self.pos = last
+                return stream._slice(start)
+            if stream.done:
+                break
+            self.waiter = asyncio.get_running_loop().create_future()
+            self.since = time.monotonic()
+            stream._wait(self)
+            try:
+                ping = await self.waiter
+            finally:
+                self.waiter = None
+            if ping:
+                return PING
+        await self.aclose()
+        raise StopAsyncIteration
+
+    def push(self, data: bytes, last: int, now: float) -> bool:
+        """The producer's direct write of the frames up to ``last``; False when the sink
+        refused them (the reader's task then takes over)."""
+        if self.sink is None or not self.sink(data):
+            return False
+        self.pos = last
+        self.since = now
+        return True
+
+    def wake(self, ping: bool) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(ping)
+
+    def close(self) -> None:
+        """The client is gone: stop at once (a waiting task is woken to end)."""
+        self.closed = True
+        self.sink = None
+        self.stream._unwait(self)
+        self.wake(False)
+
+    async def aclose(self) -> None:
+        if self._started:
+            self._started = False
+            self.closed = True
+            self.stream._unwait(self)
+            self.stream._detach()
