@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-import zlib
-from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..events import GatewayError
+from .frames import Frames
 from .reader import PING, Reader
 
 if TYPE_CHECKING:
@@ -69,25 +68,21 @@ class Stream:
     """One streaming answer: frames, readers, and the producer that writes them."""
 
     __slots__ = (
-        "_ends",
         "_grace_timer",
         "_hub",
-        "_packed",
         "_prefix",
         "_waiting",
-        "base",
         "cancelled",
         "done",
         "finished_at",
-        "frames",
         "id",
         "interrupted",
-        "nbytes",
         "owner",
         "producer",
         "protocol",
         "readers",
         "resumes",
+        "store",
     )
 
     def __init__(self, hub: StreamHub, stream_id: str, owner: str | None, protocol: str) -> None:
@@ -95,11 +90,7 @@ class Stream:
         self.id = stream_id
         self.owner = owner
         self.protocol = protocol
-        self.frames: list[bytes] = []  # while live; packed into _packed when finished
-        self._packed: bytes | None = None
-        self._ends = array("Q")  # end offset of each frame in the unpacked bytes
-        self.base = 0  # frames[0] has sequence number base + 1
-        self.nbytes = 0
+        self.store = Frames()
         self.done = False
         self.cancelled = False
         self.interrupted = False
@@ -115,35 +106,25 @@ class Stream:
 
     @property
     def last_seq(self) -> int:
-        return self.base + self._kept()
+        return self.store.last
 
-    def _kept(self) -> int:
-        return len(self._ends) if self._packed is not None else len(self.frames)
+    @property
+    def base(self) -> int:
+        """The number of the last frame no longer kept (0 while all are)."""
+        return self.store.base
 
-    def _slice(self, start: int) -> bytes:
-        """The kept frames from index ``start`` on, as one piece."""
-        if self._packed is not None:
-            data = zlib.decompress(self._packed)
-            return data[self._ends[start - 1] if start else 0 :]
-        frames = self.frames
-        return frames[start] if start == len(frames) - 1 else b"".join(frames[start:])
+    @property
+    def nbytes(self) -> int:
+        return self.store.nbytes
+
+    @property
+    def frames(self) -> list[bytes]:
+        """The newest frames, as sent (none once the stream is packed)."""
+        return self.store.live
 
     def _pack(self) -> None:
-        """A finished stream is read again only on a resume: keep it compressed (its
-        frames are repetitive JSON, so about a tenth of the bytes)."""
-        if not self.frames:
-            return
-        ends = array("Q")
-        total = 0
-        for frame in self.frames:
-            total += len(frame)
-            ends.append(total)
-        self._packed = zlib.compress(b"".join(self.frames), 1)
-        self._ends = ends
-        self.frames = []
-        size = len(self._packed) + ends.itemsize * len(ends)
-        self._hub.total_bytes += size - self.nbytes
-        self.nbytes = size
+        """A finished stream is read again only on a resume: keep it all compressed."""
+        self._hub.total_bytes += self.store.pack()
 
     # --- the producer's side ----------------------------------------------------------
 
@@ -155,28 +136,30 @@ class Stream:
         resumes exactly after the last event it got."""
         if not frames:
             return
-        seq = self.base + len(self.frames)
+        store = self.store
+        first = seq = store.last
         prefix = self._prefix
-        size = 0
-        keep = self.frames
-        first = len(keep)
+        new: list[bytes] = []
         for item in frames:
             events = item.split(b"\n\n")
             events.pop()  # what follows the last blank line: nothing
             for event in events:
                 seq += 1
-                numbered = prefix + b"%d\n" % seq + event + b"\n\n"
-                keep.append(numbered)
-                size += len(numbered)
+                new.append(prefix + b"%d\n" % seq + event + b"\n\n")
+        data = new[0] if len(new) == 1 else b"".join(new)
+        before = store.nbytes
+        for frame in new:
+            store.add(frame)
+        store.compact()
+        limit = self._hub.settings.max_stream_bytes
+        if store.nbytes > limit:
+            store.trim(limit)
+        self._hub.total_bytes += store.nbytes - before
         mirror = self._hub.mirror
         if mirror is not None:
-            mirror.published(self, self.base + first + 1, keep[first:])
-        self.nbytes += size
-        self._hub.total_bytes += size
-        if self.nbytes > self._hub.settings.max_stream_bytes:
-            self._trim(self._hub.settings.max_stream_bytes)
+            mirror.published(self, first + 1, new)
         if self._waiting:
-            self._deliver(keep[first] if len(keep) == first + 1 else b"".join(keep[first:]))
+            self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
         """The new frames to the caught-up readers: written to their sinks at once, or
@@ -202,25 +185,9 @@ class Stream:
         if self._hub.mirror is not None:
             self._hub.mirror.finished(self)
 
-    def _trim(self, limit: int) -> None:
-        drop = 0
-        size = self.nbytes
-        while size > limit and drop < len(self.frames) - 1:
-            size -= len(self.frames[drop])
-            drop += 1
-        self._hub.total_bytes -= self.nbytes - size
-        self.nbytes = size
-        del self.frames[:drop]
-        self.base += drop
-
     def release(self) -> None:
         """Forget the frames (eviction)."""
-        self._hub.total_bytes -= self.nbytes
-        self.base += self._kept()
-        self.frames = []
-        self._packed = None
-        self._ends = array("Q")
-        self.nbytes = 0
+        self._hub.total_bytes -= self.store.clear()
 
     def _wake(self) -> None:
         waiting, self._waiting = self._waiting, []

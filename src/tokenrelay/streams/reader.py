@@ -59,9 +59,9 @@ class Reader:
             if self.pos < last:
                 if self.pos < stream.base:  # this reader fell behind the bytes kept
                     break
-                start = self.pos - stream.base
+                data = stream.store.after(self.pos)
                 self.pos = last
-                return stream._slice(start)
+                return data
             if stream.done:
                 break
             self.waiter = asyncio.get_running_loop().create_future()
