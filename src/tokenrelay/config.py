@@ -87,7 +87,9 @@ class UsageConfig(msgspec.Struct, forbid_unknown_fields=True):
     """The usage writer: records leave the request path in batches; while the database
     is away they wait in memory (up to spool_max_rows), then in spill_dir on disk."""
 
-    batch_size: int = 500
+    # An insert's parameters are prepared on the event loop (~20 us a row): 100 rows
+    # is a ~2 ms pause for the streams in flight; 500 was ~10 ms (measured).
+    batch_size: int = 100
     flush_interval: float = 0.5
     spool_max_rows: int = 100_000
     spill_dir: str = "./tokenrelay-spool"
@@ -103,6 +105,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     keepalive_interval: float = 5.0  # seconds of quiet before a ': ping' comment
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413
     shutdown_drain: float = 30.0  # seconds streams may finish after SIGTERM
+    starts_per_turn: int = 8  # new requests begun per event-loop turn (server/pacing.py)
     redis_url: str | None = None  # share streams (resume on any replica) and limits
     database_url: str | None = (
         None  # keys and usage: sqlite:///path (default ./tokenrelay.db) or postgresql://

@@ -9,6 +9,7 @@ key, a prompt or a stream id.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,6 +23,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BREAKER = {"closed": 0, "half_open": 1, "open": 2}
+M = TypeVar("M", Counter, Histogram)
 
 
 class _StateCollector(Collector):
@@ -106,6 +108,18 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+        # (metric, label values) -> child: prometheus_client's labels() validates and
+        # locks on every call; a request's bookkeeping asks for five of them.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: M, *values: str) -> M:
+        """``metric.labels(*values)``, remembered."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def watch(self, hub: StreamHub, deployments: Callable[[], list[Deployment]]) -> None:
         self.registry.register(_StateCollector(hub, deployments))

@@ -182,9 +182,20 @@ class PriceTable:
         self._patterns = sorted(
             (k for k in table if any(ch in k for ch in "*?[")), key=len, reverse=True
         )
+        self._found: dict[str, Price | None] = {}  # lookups made (bounded: names are free)
 
     def lookup(self, model: str) -> Price | None:
         """The price entry for ``model`` (see the module doc for the order), or ``None``."""
+        try:
+            return self._found[model]
+        except KeyError:
+            pass
+        if len(self._found) >= 4096:
+            self._found.clear()
+        found = self._found[model] = self._search(model)
+        return found
+
+    def _search(self, model: str) -> Price | None:
         candidates = [model]
         if "/" in model:
             candidates += [model.split("/", 1)[1], model.rsplit("/", 1)[1]]

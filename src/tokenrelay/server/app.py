@@ -24,6 +24,7 @@ from .accounts import Accounts
 from .admin import AdminAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
+from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
 
@@ -129,9 +130,11 @@ class Front:
         self.app = app
         self.api = api
         self.state = app.state
+        self.pacer = Pacer(api.gateway.config.starts_per_turn)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (scope["method"], scope["path"]) in self.HOT:
+            await self.pacer.turn()
             request = Request(scope, receive)
             try:
                 response = await self.api.chat(request)

@@ -81,14 +81,14 @@ class Exchange:
         deployment = self.attempts.deployment if self.attempts else "-"
         if self.metrics is not None:
             m = self.metrics
-            m.requests.labels(self.model, deployment, self.protocol, outcome).inc()
+            m.child(m.requests, self.model, deployment, self.protocol, outcome).inc()
             if ttft is not None:
-                m.ttft.labels(self.model).observe(ttft)
+                m.child(m.ttft, self.model).observe(ttft)
             if usage is not None:
-                m.tokens.labels(self.model, "in").inc(usage.input)
-                m.tokens.labels(self.model, "out").inc(usage.output)
+                m.child(m.tokens, self.model, "in").inc(usage.input)
+                m.child(m.tokens, self.model, "out").inc(usage.output)
             if self.attempts is not None and self.attempts.fallback_used:
-                m.fallbacks.labels(self.model).inc()
+                m.child(m.fallbacks, self.model).inc()
         log.info(
             "%s %s model=%s deployment=%s stream=%s status=%d outcome=%s ttft_ms=%s ms=%.1f "
             "finish=%s tokens_in=%s tokens_out=%s resumes=%d attempts=%s",
@@ -227,7 +227,8 @@ class Relay:
         a failure (error, first-token or idle timeout) opens the next attempt; after
         it, the failure is delivered in-band. The upstream is always closed."""
         attempts, exchange = self.attempts, self.exchange
-        gap = exchange.metrics.gap.labels(exchange.model) if exchange.metrics else None
+        metrics = exchange.metrics
+        gap = metrics.child(metrics.gap, exchange.model) if metrics is not None else None
         clock = time.perf_counter
         delivered = False
         while True:

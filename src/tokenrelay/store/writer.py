@@ -48,7 +48,7 @@ _decode = msgspec.json.Decoder(UsageRow).decode
 
 @dataclass(frozen=True, slots=True)
 class WriterOptions:
-    batch_size: int = 500
+    batch_size: int = 100
     flush_interval: float = 0.5
     spool_max_rows: int = 100_000
     spill_dir: str = "./tokenrelay-spool"
