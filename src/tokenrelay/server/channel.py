@@ -38,7 +38,7 @@ class Channel:
     def write(self, data: bytes) -> bool:
         """One chunk of the body; False (nothing written) when the connection pushes
         back or is gone: the caller then writes through ASGI ``send``, which waits."""
-        if self.paused or self.lost:
+        if self.paused or self.lost or self.transport.is_closing():
             return False
         self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         return True

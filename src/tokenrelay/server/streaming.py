@@ -72,22 +72,16 @@ class SSEResponse:
         pings, and whatever the channel refused, and ends when the client goes away."""
         channel.watch(reader.close)
         try:
-            if channel.lost:
-                return
-            headers = [*self.headers, (b"transfer-encoding", b"chunked")]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            if self.prelude:
-                await send({"type": "http.response.body", "body": self.prelude, "more_body": True})
-            reader.sink = channel.write
-            async for chunk in reader:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not channel.lost:
+                reader.sink = channel.write  # used only while the reader waits, caught up
+                await self._pump(send, [*self.headers, (b"transfer-encoding", b"chunked")])
         finally:
             channel.watch(None)
             await reader.aclose()
 
-    async def _pump(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+    async def _pump(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": headers or self.headers}
+        await send(start)
         if self.prelude:
             await send({"type": "http.response.body", "body": self.prelude, "more_body": True})
         async for chunk in self.body:

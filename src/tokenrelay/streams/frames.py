@@ -42,13 +42,10 @@ class Frames:
         self.live.append(frame)
         self.nbytes += len(frame)
 
-    def compact(self) -> int:
-        """Compress the oldest live frames while more than ``BLOCK + RAW`` are live;
-        the change in bytes kept (zero or less)."""
-        before = self.nbytes
+    def compact(self) -> None:
+        """Compress the oldest live frames while ``BLOCK + RAW`` or more are live."""
         while len(self.live) >= BLOCK + RAW:
             self._seal(BLOCK)
-        return self.nbytes - before
 
     def pack(self) -> int:
         """Compress every live frame (the stream ended); the change in bytes kept."""
@@ -88,10 +85,9 @@ class Frames:
         out.extend(live[skip:])
         return b"".join(out)
 
-    def trim(self, limit: int) -> int:
+    def trim(self, limit: int) -> None:
         """Drop the oldest frames until at most ``limit`` bytes are kept (the newest
-        frame always stays); the bytes freed."""
-        before = self.nbytes
+        frame always stays)."""
         while self.nbytes > limit and self._blocks and (self.live or len(self._blocks) > 1):
             data, ends = self._blocks.pop(0)
             self.nbytes -= len(data) + ends.itemsize * len(ends)
@@ -103,7 +99,6 @@ class Frames:
             drop += 1
         del self.live[:drop]
         self.base += drop
-        return before - self.nbytes
 
     def clear(self) -> int:
         """Forget every frame (eviction); the bytes freed."""
