@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from tokenrelay.store import (
     model_allowed,
 )
 from tokenrelay.store.schema import api_keys, metadata
+from tokenrelay.store.schema import usage as usage_table
 
 
 async def database_url(kind: str, tmp_path: Path) -> str:
@@ -276,6 +280,51 @@ async def test_usage_is_idempotent_and_reported(store: Store) -> None:
         await store.usage_report("week")
 
 
+async def test_sqlite_usage_rows_are_stored_as_sqlalchemy_stores_them(tmp_path: Path) -> None:
+    """Usage batches reach a SQLite file without SQLAlchemy (store/sqlite_rows.py): the
+    stored values are the same as through SQLAlchemy, and read back the same."""
+    rows = [
+        UsageRow(request_id="a", model="m", estimated=True, created_at=datetime(2026, 11, 21, 12)),
+        UsageRow(
+            request_id="b",
+            model="m",
+            key_id="key_1",
+            cost_usd=0.25,
+            ttft_ms=1.5,
+            finish_reason="stop",
+            created_at=datetime(2026, 11, 21, 12, 0, 1, 123456),
+        ),
+    ]
+    stored = []
+    niceness: list[int] = []
+    for name, direct in (("direct", True), ("sqlalchemy", False)):
+        store = await Store.open(f"sqlite:///{tmp_path / name}.db")
+        assert store._sqlite_rows is not None  # a SQLite file: the direct path
+        if not direct:
+            await store._sqlite_rows.close()
+            store._sqlite_rows = None
+        await store.insert_usage(rows + rows[:1])  # the duplicate is skipped
+        if direct:
+            niceness = [
+                os.getpriority(os.PRIO_PROCESS, t.native_id or 0)
+                for t in threading.enumerate()
+                if t.name.startswith("tokenrelay-usage-sqlite")
+            ]
+        async with store.engine.connect() as conn:
+            raw = await conn.exec_driver_sql("SELECT * FROM usage ORDER BY request_id")
+            read = await conn.execute(select(usage_table).order_by(usage_table.c.request_id))
+            stored.append([(tuple(r)[1:], tuple(s)[1:]) for r, s in zip(raw, read, strict=True)])
+        await store.close()
+    assert stored[0] == stored[1]  # every column but the row number
+    if sys.platform == "linux":  # its thread ran below the event loop's priority
+        assert niceness == [19]
+    columns = [c.name for c in usage_table.columns][1:]
+    read_back = [dict(zip(columns, typed, strict=True)) for _, typed in stored[0]]
+    assert [r["created_at"] for r in read_back] == [row.created_at for row in rows]
+    assert [r["estimated"] for r in read_back] == [True, False]
+    assert read_back[1]["cost_usd"] == 0.25 and read_back[1]["key_id"] == "key_1"
+
+
 # --- the usage writer -----------------------------------------------------------------
 
 
@@ -297,6 +346,34 @@ async def test_writer_batches_and_flushes(store: Store, tmp_path: Path) -> None:
     assert await store.count_usage() == (1234, 1234)
     assert writer.stats.spilled == 0 and writer.stats.failures == 0
     assert await writer.close()
+
+
+async def test_writer_keeps_batches_full_under_a_steady_trickle(tmp_path: Path) -> None:
+    """Rows that arrive one by one while a batch is being inserted wait for the next
+    full batch: a slow database does not turn the writer into one transaction per
+    request."""
+    store = await Store.open(f"sqlite:///{tmp_path / 'slow.db'}")
+    insert = store.insert_usage
+
+    async def slow_insert(batch: Sequence[UsageRow]) -> None:
+        await asyncio.sleep(0.02)  # a database 20 ms away
+        await insert(batch)
+
+    store.insert_usage = slow_insert  # type: ignore[method-assign]
+    options = WriterOptions(batch_size=50, flush_interval=5.0, spill_dir=str(tmp_path))
+    writer = UsageWriter(store, options)
+    await writer.start()
+    await asyncio.sleep(0.05)  # its first pass: nothing queued yet
+    for row in rows(0, 400):  # one row per millisecond, as requests end
+        writer.record(row)
+        await asyncio.sleep(0.001)
+    assert writer.stats.written >= 350  # the full batches went without waiting 5 s
+    assert writer.stats.batches == writer.stats.written // 50
+    assert await writer.flush(10)  # and a flush takes the partial one
+    assert await store.count_usage() == (400, 400)
+    assert writer.stats.batches == 8
+    await writer.close()
+    await store.close()
 
 
 async def test_writer_spills_to_disk_and_the_next_writer_replays(

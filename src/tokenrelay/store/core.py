@@ -25,6 +25,7 @@ from .keys import (
 )
 from .migrations import migrate
 from .schema import api_keys, usage
+from .sqlite_rows import SQLiteRows
 from .usage import UsageRow
 
 
@@ -42,6 +43,7 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._sqlite_rows = SQLiteRows.for_engine(engine)  # usage batches to a SQLite file
 
     @classmethod
     async def open(cls, url: str | None = None, *, migrate_schema: bool = True) -> Store:
@@ -57,6 +59,8 @@ class Store:
         return cls(engine)
 
     async def close(self) -> None:
+        if self._sqlite_rows is not None:
+            await self._sqlite_rows.close()
         await self.engine.dispose()
 
     # --- keys -------------------------------------------------------------------------
@@ -142,6 +146,9 @@ class Store:
 
     async def insert_usage(self, rows: Sequence[UsageRow]) -> None:
         """Insert rows in one transaction; request ids already stored are skipped."""
+        if self._sqlite_rows is not None:
+            await self._sqlite_rows.insert(rows)
+            return
         async with self.engine.begin() as conn:
             await usage_sql.insert_rows(conn, rows)
 

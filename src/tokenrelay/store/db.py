@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from typing import Any
 
 import sqlalchemy.exc
@@ -24,6 +25,7 @@ DEFAULT_URL = "sqlite:///./tokenrelay.db"
 
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.DBAPIError,  # every driver error SQLAlchemy wraps (asyncpg, sqlite3)
+    sqlite3.Error,  # the usage batches written to SQLite without SQLAlchemy (sqlite_rows.py)
     sqlalchemy.exc.TimeoutError,  # no pooled connection in time
     OSError,  # refused or reset connections raised before the driver wraps them
     asyncio.TimeoutError,  # asyncpg connect / command timeouts

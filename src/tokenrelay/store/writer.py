@@ -2,9 +2,13 @@
 batches, exactly once, through database outages and restarts.
 
 - ``record(row)`` only appends to an in-memory queue: it never waits and never raises.
-- A background task inserts the queue in batches (``batch_size`` rows, or whatever
-  arrived within ``flush_interval``). A batch leaves the queue only after its
-  transaction commits; on a database error it stays, and the task retries with
+- A background task inserts the queue in batches: a full batch (``batch_size`` rows)
+  as soon as there is one, a partial one only when ``flush_interval`` passes without a
+  full one (or on ``flush()``). Rows that arrive while a batch is being inserted wait
+  for the next full batch: they are not inserted a few at a time, which under a steady
+  load made every request pay a transaction (measured: ~300 µs of CPU per request on
+  SQLite, against ~24 µs per row in batches of 100). A batch leaves the queue only after
+  its transaction commits; on a database error it stays, and the task retries with
   exponential backoff (``retry_initial`` doubling to ``retry_max``).
 - The queue holds at most ``spool_max_rows``. Beyond that, ``record`` appends the row
   to a JSONL spill file in ``spill_dir`` (one file per writer, held under ``flock``),
@@ -59,6 +63,7 @@ class WriterOptions:
 @dataclass(slots=True)
 class WriterStats:
     written: int = 0  # rows committed (replayed duplicates included)
+    batches: int = 0  # transactions committed
     spilled: int = 0  # rows appended to spill files
     dropped: int = 0  # rows lost because the spill file could not be written
     failures: int = 0  # failed database attempts
@@ -84,6 +89,7 @@ class UsageWriter:
         self._last_log = 0.0
         self._dir = Path(self.options.spill_dir)
         self._closed = False
+        self._flushing = False  # flush() asked for the partial batch too
 
     @property
     def queued(self) -> int:
@@ -116,8 +122,10 @@ class UsageWriter:
                 return False
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+            self._flushing = True
             self._wakeup.set()
             await asyncio.sleep(0.01)
+        self._flushing = False
         return True
 
     async def close(self, timeout: float = 10.0) -> bool:
@@ -139,23 +147,35 @@ class UsageWriter:
     # --- the background task ------------------------------------------------------------
 
     async def _run(self) -> None:
+        everything = True  # first: whatever is queued, and the spill files on disk
         while True:
-            await self._drain()
+            await self._drain(everything)
+            everything = True
             if self._delay:
                 await asyncio.sleep(self._delay)  # backing off: a full batch waits too
             else:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._wakeup.wait(), self.options.flush_interval)
+                    everything = self._flushing  # woken by a full batch: only full ones
+                except TimeoutError:
+                    pass
             self._wakeup.clear()
 
-    async def _drain(self) -> None:
-        while self._queue:
-            batch = list(islice(self._queue, self.options.batch_size))
+    async def _drain(self, everything: bool) -> None:
+        """Insert the full batches queued; with ``everything``, also the rows queued now
+        (a partial batch), then replay the spill files. Rows that come in meanwhile go
+        only in full batches."""
+        size = self.options.batch_size
+        left = len(self._queue) if everything else 0
+        while len(self._queue) >= size or left > 0:
+            batch = list(islice(self._queue, size))
             if not await self._insert(batch):
                 return
             for _ in batch:
                 self._queue.popleft()
-        await self._replay()
+            left -= len(batch)
+        if everything:
+            await self._replay()
 
     async def _insert(self, batch: list[UsageRow]) -> bool:
         try:
@@ -164,6 +184,7 @@ class UsageWriter:
             self._failed(exc)
             return False
         self.stats.written += len(batch)
+        self.stats.batches += 1
         if self._failing_since is not None:
             down = time.monotonic() - self._failing_since
             log.info("usage writer: database back after %.1f s", down)
