@@ -98,8 +98,9 @@ def test_a_client_too_slow_to_read_gets_every_frame_once_in_order(
     gateway: Gateway, fake: FakeUpstream
 ) -> None:
     """Megabytes the client does not read for a second: the connection pushes back, the
-    channel refuses the producer's direct writes, and the response's own task writes the
-    rest with back-pressure. The client gets exactly the upstream's frames."""
+    channel refuses the producer's direct writes (the request's own task produces), and
+    a task started then writes the rest with back-pressure. The client gets exactly the
+    upstream's frames."""
     model = "gen/12000"
     body = {
         "model": f"fake/{model}",

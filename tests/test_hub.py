@@ -110,3 +110,48 @@ def test_packing_yields_to_the_live_streams_between_slices() -> None:
         assert hub.total_bytes == sum(s.nbytes for s in [*streams, reading])
 
     asyncio.run(run())
+
+
+def test_a_following_reader_takes_frames_and_pings_through_its_sink() -> None:
+    """A reader that follows with no task (the request's own task produces the stream):
+    live frames and keep-alive pings go straight to its sink; when the sink refuses,
+    ``on_behind`` is called once and a task carries on from where the reader stands;
+    when its client goes away it leaves the stream at once."""
+
+    async def run() -> None:
+        hub = StreamHub(HubSettings(grace=30))
+        stream = hub.create(None, "openai")
+        written: list[bytes] = []
+        accept = True
+        behind: list[bool] = []
+
+        def sink(data: bytes) -> bool:
+            if accept:
+                written.append(data)
+            return accept
+
+        reader = stream.read(0, keepalive=0.02)
+        reader.follow(sink, lambda: behind.append(True))
+        assert stream.readers == 1
+        stream.publish([encode("a"), encode("b")])
+        await asyncio.sleep(0.05)  # quiet for longer than the keep-alive interval
+        assert written[0].count(b"data: ") == 2 and b": ping" in b"".join(written[1:])
+        accept = False
+        stream.publish([encode("c")])
+        stream.publish([encode("d")])
+        assert behind == [True]  # once: from then on a task reads it
+        stream.finish()
+        events = list(SSEDecoder().iter([await _collect(reader)]))
+        assert [e.data for e in events] == ["c", "d"]  # from where it stood, nothing twice
+        assert stream.readers == 0
+
+        other = hub.create(None, "openai")
+        gone = other.read(0, keepalive=30)
+        gone.follow(sink, lambda: behind.append(True))
+        gone.close()  # its client went away while the stream is still being produced
+        assert other.readers == 0 and other._grace_timer is not None
+        assert behind == [True]
+        await gone.aclose()  # what the response does at its end: nothing more
+        assert other.readers == 0
+
+    asyncio.run(run())

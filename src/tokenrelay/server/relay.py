@@ -190,8 +190,8 @@ class Gateway:
             return _FoldResponse(self, protocol, relay, upstream)
         stream = self.hub.create(principal.owner, protocol.name)
         target = _StreamTarget(stream, protocol, request, exchange.tally)
-        stream.producer = asyncio.create_task(_produce(relay, upstream, target, stream))
         response = self.attach(stream, 0, request_id=exchange.request_id)
+        response.production = _Production(relay, upstream, target, stream)
         response.headers += attempts.headers()
         return response
 
@@ -331,47 +331,71 @@ class _StreamTarget:
             self.stream.publish(self.encoder.close(cancelled=True))
 
 
-async def _produce(relay: Relay, upstream: Upstream, target: _StreamTarget, stream: Stream) -> None:
-    """The producer task of a stream. A stop (cancel, or nobody came back in time) ends
-    the stream properly; the request is accounted for exactly once, here."""
-    exchange = relay.exchange
-    total = relay.attempts.timeouts().total
-    try:
-        async with asyncio.timeout(total):
-            await relay.run(upstream, target)
-    except TimeoutError:
-        relay.attempts.failed(GatewayError("timeout", "total timeout"))
-        target.fail(
-            GatewayError(
-                "timeout", f"the request took longer than {total:g}s", code="total_timeout"
-            )
-        )
-    except asyncio.CancelledError:
-        relay.attempts.done()
-        if stream.interrupted:
-            target.fail(SHUTTING_DOWN)
-        else:
-            target.cancel()
-            if exchange.metrics is not None:
-                exchange.metrics.stream_events.labels("cancelled").inc()
-    finally:
+@dataclass(slots=True)
+class _Production:
+    """A new stream's production: the upstream read into the stream, then the request
+    accounted for, exactly once. Run by the response's task (``SSEResponse``) or, with
+    ``start()``, as a task of its own; either way ``stream.producer`` is that task, so a
+    stop (cancel, or nobody came back in time) ends the stream properly."""
+
+    relay: Relay
+    upstream: Upstream
+    target: _StreamTarget
+    stream: Stream
+
+    def start(self) -> None:
+        self.stream.producer = asyncio.ensure_future(self._task())
+
+    async def _task(self) -> None:
         try:
-            await upstream.aclose()
-            stream.finish()
+            await self.run()
             await asyncio.sleep(0)  # let the readers write the last frames first
-        finally:  # the accounting happens even if this task is cancelled once more
-            stream.finish()
-            tally = exchange.tally
-            outcome = (
-                "interrupted"
-                if stream.interrupted
-                else "cancelled"
-                if stream.cancelled
-                else ("error" if tally.error else "ok")
+        finally:
+            self.settle()
+
+    async def run(self) -> None:
+        relay, target, stream = self.relay, self.target, self.stream
+        stream.producer = asyncio.current_task()
+        total = relay.attempts.timeouts().total
+        try:
+            if stream.cancelled or stream.interrupted:  # stopped before it began
+                raise asyncio.CancelledError
+            async with asyncio.timeout(total):
+                await relay.run(self.upstream, target)
+        except TimeoutError:
+            relay.attempts.failed(GatewayError("timeout", "total timeout"))
+            target.fail(
+                GatewayError(
+                    "timeout", f"the request took longer than {total:g}s", code="total_timeout"
+                )
             )
-            exchange.resumes = stream.resumes
-            exchange.finish(outcome)
-            stream.producer = None  # a finished stream is kept for resumes, not its task
+        except asyncio.CancelledError:
+            relay.attempts.done()
+            if stream.interrupted:
+                target.fail(SHUTTING_DOWN)
+            else:
+                target.cancel()
+                metrics = relay.exchange.metrics
+                if metrics is not None:
+                    metrics.stream_events.labels("cancelled").inc()
+        finally:
+            try:
+                await self.upstream.aclose()
+            finally:  # the stream ends even if this task is cancelled once more
+                stream.finish()
+                stream.producer = None  # a finished stream is kept for resumes, not its task
+
+    def settle(self) -> None:
+        stream, exchange = self.stream, self.relay.exchange
+        outcome = (
+            "interrupted"
+            if stream.interrupted
+            else "cancelled"
+            if stream.cancelled
+            else ("error" if exchange.tally.error else "ok")
+        )
+        exchange.resumes = stream.resumes
+        exchange.finish(outcome)
 
 
 class _FoldTarget:

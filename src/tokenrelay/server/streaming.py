@@ -3,17 +3,22 @@ write per piece of the body.
 
 On a gateway connection (``channel.py``) a hub reader's response is its request's own
 task: the stream's producer writes live frames to the channel directly, and the
-channel's disconnect callback ends the reader. Otherwise (another server, or a body
-that is not a hub reader) a response's life is two tasks: the pump (reads the body
-iterator, writes to the client) and the watcher (waits for ``http.disconnect``).
-Whichever ends first ends the other. The body iterator is always closed in ``finally``.
+channel's disconnect callback ends the reader. When the response also carries the
+stream's ``Production`` (a new stream, not a resume), that same task produces it: the
+headers go out, then the upstream is read, and each frame reaches the client from the
+publish that numbers it, with no task switch in between; a second task is started only
+if the client's connection pushes back. Otherwise (another server, or a body that is
+not a hub reader) the production runs as a task of its own, and a response's life is
+two tasks: the pump (reads the body iterator, writes to the client) and the watcher
+(waits for ``http.disconnect``). Whichever ends first ends the other. The body iterator
+is always closed in ``finally``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from starlette.types import Receive, Scope, Send
 
@@ -32,6 +37,20 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 
+class Production(Protocol):
+    """What makes a new stream's frames: run in the response's task, or started as a
+    task of its own."""
+
+    async def run(self) -> None:
+        """Produce the stream to its end (it is finished when this returns)."""
+
+    def settle(self) -> None:
+        """Account for the request, once, after its response is complete."""
+
+    def start(self) -> None:
+        """Run and settle as a task of its own."""
+
+
 class SSEResponse:
     """An ASGI response streaming ``body`` (an async iterator of bytes), raced against
     the client's disconnect: when the client goes away the body iterator is closed at
@@ -42,16 +61,26 @@ class SSEResponse:
         body: AsyncIterator[bytes],
         headers: list[tuple[bytes, bytes]] | None = None,
         prelude: bytes = b"",
+        production: Production | None = None,
     ) -> None:
         self.body = body
         self.headers = SSE_HEADERS + (headers or [])
         self.prelude = prelude
+        self.production = production
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        channel = channel_of(scope)
-        if channel is not None and isinstance(self.body, Reader) and scope["method"] != "HEAD":
+        channel = channel_of(scope) if scope["method"] != "HEAD" else None
+        production = self.production
+        if channel is not None and isinstance(self.body, Reader):
+            if production is not None and not channel.lost:
+                await self._produce_on_channel(channel, self.body, send, production)
+                return
+            if production is not None:
+                production.start()
             await self._on_channel(channel, self.body, send)
             return
+        if production is not None:
+            production.start()
         pump = asyncio.ensure_future(self._pump(send))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
@@ -79,14 +108,51 @@ class SSEResponse:
             channel.watch(None)
             await reader.aclose()
 
+    async def _produce_on_channel(
+        self, channel: Channel, reader: Reader, send: Send, production: Production
+    ) -> None:
+        """A new stream on a gateway connection: this task sends the headers, then
+        produces the stream; its reader follows it through the channel."""
+        behind: asyncio.Future[None] | None = None
+
+        def fall_behind() -> None:  # the connection pushed back: a task writes the rest
+            nonlocal behind
+            behind = asyncio.ensure_future(_copy(reader, send))
+
+        channel.watch(reader.close)
+        try:
+            await send(self._start([*self.headers, (b"transfer-encoding", b"chunked")]))
+            reader.follow(channel.write, fall_behind)
+            await production.run()
+            reader.on_behind = None
+            await (behind if behind is not None else _copy(reader, send))  # what is left
+            await send(_end())
+        finally:
+            channel.watch(None)
+            if behind is not None and not behind.done():
+                behind.cancel()
+                await asyncio.wait({behind})
+            await reader.aclose()
+            production.settle()
+
+    def _start(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {"type": "http.response.start", "status": 200, "headers": headers}
+
     async def _pump(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        start = {"type": "http.response.start", "status": 200, "headers": headers or self.headers}
-        await send(start)
+        await send(self._start(headers or self.headers))
         if self.prelude:
             await send({"type": "http.response.body", "body": self.prelude, "more_body": True})
-        async for chunk in self.body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _copy(self.body, send)
+        await send(_end())
+
+
+def _end() -> dict[str, Any]:
+    return {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def _copy(body: AsyncIterator[bytes], send: Send) -> None:
+    async for chunk in body:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -9,6 +9,10 @@ each new frame to that sink itself, as it publishes: the reader's task is not wo
 a frame, which halves the task switches per chunk. When the sink refuses (the
 connection pushes back, or is gone), the reader's task is woken and carries on the slow
 way: frames from the stream, written with back-pressure, until it is caught up again.
+
+A reader can also ``follow`` a stream with no task at all (the request's own task is
+busy producing the stream): it is then only a sink, and the first time it falls behind
+its ``on_behind`` callback starts the task that carries on the slow way.
 """
 
 from __future__ import annotations
@@ -32,13 +36,24 @@ Sink = Callable[[bytes], bool]
 class Reader:
     """An async iterator of the bytes a client gets from a stream after ``pos``."""
 
-    __slots__ = ("_started", "closed", "keepalive", "pos", "since", "sink", "stream", "waiter")
+    __slots__ = (
+        "_started",
+        "closed",
+        "keepalive",
+        "on_behind",
+        "pos",
+        "since",
+        "sink",
+        "stream",
+        "waiter",
+    )
 
     def __init__(self, stream: Stream, pos: int, keepalive: float) -> None:
         self.stream = stream
         self.pos = pos
         self.keepalive = keepalive
         self.sink: Sink | None = None
+        self.on_behind: Callable[[], None] | None = None  # while following without a task
         self.waiter: asyncio.Future[bool] | None = None
         self.since = 0.0  # time.monotonic() it last got bytes or began waiting (pings)
         self.closed = False
@@ -76,6 +91,17 @@ class Reader:
         await self.aclose()
         raise StopAsyncIteration
 
+    def follow(self, sink: Sink, on_behind: Callable[[], None]) -> None:
+        """Take the live frames through ``sink`` from now on, with no task reading; the
+        first time the sink refuses, ``on_behind()`` must start one (it iterates this
+        reader from where it stands). Call at the stream's end, or not at all."""
+        self._started = True
+        self.stream.readers += 1
+        self.sink = sink
+        self.on_behind = on_behind
+        self.since = time.monotonic()
+        self.stream._wait(self)
+
     def push(self, data: bytes, last: int, now: float) -> bool:
         """The producer's direct write of the frames up to ``last``; False when the sink
         refused them (the reader's task then takes over)."""
@@ -85,21 +111,41 @@ class Reader:
         self.since = now
         return True
 
+    def ping(self, now: float) -> bool:
+        """A keep-alive ping: True when the sink wrote it at once (the reader is still
+        caught up); otherwise the reader is woken to write it."""
+        if self.sink is not None and self.sink(PING):
+            self.since = now
+            return True
+        self.wake(True)
+        return False
+
     def wake(self, ping: bool) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(ping)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(ping)
+        elif self.on_behind is not None and not self.closed and not self.stream.done:
+            on_behind, self.on_behind = self.on_behind, None
+            on_behind()  # a following reader fell behind: a task takes over
 
     def close(self) -> None:
-        """The client is gone: stop at once (a waiting task is woken to end)."""
+        """The client is gone: stop at once (a waiting task is woken to end; a reader
+        following without a task leaves the stream now)."""
         self.closed = True
         self.sink = None
         self.stream._unwait(self)
+        if self.on_behind is not None:
+            self.on_behind = None
+            self._leave()
         self.wake(False)
 
-    async def aclose(self) -> None:
+    def _leave(self) -> None:
         if self._started:
             self._started = False
             self.closed = True
             self.stream._unwait(self)
             self.stream._detach()
+
+    async def aclose(self) -> None:
+        self._leave()
