@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ def is_loopback(host: str) -> bool:
 
 def _serve(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
+    from .logs import configure as configure_logging
     from .server.app import create_app
     from .server.run import serve
 
@@ -41,9 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(args.log_level)
     app = create_app(config)
     names = ", ".join(sorted(app.state.gateway.router.providers)) or "none"
     print(
