@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.paths import fixture_files, fixtures_dir
 
-from tokenrelay.sse import ServerSentEvent, SSEDecoder, encode, encode_comment
+from tokenrelay.sse import ServerSentEvent, SSEDataDecoder, SSEDecoder, encode, encode_comment
 
 Event = tuple[str, str | None, str | None, int | None]  # data, event, id, retry
 
@@ -223,6 +223,23 @@ def test_decoder_matches_model_on_arbitrary_bytes(data: st.DataObject) -> None:
     raw = b"".join(parts)
     cuts = data.draw(cut_points(raw), label="cuts")
     _check_against_model(raw, raw.decode("utf-8", "replace"), cuts)
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.data())
+def test_the_data_decoder_gives_the_same_data_undecoded(data: st.DataObject) -> None:
+    """``SSEDataDecoder`` on any bytes, cut anywhere: each event's data as it came, which
+    decodes (with replacement) to what ``SSEDecoder`` gives."""
+    parts = data.draw(
+        st.lists(st.one_of(st.sampled_from(_TOKENS), st.binary(max_size=4)), max_size=60),
+        label="parts",
+    )
+    raw = b"".join(parts)
+    pieces = list(_cut(raw, data.draw(cut_points(raw), label="cuts")))
+    payloads = list(SSEDataDecoder().iter(pieces))
+    assert all(isinstance(p, bytes) for p in payloads)
+    events = list(SSEDecoder().iter(pieces))
+    assert [p.decode("utf-8", "replace") for p in payloads] == [e.data for e in events]
 
 
 @SETTINGS

@@ -9,14 +9,20 @@ lines.
 
 A line may be many MiB long (a base64 image): pieces of an unfinished line are kept in
 a list and joined once, so a long line costs linear time however it is split.
+
+``SSEDataDecoder`` decodes the same way and gives each event's data as the bytes that
+came (no ``str``, no event object): what a passthrough that forwards the frames needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import suppress
+from typing import Generic, TypeVar
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "encode", "encode_comment"]
+__all__ = ["SSEDataDecoder", "SSEDecoder", "ServerSentEvent", "encode", "encode_comment"]
+
+T = TypeVar("T")
 
 _BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8; one at the start of a stream is not content
 _START, _SKIP_LF = 1, 2  # SSEDecoder._head states (0: nothing to do)
@@ -51,7 +57,7 @@ class ServerSentEvent:
         return f"ServerSentEvent(data={self.data!r}, event={self.event!r}, id={self.id!r}, retry={self.retry!r})"
 
 
-class SSEDecoder:
+class _Decoder(Generic[T]):
     """Incremental decoder: ``feed(bytes) -> [events]``, then ``flush()`` at end of stream.
 
     ``last_event_id`` is the spec's *last event ID string*: it takes the value of the
@@ -75,14 +81,17 @@ class SSEDecoder:
     def __init__(self) -> None:
         self._pending: list[bytes] = []  # pieces of an unfinished line (no CR/LF inside)
         self._head = _START  # what the start of the next read needs, see _fix_head
-        self._data: list[str] = []
+        self._data: list[bytes] = []  # the block's data lines, undecoded
         self._event: str | None = None
         self._retry: int | None = None
         self._id: str | None = None  # the spec's last event ID buffer
         self.last_event_id: str | None = None
         self.comments = 0
 
-    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+    def _dispatch(self, data: bytes) -> T:
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> list[T]:
         if self._head:
             chunk = self._fix_head(chunk)
         # bytes.splitlines breaks on LF, CR and CRLF and on nothing else: the SSE line ends.
@@ -106,19 +115,18 @@ class SSEDecoder:
             self._pending = []
         if tail:
             self._pending.append(tail)
-        out: list[ServerSentEvent] = []
+        out: list[T] = []
         for line in lines:
             if not line:
                 self.last_event_id = self._id
-                if self._data:
-                    out.append(
-                        ServerSentEvent("\n".join(self._data), self._event, self._id, self._retry)
-                    )
+                data = self._data
+                if data:
+                    out.append(self._dispatch(data[0] if len(data) == 1 else b"\n".join(data)))
                     self._data = []
                 self._event = None
                 self._retry = None
             elif line[:6] == b"data: ":
-                self._data.append(line[6:].decode("utf-8", "replace"))
+                self._data.append(line[6:])
             else:
                 self._field(line)
         return out
@@ -150,7 +158,7 @@ class SSEDecoder:
         if sep and value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            self._data.append(value.decode("utf-8", "replace"))
+            self._data.append(value)
         elif name == b"event":
             # an empty event type means the default type, as no event field does
             self._event = value.decode("utf-8", "replace") or None
@@ -161,7 +169,7 @@ class SSEDecoder:
             with suppress(ValueError):  # longer than int()'s digit limit (4300): ignored
                 self._retry = int(value)
 
-    def flush(self) -> list[ServerSentEvent]:
+    def flush(self) -> list[T]:
         """End of stream. Pending data is discarded (WHATWG): an event without its closing
         blank line is not dispatched, and an unterminated last line is not processed.
         ``last_event_id`` is kept; the decoder is then ready for the next stream (a
@@ -174,11 +182,27 @@ class SSEDecoder:
         self._id = self.last_event_id
         return []
 
-    def iter(self, chunks: Iterable[bytes]) -> Iterable[ServerSentEvent]:
+    def iter(self, chunks: Iterable[bytes]) -> Iterable[T]:
         """Decode a whole iterable of chunks (tests, tools)."""
         for chunk in chunks:
             yield from self.feed(chunk)
         yield from self.flush()
+
+
+class SSEDecoder(_Decoder[ServerSentEvent]):
+    __doc__ = _Decoder.__doc__
+
+    def _dispatch(self, data: bytes) -> ServerSentEvent:
+        # Invalid UTF-8 becomes U+FFFD, as in a browser's EventSource.
+        return ServerSentEvent(data.decode("utf-8", "replace"), self._event, self._id, self._retry)
+
+
+class SSEDataDecoder(_Decoder[bytes]):
+    """The same decoding; each event gives only its data, as the bytes that came (lines
+    joined with LF), undecoded: invalid UTF-8 stays as it is."""
+
+    def _dispatch(self, data: bytes) -> bytes:
+        return data
 
 
 def _check_field(name: str, value: str) -> None:

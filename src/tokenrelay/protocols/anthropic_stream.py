@@ -368,6 +368,8 @@ class AnthropicPassthrough(InBandEnd):
     error frame instead of reaching the client's JSON parser.
     """
 
+    payloads = False  # its frames' event names matter: whole ServerSentEvents
+
     _error_frame = staticmethod(error_frame)
 
     def __init__(self, model: str, tally: Tally) -> None:

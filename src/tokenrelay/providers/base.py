@@ -13,14 +13,17 @@ class Upstream(Protocol):
     """An opened upstream response, past its status check.
 
     ``protocol`` names the wire format of ``frames()`` (``None`` for an in-process
-    provider, which has only ``events()``). Each item of either iterator is what one
-    network read delivered, so the server writes it to the client in one piece.
+    provider, which has only ``events()``); ``payloads()`` gives only each frame's data,
+    as the bytes that came. Each item of any of them is what one network read
+    delivered, so the server writes it to the client in one piece.
     Iterating raises ``GatewayError`` when the upstream fails mid-stream.
     """
 
     protocol: str | None
 
     def frames(self) -> AsyncIterator[list[ServerSentEvent]]: ...
+
+    def payloads(self) -> AsyncIterator[list[bytes]]: ...
 
     def events(self) -> AsyncIterator[list[Event]]: ...
 

@@ -7,16 +7,18 @@ redacted, whatever the upstream echoed back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
 from ..events import ChatRequest, Event, GatewayError
 from ..protocols.base import UpstreamProtocol
-from ..sse import ServerSentEvent, SSEDecoder
+from ..sse import ServerSentEvent, SSEDataDecoder, SSEDecoder
 from .transport import Pool, Response, TransportError
 
+T = TypeVar("T")
 _json_encode = msgspec.json.Encoder().encode
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -36,11 +38,17 @@ class HTTPUpstream:
         self._response = response
         self._codec = codec
 
-    async def frames(self) -> AsyncIterator[list[ServerSentEvent]]:
+    def frames(self) -> AsyncIterator[list[ServerSentEvent]]:
+        return self._decoded(SSEDecoder().feed)
+
+    def payloads(self) -> AsyncIterator[list[bytes]]:
+        return self._decoded(SSEDataDecoder().feed)
+
+    async def _decoded(self, feed: Callable[[bytes], list[T]]) -> AsyncIterator[list[T]]:
         # The connection decodes each read as it arrives; what came before a failure is
         # delivered before the failure is raised.
         response = self._response
-        response.decode_with(SSEDecoder().feed)
+        response.decode_with(feed)
         take = response.next
         try:
             while (frames := await take()) is not None:

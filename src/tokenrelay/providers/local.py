@@ -56,6 +56,10 @@ class LocalUpstream:
         raise NotImplementedError("the local provider produces events, not frames")
         yield []  # pragma: no cover
 
+    async def payloads(self) -> AsyncIterator[list[bytes]]:
+        raise NotImplementedError("the local provider produces events, not frames")
+        yield []  # pragma: no cover
+
     async def events(self) -> AsyncIterator[list[Event]]:
         # Start with the first piece at once; then one piece per tick.
         events = self._events

@@ -302,8 +302,9 @@ class _StreamTarget:
         # (nothing was delivered yet, so the client sees one consistent stream).
         model = self.request.model
         if upstream.protocol == self.protocol.name:
-            self.encoder = self.protocol.passthrough(self.request, model, self.tally)
-            return upstream.frames()
+            passthrough = self.protocol.passthrough(self.request, model, self.tally)
+            self.encoder = passthrough
+            return upstream.payloads() if passthrough.payloads else upstream.frames()
         self.encoder = self.protocol.stream_encoder(self.request, model, self.tally)
         return upstream.events()
 
