@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ MODELS = {
         "timeouts": {"first_token": 0.5},
     },
     "stalls": {"deployments": [f"fake/{m('gen/10?stall_after=3')}"], "timeouts": {"idle": 0.5}},
+    "long": {"deployments": [f"fake/{m('gen/100?gap=0.05')}"], "timeouts": {"total": 0.6}},
     "broken": {
         "deployments": [f"fake/{m('gen/2?status=503')}"],
         "fallbacks": [f"fake/{m('gen/3')}"],
@@ -125,6 +127,25 @@ def test_idle_timeout_after_the_first_byte_is_an_in_band_error(
     assert text(payloads) == "tok0 tok1 "  # role, tok0, tok1: three events, then silence
     assert payloads[-1]["error"]["code"] == "idle_timeout"
     assert upstream_requests(fake, m("gen/10?stall_after=3"))[-1]["client_closed"]
+
+
+def test_the_total_timeout_ends_a_stream_in_band_and_a_whole_answer_with_a_504(
+    gw: Gateway, fake: FakeUpstream
+) -> None:
+    """100 chunks 50 ms apart with 0.6 s allowed in all: the stream gets some, then the
+    error frame; the non-streaming call gets the error; the upstream is closed."""
+    started = time.monotonic()
+    payloads = stream_payloads(gw, "long")
+    assert 0.55 < time.monotonic() - started < 3
+    assert 3 < len(text(payloads).split()) < 100
+    assert payloads[-1]["error"]["code"] == "total_timeout"
+    assert upstream_requests(fake, m("gen/100?gap=0.05"))[-1]["client_closed"]
+    with pytest.raises(openai.APIStatusError) as info:
+        client(gw).chat.completions.create(
+            model="long", messages=[{"role": "user", "content": "x"}]
+        )
+    assert info.value.status_code == 504
+    assert "took longer than 0.6s" in str(info.value)
 
 
 # Upstream events of gen/5 (the gateway always asks for usage): role, 5 texts, finish,

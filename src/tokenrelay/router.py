@@ -118,6 +118,12 @@ class Plan:
         group that has one; else any untried one; once every candidate was tried, a new
         round begins (the caller bounds the attempts). Within a group: the fewest
         requests in flight per unit of weight, ties at random."""
+        groups = self.groups
+        if len(groups) == 1 and len(groups[0]) == 1 and not self.tried:
+            # One deployment, no fallback: the common case, whatever its health
+            self.last = groups[0][0]
+            self.tried.append(self.last)
+            return self.last
         if all(c in self.tried for group in self.groups for c in group):
             self.tried.clear()
         now = time.monotonic()
@@ -177,6 +183,7 @@ class Router:
         self._breaker = breaker
         self._text_only = text_only or set()  # providers that take no images
         self._deployments: dict[tuple[str, str], Deployment] = {}
+        self._groups: dict[str, list[Candidate]] = {}  # model name -> its candidates
         self._bare: dict[str, list[Provider]] = {}
         for p in providers:
             for m in p.models():
@@ -209,6 +216,16 @@ class Router:
         return Candidate(deployment, weight, timeouts, images)
 
     def _group(self, model: str) -> list[Candidate]:
+        """The candidates of a model name, worked out once (they are not changed; each
+        request's ``Plan`` keeps its own record of what it tried)."""
+        group = self._groups.get(model)
+        if group is None:
+            if len(self._groups) >= 4096:  # names pass through to "*" providers: bounded
+                self._groups.clear()
+            group = self._groups[model] = self._new_group(model)
+        return group
+
+    def _new_group(self, model: str) -> list[Candidate]:
         spec = self._models.get(model)
         if spec is None:
             return [self._candidate(model, 1.0, None)]

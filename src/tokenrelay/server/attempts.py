@@ -7,6 +7,9 @@ exponential backoff with full jitter, ``uniform(0, min(max, base * 2**n))``. A
 ``Retry-After`` marks that deployment as cooling down: the next attempt goes elsewhere
 when it can, waits for it when it cannot and the wait is at most ``retry_after_max``,
 and otherwise stops, handing the upstream's answer (and its Retry-After) to the client.
+
+The request's timeouts live here too (``watchdog``, created with the first attempt):
+the total from then on; each attempt's first-token clock from its request's sending.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..config import RetryConfig
 from ..events import ChatRequest, GatewayError
 from ..providers.base import Upstream
 from ..router import Candidate, Deployment, Plan, Timeouts
+from .watchdog import TOTAL, Watchdog
 
 log = logging.getLogger("tokenrelay.attempts")
 
@@ -54,6 +58,7 @@ class Attempts:
     retries: Counter | None = None
     log: list[str] = field(default_factory=list)
     current: Candidate | None = None
+    watchdog: Watchdog | None = None
 
     @property
     def count(self) -> int:
@@ -74,8 +79,37 @@ class Attempts:
     def timeouts(self) -> Timeouts:
         return self.current.timeouts if self.current is not None else Timeouts()
 
+    def timeout_error(self, which: str) -> GatewayError:
+        """The error of an expired timeout (``watchdog.expired()``)."""
+        if which == TOTAL:
+            total = self.timeouts().total or 0.0
+            return GatewayError(
+                "timeout", f"the request took longer than {total:g}s", code="total_timeout"
+            )
+        assert self.watchdog is not None
+        limit = self.watchdog.limit or 0.0
+        name = self.current.deployment.name if self.current is not None else self.deployment
+        return GatewayError(
+            "timeout",
+            f"upstream {name} sent nothing for {limit:g}s ({which.replace('_', ' ')} timeout)",
+            code=f"{which}_timeout",
+        )
+
     async def open(self, request: ChatRequest, last_error: GatewayError | None = None) -> Upstream:
-        """An opened upstream, or the last failure once attempts or candidates run out."""
+        """An opened upstream, or the last failure once attempts or candidates run out
+        (the request's timeouts are then stopped)."""
+        try:
+            return await self._open_next(request, last_error)
+        except GatewayError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """The request is over: its timeouts are stopped."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+
+    async def _open_next(self, request: ChatRequest, last_error: GatewayError | None) -> Upstream:
         while self.count < self.config.max_attempts:
             candidate = self.plan.next()
             if candidate is None:  # an empty plan
@@ -84,13 +118,27 @@ class Attempts:
             cooling = deployment.cooling_until - time.monotonic()
             if last_error is not None and cooling > self.config.retry_after_max:
                 break  # the best left asks for a longer wait than ours: the client decides
-            if self.count > 0:
-                await self._wait(candidate)
-            self.current = candidate
-            deployment.in_flight += 1
-            deployment.breaker.begin()
+            timeouts = candidate.timeouts
+            if self.watchdog is None:
+                self.watchdog = Watchdog(timeouts.total)
             try:
-                upstream = await self._open(candidate, request)
+                if self.count > 0:
+                    await self._wait(candidate)
+                self.current = candidate
+                deployment.in_flight += 1
+                deployment.breaker.begin()
+                self.watchdog.attempt(timeouts.first_token, timeouts.idle)
+                upstream = await deployment.provider.open(request, deployment.model)
+            except asyncio.CancelledError:
+                which = self.watchdog.expired()
+                if which is None:
+                    raise
+                error = self.timeout_error(which)
+                self.failed(error)
+                if which == TOTAL:
+                    raise error from None
+                last_error = error
+                continue
             except GatewayError as error:
                 self.failed(error)
                 if not retryable(error):
@@ -102,19 +150,6 @@ class Attempts:
         if last_error is None:
             raise GatewayError("upstream", "No deployment is available for this model.")
         raise last_error
-
-    async def _open(self, candidate: Candidate, request: ChatRequest) -> Upstream:
-        deployment = candidate.deployment
-        limit = candidate.timeouts.first_token
-        try:
-            async with asyncio.timeout(limit):
-                return await deployment.provider.open(request, deployment.model)
-        except TimeoutError:
-            raise GatewayError(
-                "timeout",
-                f"upstream {deployment.name} did not answer within {limit:g}s",
-                code="first_token_timeout",
-            ) from None
 
     async def _wait(self, candidate: Candidate) -> None:
         n = self.count

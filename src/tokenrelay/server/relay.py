@@ -226,15 +226,23 @@ class Relay:
     async def run(self, upstream: Upstream, target: Target) -> None:
         """Read ``upstream`` into ``target``. Before the first byte reaches the client,
         a failure (error, first-token or idle timeout) opens the next attempt; after
-        it, the failure is delivered in-band. The upstream is always closed."""
+        it, or when the total timeout passes, the failure is delivered in-band. The
+        upstream is always closed, the request's timeouts stopped."""
+        watchdog = self.attempts.watchdog
+        assert watchdog is not None  # (an attempt was opened)
+        watchdog.watch(asyncio.current_task())
+        try:
+            await self._run(upstream, target, watchdog)
+        finally:
+            self.attempts.stop()
+
+    async def _run(self, upstream: Upstream, target: Target, watchdog: Watchdog) -> None:
         attempts, exchange = self.attempts, self.exchange
         metrics = exchange.metrics
         gap = metrics.child(metrics.gap, exchange.model) if metrics is not None else None
         clock = time.perf_counter
         delivered = False
         while True:
-            timeouts = attempts.timeouts()
-            watchdog = Watchdog(timeouts.first_token, timeouts.idle)
             try:
                 last = clock()
                 async for batch in target.begin(upstream):
@@ -255,23 +263,16 @@ class Relay:
                 attempts.done()
                 return
             except asyncio.CancelledError:
-                if not watchdog.expired():
+                which = watchdog.expired()
+                if which is None:
                     raise
-                which = "idle" if watchdog.touched else "first_token"
-                limit = timeouts.idle if watchdog.touched else timeouts.first_token
-                error = GatewayError(
-                    "timeout",
-                    f"upstream {attempts.deployment} sent nothing for {limit:g}s "
-                    f"({which.replace('_', ' ')} timeout)",
-                    code=f"{which}_timeout",
-                )
+                error = attempts.timeout_error(which)
             except GatewayError as exc:
                 error = exc
             finally:
-                watchdog.stop()
                 await upstream.aclose()
             attempts.failed(error)
-            if delivered or not retryable(error):
+            if delivered or not retryable(error) or error.code == "total_timeout":
                 target.fail(error)
                 return
             try:
@@ -357,19 +358,10 @@ class _Production:
     async def run(self) -> None:
         relay, target, stream = self.relay, self.target, self.stream
         stream.producer = asyncio.current_task()
-        total = relay.attempts.timeouts().total
         try:
             if stream.cancelled or stream.interrupted:  # stopped before it began
                 raise asyncio.CancelledError
-            async with asyncio.timeout(total):
-                await relay.run(self.upstream, target)
-        except TimeoutError:
-            relay.attempts.failed(GatewayError("timeout", "total timeout"))
-            target.fail(
-                GatewayError(
-                    "timeout", f"the request took longer than {total:g}s", code="total_timeout"
-                )
-            )
+            await relay.run(self.upstream, target)
         except asyncio.CancelledError:
             relay.attempts.done()
             if stream.interrupted:
@@ -381,6 +373,7 @@ class _Production:
                     metrics.stream_events.labels("cancelled").inc()
         finally:
             try:
+                relay.attempts.stop()
                 await self.upstream.aclose()
             finally:  # the stream ends even if this task is cancelled once more
                 stream.finish()
@@ -443,15 +436,7 @@ class _FoldResponse:
     async def _answer(self) -> Response:
         target = _FoldTarget()
         exchange = self.relay.exchange
-        total = self.relay.attempts.timeouts().total
-        try:
-            async with asyncio.timeout(total):
-                await self.relay.run(self.upstream, target)
-        except TimeoutError:
-            self.relay.attempts.failed(GatewayError("timeout", "total timeout"))
-            target.error = GatewayError(
-                "timeout", f"the request took longer than {total:g}s", code="total_timeout"
-            )
+        await self.relay.run(self.upstream, target)
         fold = target.fold
         tally = exchange.tally
         tally.usage = fold.usage
@@ -468,6 +453,7 @@ class _FoldResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await race_disconnect(self._answer(), receive)
         if response is None:
+            self.relay.attempts.stop()
             await self.upstream.aclose()
             self.relay.attempts.done()
             self.relay.exchange.finish("disconnected", 499)

@@ -1,57 +1,111 @@
-"""The watchdog of one upstream attempt: first-token and idle timeouts without a timer
-rescheduled on every read."""
+"""The timeouts of one request on one timer: total, first token, idle.
+
+A request used to carry three: ``asyncio.timeout`` around opening each attempt, another
+around the whole stream, and a watchdog per attempt for its reads; ~16 µs of timer
+handles, ``Timeout`` objects and loop look-ups per request before its first token.
+One ``Watchdog`` per request now keeps them all, and its timer moves only when the
+phase changes (the first read of an attempt), not on every read.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
+FIRST_TOKEN, IDLE, TOTAL = "first_token", "idle", "total"
+
 
 class Watchdog:
-    """Cancels the current task when an upstream is silent too long: ``first`` seconds
-    before its first read, ``idle`` seconds between reads. ``touch()`` on each read only
-    stores the time; the timer wakes once per period, not once per read."""
+    """Cancels the task it watches when too long passes: ``total`` seconds from its
+    creation; in each attempt (``attempt()``), ``first`` seconds from the attempt's start
+    to its first read (``touch()``), then ``idle`` seconds between reads. ``None``: no
+    limit. ``expired()`` tells a cancellation of its own from any other."""
 
-    def __init__(self, first: float | None, idle: float | None) -> None:
+    __slots__ = (
+        "_end",
+        "_fired",
+        "_handle",
+        "_idle",
+        "_last",
+        "_limit",
+        "_loop",
+        "_task",
+        "touched",
+    )
+
+    def __init__(self, total: float | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
-        self._limit = first
-        self._idle = idle
-        self._last = self._loop.time()
-        self._fired = False
+        now = self._loop.time()
+        self._end = now + total if total is not None else None
+        self._last = now
+        self._limit: float | None = None  # of the phase in course
+        self._idle: float | None = None
+        self._fired: str | None = None
+        self._handle: asyncio.TimerHandle | None = None
         self.touched = False
-        self._handle = (
-            self._loop.call_at(self._last + first, self._check) if first is not None else None
-        )
+        self._arm()
+
+    def watch(self, task: asyncio.Task[object] | None) -> None:
+        """Cancel ``task`` from now on (the one that reads the upstream)."""
+        self._task = task
+
+    def attempt(self, first: float | None, idle: float | None) -> None:
+        """An attempt begins: its first-token clock starts now."""
+        self._last = self._loop.time()
+        self._limit, self._idle = first, idle
+        self.touched = False
+        self._arm()
 
     def touch(self) -> None:
+        """A read: the idle clock starts again (the timer moves only after the first)."""
         self._last = self._loop.time()
         if not self.touched:
             self.touched = True
             self._limit = self._idle
-            if self._handle is not None:
-                self._handle.cancel()
-            self._handle = (
-                self._loop.call_at(self._last + self._idle, self._check)
-                if self._idle is not None
-                else None
-            )
+            self._arm()
+
+    @property
+    def limit(self) -> float | None:
+        """The limit of the phase in course (first token or idle)."""
+        return self._limit
+
+    def _due(self) -> float | None:
+        due = self._last + self._limit if self._limit is not None else None
+        if self._end is not None and (due is None or self._end < due):
+            return self._end
+        return due
+
+    def _arm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        due = self._due()
+        self._handle = self._loop.call_at(due, self._check) if due is not None else None
 
     def _check(self) -> None:
-        assert self._limit is not None
-        due = self._last + self._limit
-        if self._loop.time() >= due:
-            self._fired = True
-            if self._task is not None:
-                self._task.cancel()
+        self._handle = None
+        now = self._loop.time()
+        if self._end is not None and now >= self._end:
+            self._fire(TOTAL)
+        elif self._limit is not None and now >= self._last + self._limit:
+            self._fire(IDLE if self.touched else FIRST_TOKEN)
         else:
-            self._handle = self._loop.call_at(due, self._check)
+            self._arm()
 
-    def expired(self) -> bool:
-        """Whether a cancellation came from this watchdog (and is taken back)."""
-        if not self._fired or self._task is None:
-            return False
-        self._fired = False
-        return self._task.uncancel() == 0
+    def _fire(self, which: str) -> None:
+        self._fired = which
+        if self._task is not None:
+            self._task.cancel()
+
+    def expired(self) -> str | None:
+        """``FIRST_TOKEN``, ``IDLE`` or ``TOTAL`` when the cancellation being handled is
+        this watchdog's (it is taken back); ``None`` for any other."""
+        which, self._fired = self._fired, None
+        if which is None or self._task is None or self._task.uncancel() != 0:
+            return None
+        if which != TOTAL:
+            self._limit = None  # until a next attempt: the total only
+            self._arm()
+        return which
 
     def stop(self) -> None:
         if self._handle is not None:
