@@ -12,6 +12,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tokenrelay.events import Error
 from tokenrelay.fold import Tally
 from tokenrelay.protocols.openai_passthrough import OpenAIPassthrough
 from tokenrelay.sse import SSEDecoder
@@ -85,11 +86,37 @@ def test_frames_are_forwarded_as_written_but_for_the_model(
         assert json.loads(event.data)["model"] == model
 
 
-def test_done_malformed_and_usage_only_frames() -> None:
+def test_usage_only_and_malformed_frames() -> None:
     tally = Tally()
     relay = OpenAIPassthrough("alias", include_usage=False, tally=tally)
     usage = b'{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}'
-    assert relay.encode([usage, b"[DONE]"]) == []  # asked for on the gateway's account
+    assert relay.encode([usage]) == []  # asked for on the gateway's account, not the client's
     assert tally.usage is not None and tally.usage.output == 4
     [error] = relay.encode([b"{not json"])
     assert b'"error"' in error and relay.ended
+
+
+CHUNK = b'{"id":"c1","created":1,"model":"up","choices":[{"index":0,"delta":{"content":"hi"}}]}'
+STOP = b'{"id":"c1","model":"up","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+
+
+def test_done_goes_out_with_the_upstreams_and_nothing_after_it() -> None:
+    """The client's [DONE] leaves with the read that brought the upstream's (after the
+    usage it asked for, estimated here); the rest of the upstream's body, the end and
+    a later failure add nothing."""
+    tally = Tally()
+    relay = OpenAIPassthrough("alias", include_usage=True, tally=tally)
+    out = relay.encode([CHUNK, STOP, b"[DONE]", CHUNK])
+    assert len(out) == 4 and out[-1] == b"data: [DONE]\n\n"
+    assert b'"usage"' in out[-2] and not relay.ended  # the upstream's body is still read
+    assert relay.encode([CHUNK]) == []
+    assert relay.fail(Error("upstream", "lost")) == [] and relay.close() == []
+    assert tally.error is None and tally.finish_reason == "stop"
+
+
+def test_a_body_that_just_stops_ends_with_an_error_frame() -> None:
+    relay = OpenAIPassthrough("alias", include_usage=False, tally=Tally())
+    assert len(relay.encode([CHUNK])) == 1
+    [frame] = relay.close()  # no finish_reason, no [DONE]: cut off
+    assert json.loads(frame[6:])["error"]["code"] == "upstream_truncated"
+    assert relay.ended and relay.close() == []

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from ..events import Error
 from ..fold import Tally, estimate_usage
 from ..sse import encode as sse_encode
 from .base import InBandEnd
@@ -91,7 +92,8 @@ class OpenAIPassthrough(InBandEnd):
         self.include_usage = include_usage
         self.tally = tally
         self.ended = False
-        self._done = False
+        self._done = False  # the upstream's [DONE] came
+        self._complete = False  # the client's [DONE] went out: nothing may follow
         self._model_name = model
         self._named = b'"model":' + _json_encode(model)
         self._upstream: bytes | None = None  # the upstream's own "model":"..." text
@@ -111,10 +113,15 @@ class OpenAIPassthrough(InBandEnd):
     def encode(self, frames: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
         tally = self.tally
+        if self._complete:
+            return out
         for data in frames:
             if data == b"[DONE]":
+                # The answer is whole: the client's [DONE] goes out with the frames of
+                # this read (one write less), not when the upstream's body ends after it.
                 self._done = True
-                continue
+                out.extend(self._finish())
+                break
             if not data.isascii():
                 try:
                     data.decode()
@@ -164,16 +171,35 @@ class OpenAIPassthrough(InBandEnd):
     def close(self, cancelled: bool = False) -> list[bytes]:
         if self.ended:
             return []
-        self.ended = True
         tally = self.tally
-        head = chunk_head(self._id or "chatcmpl-relay", self._created, self._model_name)
+        if self._complete:  # already ended with the upstream's [DONE]
+            self.ended = True
+            return []
+        if not cancelled and not (self._done or tally.finish_reason or tally.error):
+            return self.fail(TRUNCATED)  # a body that just stops is not a whole answer
+        self.ended = True
         out: list[bytes] = []
         if cancelled:
+            head = self._head()
             out = [sse_encode(choice_chunk(head, c, b"{}", b'"stop"')) for c in sorted(self._open)]
             tally.finish_reason = tally.finish_reason or "stop"
-        elif not (self._done or tally.finish_reason or tally.error):
-            return self.fail(TRUNCATED)
-        if self.include_usage and tally.usage is None:
-            out.append(sse_encode(usage_chunk(head, estimate_usage(tally))))
+        return out + self._finish()
+
+    def fail(self, error: Error) -> list[bytes]:
+        if self._complete:  # the client has its whole answer: nothing after [DONE]
+            self.ended = True
+            return []
+        return super().fail(error)
+
+    def _head(self) -> bytes:
+        return chunk_head(self._id or "chatcmpl-relay", self._created, self._model_name)
+
+    def _finish(self) -> list[bytes]:
+        """The end of a whole answer: the usage the client asked for (estimated when
+        the upstream gave none), then [DONE]."""
+        self._complete = True
+        out: list[bytes] = []
+        if self.include_usage and self.tally.usage is None:
+            out.append(sse_encode(usage_chunk(self._head(), estimate_usage(self.tally))))
         out.append(DONE)
         return out
