@@ -10,7 +10,6 @@ rewritten, so fields the canon does not know (``system_fingerprint``, ``logprobs
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..events import (
     Usage,
 )
 from ..fold import Tally, estimate_usage
+from ..ids import token_hex
 from ..sse import ServerSentEvent
 from ..sse import encode as sse_encode
 from .base import InBandEnd
@@ -256,7 +256,7 @@ class OpenAIStreamEncoder(InBandEnd):
         self.tally = tally
         self.ended = False
         self._model = model
-        self._id = f"chatcmpl-{secrets.token_hex(12)}"
+        self._id = f"chatcmpl-{token_hex(12)}"
         self._created = int(time.time())
         self._fingerprint: Any = None
         self._head = b""
@@ -301,7 +301,7 @@ class OpenAIStreamEncoder(InBandEnd):
                 key = (event.choice, event.index)
                 if key not in self._calls:
                     self._calls.add(key)
-                    call["id"] = event.id or f"call_{secrets.token_hex(12)}"
+                    call["id"] = event.id or f"call_{token_hex(12)}"
                     call["type"] = "function"
                     call["function"] = {"name": event.name or "", "arguments": event.arguments}
                 else:

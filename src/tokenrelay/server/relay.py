@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..config import Config
 from ..events import ChatRequest, GatewayError
 from ..fold import Fold, Tally
+from ..ids import token_hex
 from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
@@ -141,7 +141,7 @@ class Gateway:
         if after > 0:
             stream.resumes += 1
             self.metrics.stream_events.labels("resumed").inc()
-        request_id = request_id or f"req_{secrets.token_hex(12)}"
+        request_id = request_id or f"req_{token_hex(12)}"
         headers = [(b"x-stream-id", stream.id.encode()), (b"x-request-id", request_id.encode())]
         return SSEResponse(
             stream.read(after, self.config.keepalive_interval),
@@ -153,7 +153,7 @@ class Gateway:
         self, protocol: ClientProtocol, body: bytes, headers: Mapping[str, str]
     ) -> ASGIApp:
         exchange = Exchange(
-            f"req_{secrets.token_hex(12)}",
+            f"req_{token_hex(12)}",
             protocol.name,
             metrics=self.metrics,
             accounts=self.accounts,

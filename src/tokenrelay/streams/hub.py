@@ -15,13 +15,13 @@ SSE event the encoder made, so any protocol's frames can be numbered the same wa
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..events import GatewayError
+from ..ids import token_urlsafe
 from .frames import Frames
 from .reader import PING, Reader
 
@@ -304,7 +304,7 @@ class StreamHub:
 
     def create(self, owner: str | None, protocol: str) -> Stream:
         self.sweep()
-        stream = Stream(self, f"st_{secrets.token_urlsafe(18)}", owner, protocol)
+        stream = Stream(self, f"st_{token_urlsafe(18)}", owner, protocol)
         self._live[stream.id] = stream
         if self.mirror is not None:
             self.mirror.created(stream)
