@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope
 
 from .. import __version__
 from ..events import GatewayError
@@ -29,20 +30,27 @@ access = logging.getLogger("tokenrelay.access")
 
 
 def protocol_of(request: Request) -> ClientProtocol:
-    path: str = request.scope["path"]  # not request.url: building a URL costs per request
-    if path.startswith(("/anthropic/", "/v1/messages")) or "anthropic-version" in request.headers:
+    return protocol_for(request.scope["path"], request.headers)
+
+
+def protocol_for(path: str, headers: Headers) -> ClientProtocol:
+    if path.startswith(("/anthropic/", "/v1/messages")) or "anthropic-version" in headers:
         return anthropic
     return openai
 
 
 def error_response(request: Request, error: GatewayError) -> Response:
-    body = protocol_of(request).error_body(error)
+    return protocol_error(protocol_of(request), error)
+
+
+def protocol_error(protocol: ClientProtocol, error: GatewayError) -> Response:
+    body = protocol.error_body(error)
     return JSONResponse(body, error.status, error.headers or None)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
     """The request body, or a 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     too_large = GatewayError(
         "request_too_large",
         f"The request body is larger than the limit of {limit} bytes.",
@@ -52,12 +60,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class API:
@@ -67,12 +80,18 @@ class API:
         self.gateway = gateway
 
     async def chat(self, request: Request) -> ASGIApp:
-        protocol = protocol_of(request)
+        return await self.serve_chat(request.scope, request.receive)
+
+    async def serve_chat(self, scope: Scope, receive: Receive) -> ASGIApp:
+        """A chat request in either protocol, straight from ASGI (the hot path: no
+        Starlette ``Request``)."""
+        headers = Headers(scope=scope)
+        protocol = protocol_for(scope["path"], headers)
         try:
-            body = await read_body(request, self.gateway.config.max_body_bytes)
+            body = await read_body(receive, headers, self.gateway.config.max_body_bytes)
         except GatewayError as error:
-            return error_response(request, error)
-        return await self.gateway.chat(protocol, body, request.headers)
+            return protocol_error(protocol, error)
+        return await self.gateway.chat(protocol, body, headers)
 
     async def models(self, request: Request) -> Response:
         try:

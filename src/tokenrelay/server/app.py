@@ -135,11 +135,10 @@ class Front:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (scope["method"], scope["path"]) in self.HOT:
             await self.pacer.turn()
-            request = Request(scope, receive)
             try:
-                response = await self.api.chat(request)
+                response = await self.api.serve_chat(scope, receive)
             except Exception as exc:
-                response = await server_error(request, exc)
+                response = await server_error(Request(scope, receive), exc)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

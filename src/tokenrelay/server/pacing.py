@@ -22,17 +22,22 @@ class Pacer:
         self._started = 0  # requests started in this turn of the loop
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._armed = False
+        # (asyncio.get_running_loop() is a getpid() system call in Python 3.11)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def turn(self) -> None:
         if self.per_turn <= 0:
             return
+        loop = self._loop
+        if loop is None or not loop.is_running():  # first use, or another loop (tests)
+            loop = self._loop = asyncio.get_running_loop()
         if not self._armed:
             self._armed = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            loop.call_soon(self._next_turn)
         if self._started < self.per_turn and not self._waiting:
             self._started += 1
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = loop.create_future()
         self._waiting.append(waiter)
         await waiter
 
@@ -45,6 +50,7 @@ class Pacer:
                 waiter.set_result(None)
                 self._started += 1
         if waiting or self._started:
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            assert self._loop is not None
+            self._loop.call_soon(self._next_turn)
         else:
             self._armed = False
