@@ -3,8 +3,10 @@
 A request used to carry three: ``asyncio.timeout`` around opening each attempt, another
 around the whole stream, and a watchdog per attempt for its reads; ~16 µs of timer
 handles, ``Timeout`` objects and loop look-ups per request before its first token.
-One ``Watchdog`` per request now keeps them all, and its timer moves only when the
-phase changes (the first read of an attempt), not on every read.
+One ``Watchdog`` per request now keeps them all on one timer, set when an attempt
+begins for the earliest moment anything could expire (the attempt's first-token or idle
+limit, or the total, whichever is least) and moved only when it fires early; a read
+(``touch()``) only stores the time.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ class Watchdog:
         self._fired: str | None = None
         self._handle: asyncio.TimerHandle | None = None
         self.touched = False
-        self._arm()
 
     def watch(self, task: asyncio.Task[object] | None) -> None:
         """Cancel ``task`` from now on (the one that reads the upstream)."""
@@ -51,18 +52,26 @@ class Watchdog:
 
     def attempt(self, first: float | None, idle: float | None) -> None:
         """An attempt begins: its first-token clock starts now."""
-        self._last = self._loop.time()
+        now = self._last = self._loop.time()
         self._limit, self._idle = first, idle
         self.touched = False
-        self._arm()
+        soonest = min((x for x in (first, idle) if x is not None), default=None)
+        due = now + soonest if soonest is not None else None
+        if self._end is not None and (due is None or self._end < due):
+            due = self._end
+        handle = self._handle
+        if due is not None and (handle is None or due < handle.when()):
+            if handle is not None:
+                handle.cancel()
+            self._handle = self._loop.call_at(due, self._check)
 
     def touch(self) -> None:
-        """A read: the idle clock starts again (the timer moves only after the first)."""
+        """A read: the idle clock starts again (the timer is not moved: when it fires,
+        it is set again for what is then due)."""
         self._last = self._loop.time()
         if not self.touched:
             self.touched = True
             self._limit = self._idle
-            self._arm()
 
     @property
     def limit(self) -> float | None:
