@@ -244,12 +244,13 @@ class Relay:
         delivered = False
         while True:
             try:
-                last = clock()
+                last = 0.0  # no read yet: the wait for the first is not a gap
                 async for batch in target.begin(upstream):
                     watchdog.touch()
                     if gap is not None:
                         now = clock()
-                        gap.observe(now - last)
+                        if last:
+                            gap.observe(now - last)
                         last = now
                     if target.take(batch) and not delivered:
                         delivered = True
