@@ -81,12 +81,12 @@ class Attempts:
 
     def timeout_error(self, which: str) -> GatewayError:
         """The error of an expired timeout (``watchdog.expired()``)."""
+        assert self.watchdog is not None
         if which == TOTAL:
-            total = self.timeouts().total or 0.0
+            total = self.watchdog.total or 0.0
             return GatewayError(
                 "timeout", f"the request took longer than {total:g}s", code="total_timeout"
             )
-        assert self.watchdog is not None
         limit = self.watchdog.limit or 0.0
         name = self.current.deployment.name if self.current is not None else self.deployment
         return GatewayError(

@@ -31,6 +31,7 @@ class Watchdog:
         "_limit",
         "_loop",
         "_task",
+        "total",
         "touched",
     )
 
@@ -38,6 +39,7 @@ class Watchdog:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         now = self._loop.time()
+        self.total = total
         self._end = now + total if total is not None else None
         self._last = now
         self._limit: float | None = None  # of the phase in course
