@@ -94,7 +94,8 @@ class Reader:
     def follow(self, sink: Sink, on_behind: Callable[[], None]) -> None:
         """Take the live frames through ``sink`` from now on, with no task reading; the
         first time the sink refuses, ``on_behind()`` must start one (it iterates this
-        reader from where it stands). Call at the stream's end, or not at all."""
+        reader from where it stands). For a reader that is caught up and not yet
+        iterated; at the stream's end, iterating it writes whatever is left."""
         self._started = True
         self.stream.readers += 1
         self.sink = sink
