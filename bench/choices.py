@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import datetime as dt
 import functools
-import importlib.metadata as md
 import importlib.util
 import json
 import os
@@ -41,6 +40,7 @@ from harness import (
     VENV_BIN,
     Noise,
     Server,
+    cpu_model,
     cpu_plan,
     fake_server,
     free_port,
@@ -49,6 +49,7 @@ from harness import (
     raise_nofile,
     run_loadgen,
     stop_all,
+    version,
     wait_ready,
 )
 
@@ -72,13 +73,6 @@ def ensure_packages(*names: str) -> None:
         subprocess.run(
             [str(VENV_BIN / "pip"), "install", "--quiet", *missing], check=True, timeout=900
         )
-
-
-def version(dist: str) -> str:
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return "not installed"
 
 
 # -- i. upstream client (runs in a child process: `choices.py _client ...`) --------------
@@ -478,20 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile()
     install_signal_handlers()
     driver, measured = cpu_plan(not args.no_pin)
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
     out = [
         "# tokenrelay dependency choices",
         "",
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- command: `python bench/choices.py {' '.join(argv)}`".rstrip(),
-        f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model}; python "
+        f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; python "
         f"{platform.python_version()}; uvloop {version('uvloop')}",
         "- CPU placement: "
         + ("measured process on CPU 1, fake upstream / loadgen on CPU 0" if driver else "none"),

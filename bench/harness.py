@@ -1,4 +1,4 @@
-"""Process plumbing shared by run.py and choices.py: free ports, starting and killing
+"""Process plumbing shared by run.py, soak.py and choices.py: free ports, starting and killing
 servers, readiness checks, CPU and RSS of a process tree read from /proc, and running the
 load generator as a subprocess with a READY/GO/END/BYE handshake."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.metadata as md
 import json
 import os
 import queue
@@ -139,6 +140,41 @@ def tree_rss_mb(root: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total / (1024 * 1024)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("?" when unknown)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def version(dist: str) -> str:
+    """An installed distribution's version, or "not installed"."""
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def repo_commit() -> str:
+    """The checked-out commit of the repository, marked when the work tree differs."""
+    git = ["git", "-C", str(REPO)]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return commit + (" (with uncommitted changes)" if dirty else "")
 
 
 def machine_cpu() -> tuple[float, float]:

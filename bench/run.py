@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
-import importlib.metadata as md
 import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -36,19 +34,21 @@ from typing import Any
 
 from harness import (
     BENCH,
-    REPO,
     VENV_BIN,
     Measured,
     Noise,
     Server,
+    cpu_model,
     cpu_plan,
     fake_server,
     free_port,
     install_signal_handlers,
     probe_stream,
     raise_nofile,
+    repo_commit,
     run_loadgen,
     stop_all,
+    version,
     wait_ready,
     write_gateway_config,
 )
@@ -215,46 +215,14 @@ def signed(x: float | None, digits: int = 2) -> str:
 
 
 def machine_info(args: argparse.Namespace, pinned: bool, load_before: float) -> list[str]:
-    cpu_model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def ver(dist: str) -> str:
-        try:
-            return md.version(dist)
-        except md.PackageNotFoundError:
-            return "not installed"
-
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.TimeoutExpired):
-        commit = "?"
+    commit = repo_commit()
     return [
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- command: `{' '.join([Path(sys.executable).name, 'bench/run.py', *sys.argv[1:]])}`",
-        f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model}, Linux {platform.release()}",
-        f"- python {platform.python_version()}; tokenrelay {ver('tokenrelay')} at {commit}; "
-        f"uvicorn {ver('uvicorn')}, uvloop {ver('uvloop')}, httptools {ver('httptools')} (upstream client: tokenrelay.providers.transport), "
-        f"msgspec {ver('msgspec')}",
+        f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, Linux {platform.release()}",
+        f"- python {platform.python_version()}; tokenrelay {version('tokenrelay')} at {commit}; "
+        f"uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, httptools {version('httptools')} (upstream client: tokenrelay.providers.transport), "
+        f"msgspec {version('msgspec')}",
         f"- peers: LiteLLM proxy {litellm_version() or 'not installed'} (1 uvicorn worker), "
         f"nginx {nginx_version() or 'not installed'} (1 worker process)",
         "- fake upstream: `tokenrelay fake-upstream` (tokenrelay.fake), one process",

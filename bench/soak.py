@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import http.client
-import importlib.metadata as md
 import json
 import os
 import platform
@@ -36,7 +35,6 @@ import random
 import re
 import resource
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -50,10 +48,10 @@ from harness import (
     BENCH,
     LOOPBACK,
     PAGE,
-    REPO,
     VENV_BIN,
     Noise,
     Server,
+    cpu_model,
     cpu_plan,
     descendants,
     fake_server,
@@ -61,8 +59,10 @@ from harness import (
     install_signal_handlers,
     probe_stream,
     raise_nofile,
+    repo_commit,
     stop_all,
     tree_cpu_seconds,
+    version,
     wait_ready,
     write_gateway_config,
 )
@@ -1314,39 +1314,13 @@ def render(out: dict[str, Any], o: Opts, args: argparse.Namespace, info: list[st
 def machine_info(
     args: argparse.Namespace, pinned: bool, load_before: float, started_at: dt.datetime
 ) -> list[str]:
-    cpu_model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-
-    def ver(dist: str) -> str:
-        try:
-            return md.version(dist)
-        except md.PackageNotFoundError:
-            return "not installed"
-
-    try:
-        git = ["git", "-C", str(REPO)]
-        commit = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.TimeoutExpired):
-        commit = "?"
+    commit = repo_commit()
     return [
         f"- date: {started_at.strftime('%Y-%m-%d %H:%M UTC')} (start of the run)",
         f"- command: `{' '.join([Path(sys.executable).name, 'bench/soak.py', *sys.argv[1:]])}`",
-        f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model}, Linux {platform.release()}",
-        f"- python {platform.python_version()}; tokenrelay {ver('tokenrelay')} at {commit}; "
-        f"uvicorn {ver('uvicorn')}, uvloop {ver('uvloop')}, aiohttp {ver('aiohttp')}",
+        f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, Linux {platform.release()}",
+        f"- python {platform.python_version()}; tokenrelay {version('tokenrelay')} at {commit}; "
+        f"uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, aiohttp {version('aiohttp')}",
         f"- gateway: one `tokenrelay serve` process, config `streams: {{grace: {args.grace:g}, "
         f"retention: {args.retention:g}}}`, default logging (one access line per stream)"
         + (f"; environment {' '.join(args.gateway_env)}" if args.gateway_env else ""),
