@@ -24,7 +24,6 @@ import math
 import os
 import random
 import re
-import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +40,7 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from support.browser import chromium, skip_or_fail
 from support.net import free_port, wait_listening
 from support.procs import FakeUpstream, Gateway, gateway_config, start_gateway
 from support.services import shared_postgres
@@ -64,16 +64,9 @@ from tokenrelay.store import KeySpec, Store, UsageRow
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "src" / "tokenrelay" / "web"
-CI = os.environ.get("CI") == "true"
 MASTER = "master-key-for-dashboard-tests"
 AUTH = {"Authorization": f"Bearer {MASTER}"}
 A, B = "openai/gpt-4o", "anthropic/claude-sonnet-4-5"
-
-
-def skip_or_fail(reason: str) -> None:
-    if CI:
-        pytest.fail(f"{reason} (a failure, not a skip, under CI=true)")
-    pytest.skip(reason)
 
 
 # ---- the stats API, in process ------------------------------------------------------------
@@ -463,20 +456,8 @@ def test_admin_page_works_under_the_strict_csp() -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("the playwright Python package is missing (pip install -e '.[dev]')")
-        return
-    executable = os.environ.get("TOKENRELAY_CHROMIUM") or shutil.which("chromium")
-    if executable is None:
-        skip_or_fail("chromium is not installed (Debian package: chromium)")
-        return
-    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=args)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def admin_gateway(workdir: Path, fake: FakeUpstream, name: str) -> Gateway:

@@ -30,22 +30,13 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from support.browser import chromium, skip_or_fail
 from support.procs import FakeUpstream, Gateway, gateway_config, start_gateway
 
 from tokenrelay.server.web import CONTENT_SECURITY_POLICY, load_assets, web_routes
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "src" / "tokenrelay" / "web"
-CI = os.environ.get("CI") == "true"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Recorded answers the fake upstream replays, listed so that the model picker offers them.
 REPLAYS = ["replay/openai/chat_text_include_usage", "replay/deepseek/chat_reasoning_content"]
 
@@ -54,12 +45,6 @@ REPLY_TEXT = """() => {
   return all.length ? all[all.length - 1].textContent : '';
 }"""
 STREAMING = "() => document.querySelector('.turn.assistant.streaming') !== null"
-
-
-def skip_or_fail(reason: str) -> None:
-    if CI:
-        pytest.fail(f"{reason} (a failure, not a skip, under CI=true)")
-    pytest.skip(reason)
 
 
 def words(n: int) -> str:
@@ -183,19 +168,8 @@ def test_node_suite(web: Gateway) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("the playwright Python package is missing (pip install -e '.[dev]')")
-        return
-    executable = os.environ.get("TOKENRELAY_CHROMIUM") or shutil.which("chromium")
-    if executable is None:
-        skip_or_fail("chromium is not installed (Debian package: chromium)")
-        return
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 class Page:
