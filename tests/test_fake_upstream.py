@@ -459,19 +459,28 @@ async def test_fail_times_then_success_and_reset(
         assert response.status == 503
 
 
+async def test_head_goes_out_before_the_first_event(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    # No clock upper bound (a loaded CI machine can stall any step): the first event is
+    # a minute away, so the head arriving at all shows it does not wait for it.
+    path, body = route("openai", "gen/3?ttft=60")
+    async with session.post(upstream.base_url + path, json=body) as response:
+        assert response.status == 200
+        assert upstream.log[-1].events_sent == 0 and not response.content.is_eof()
+
+
 async def test_ttft_and_gap(upstream: FakeUpstream, session: aiohttp.ClientSession) -> None:
     path, body = route("openai", "gen/3?ttft=0.2&gap=0.05")
     started = time.monotonic()
     async with session.post(upstream.base_url + path, json=body) as response:
         assert response.status == 200
-        headers_at = time.monotonic() - started
         await response.content.readline()
         first_at = time.monotonic() - started
         await response.read()
         done_at = time.monotonic() - started
-    assert headers_at < 0.15  # headers go out at once; the first event waits
-    assert first_at >= 0.19
-    assert done_at >= 0.19 + 3 * 0.05
+    assert first_at >= 0.19  # the first event waits ttft
+    assert done_at >= 0.19 + 3 * 0.05  # and each next one waits gap
 
 
 # --- log, HTTP behaviour, robustness -------------------------------------------------------------

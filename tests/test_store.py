@@ -396,7 +396,7 @@ async def test_writer_spills_to_disk_and_the_next_writer_replays(
     started = time.perf_counter()
     for row in rows(0, 300):
         writer.record(row)
-    assert time.perf_counter() - started < 0.5  # never waits for the database
+    assert time.perf_counter() - started < 2  # never waits for the database (a guard, not a figure)
     assert writer.queued == 50 and writer.stats.spilled == 250
     await asyncio.sleep(0.2)
     assert writer.stats.failures >= 2 and "Error" in (writer.stats.last_error or "")
@@ -455,7 +455,9 @@ async def test_writer_survives_a_postgresql_outage_exactly_once(tmp_path: Path) 
         assert await writer.flush(30), writer.stats
         assert await store.count_usage() == (total, total)
         assert writer.stats.spilled > 0  # the outage outgrew the in-memory spool
-        assert slowest < 0.05, slowest
+        # A guard against record() waiting on the database (whose reconnects take
+        # seconds), not a speed figure: record() itself takes microseconds.
+        assert slowest < 0.5, slowest
         await writer.close()
         await store.close()
     finally:

@@ -407,7 +407,7 @@ async def test_connect_timeout() -> None:
         with pytest.raises(ConnectTimeout, match=r"within 0\.3s") as info:
             await pool.request("POST", f"http://127.0.0.1:{port}/", {}, b"")
         assert isinstance(info.value, TimeoutError)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # not the OS's own connect timeout (minutes)
     finally:
         for c in [*fillers, listener]:
             c.close()

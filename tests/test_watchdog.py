@@ -29,8 +29,8 @@ async def _expiry(dog: Watchdog, reads: list[float]) -> tuple[str | None, float]
     ("total", "first", "idle", "reads", "which", "after"),
     [
         (None, 0.1, 1.0, [], FIRST_TOKEN, 0.1),  # nothing came
-        (None, 0.5, 0.1, [0.05] * 8, IDLE, 0.5),  # reads keep it alive, then silence
-        (0.3, 1.0, 0.1, [0.05] * 20, TOTAL, 0.3),  # alive, but too long in all
+        (None, 2.0, 0.3, [0.05] * 8, IDLE, 0.7),  # reads keep it alive, then silence
+        (0.6, 5.0, 0.3, [0.05] * 20, TOTAL, 0.6),  # alive, but too long in all
         (0.15, 1.0, 1.0, [], TOTAL, 0.15),
     ],
 )
@@ -47,16 +47,18 @@ async def test_the_timeout_due_first_fires_when_due(
     got, elapsed = await _expiry(dog, reads)
     dog.stop()
     assert got == which
-    assert after - 0.01 <= elapsed < after + 0.25
+    # Margins are wide (reads come 6x faster than the idle limit; 1 s late is allowed):
+    # a loaded CI machine can stall any step. Which timeout fired is the real check.
+    assert after - 0.01 <= elapsed < after + 1.0
 
 
 async def test_a_new_attempt_restarts_the_first_token_clock_not_the_total() -> None:
-    dog = Watchdog(0.4)
-    dog.attempt(0.1, 1.0)
+    dog = Watchdog(1.0)
+    dog.attempt(0.5, 5.0)
     assert (await _expiry(dog, []))[0] == FIRST_TOKEN
-    dog.attempt(1.0, 1.0)  # the next attempt: only the total can end it now
+    dog.attempt(5.0, 5.0)  # the next attempt: only the total can end it now
     got, elapsed = await _expiry(dog, [])
-    assert got == TOTAL and elapsed < 0.4
+    assert got == TOTAL and elapsed < 0.95  # ~0.5 s left of the total, not a new 1 s
     dog.stop()
 
 
