@@ -309,7 +309,8 @@ def event_streams(draw: st.DrawFn) -> tuple[list[list[Event]], dict[str, Any]]:
     events: list[Event] = [start]
     for segment in order:
         events.extend(segments[segment])
-    events += [Finish(reason), usage]
+    matched = draw(st.none() | st.text(min_size=1, max_size=6)) if reason == "stop" else None
+    events += [Finish(reason, stop_sequence=matched), usage]
     cuts = sorted(draw(st.lists(st.integers(0, len(events)), max_size=6)))
     bounds = [0, *cuts, len(events)]
     batches = [events[a:b] for a, b in itertools.pairwise(bounds)]
@@ -320,6 +321,7 @@ def event_streams(draw: st.DrawFn) -> tuple[list[list[Event]], dict[str, Any]]:
         "redacted": redacted,
         "tools": expected_tools,
         "finish": reason,
+        "stop_sequence": matched,
         "usage": usage,
         "chars": sum(map(len, text + thinking))
         + sum(len(e.arguments) for e in tools if isinstance(e, ToolCallDelta)),
@@ -378,6 +380,7 @@ def test_encoder_round_trips_through_the_decoder(stream: Any, chunk: int) -> Non
     calls = [(c.id, c.name, json.loads(c.arguments)) for c in choice.ordered_tool_calls()]
     assert calls == expected["tools"]
     assert choice.finish_reason == expected["finish"]
+    assert choice.stop_sequence == expected["stop_sequence"]
     assert fold.usage == expected["usage"]
     assert tally.usage == expected["usage"] and tally.finish_reason == expected["finish"]
     assert tally.output_chars == expected["chars"] and tally.started
@@ -447,7 +450,9 @@ def _check_sdk_message(message: Any, expected: dict[str, Any]) -> None:
     assert redacted == ([expected["redacted"]] if expected["redacted"] else [])
     calls = [(b.id, b.name, b.input) for b in blocks if b.type == "tool_use"]
     assert calls == expected["tools"]
-    assert message.stop_reason == EXPECT_STOP[expected["finish"]]
+    matched = expected.get("stop_sequence")
+    assert message.stop_reason == ("stop_sequence" if matched else EXPECT_STOP[expected["finish"]])
+    assert message.stop_sequence == matched
     usage = expected["usage"]
     assert message.model == "client-model"
     assert message.usage.output_tokens == usage.output

@@ -854,6 +854,33 @@ def test_max_tokens_stop_and_stop_sequences(
         assert ex.asked.stop == ["STOP-HERE", "\n\n"]
 
 
+@MODES
+@ALL_PAIRS
+def test_a_stop_sequence_ends_the_text_before_it(
+    ends: Ends, pair: tuple[str, str], streamed: bool
+) -> None:
+    """The upstream (the fake's ``echo?limit=1``, local/echo) stops before the first
+    stop sequence it meets, the way a model does; an Anthropic client is told which one
+    when the upstream said (Anthropic and local/echo do; OpenAI and Gemini only stop)."""
+    client, upstream = pair
+    ex = ask(
+        ends,
+        client,
+        upstream,
+        "echo?limit=1",
+        [Turn("user", "one two STOP-HERE three")],
+        streamed=streamed,
+        stop=["nowhere", "STOP-HERE"],
+    )
+    got = ex.answer
+    assert got.text == "one two "
+    named = client == "anthropic" and upstream in ("anthropic", "local")
+    assert got.stop == ("stop_sequence" if named else stop_word(client, "stop"))
+    assert got.stop_sequence == ("STOP-HERE" if named else None)
+    if ex.asked is not None:
+        assert ex.asked.stop == ["nowhere", "STOP-HERE"]
+
+
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 IMAGES = [
     Turn(

@@ -178,8 +178,12 @@ class ToolCallDelta(msgspec.Struct, tag="tool_call", omit_defaults=True):
 
 
 class Finish(msgspec.Struct, tag="finish", omit_defaults=True):
+    """The end of a choice. ``stop_sequence`` is the request's stop sequence that ended
+    it (reason ``"stop"``), when the upstream says which one (Anthropic does)."""
+
     reason: str
     choice: int = 0
+    stop_sequence: str | None = None
 
 
 class Usage(msgspec.Struct, tag="usage", omit_defaults=True):

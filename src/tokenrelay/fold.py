@@ -39,6 +39,7 @@ class Choice:
     reasoning_redacted: str | None = None
     tool_calls: dict[int, ToolCall] = field(default_factory=dict)
     finish_reason: str | None = None
+    stop_sequence: str | None = None  # the stop sequence that ended it, when known
 
     def ordered_tool_calls(self) -> list[ToolCall]:
         return [self.tool_calls[i] for i in sorted(self.tool_calls)]
@@ -85,7 +86,9 @@ class Fold:
             if event.redacted:
                 choice.reasoning_redacted = (choice.reasoning_redacted or "") + event.redacted
         elif isinstance(event, Finish):
-            self.choice(event.choice).finish_reason = event.reason
+            choice = self.choice(event.choice)
+            choice.finish_reason = event.reason
+            choice.stop_sequence = event.stop_sequence
         elif isinstance(event, Usage):
             self.usage = event
         elif isinstance(event, Start):

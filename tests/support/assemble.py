@@ -100,6 +100,7 @@ class Answer:
     signature: str | None = None
     calls: list[Call] = field(default_factory=list)
     stop: str | None = None
+    stop_sequence: str | None = None  # Anthropic's: which stop sequence ended it
     usage: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -408,6 +409,7 @@ def anthropic_events(events: list[Any], answer: Answer | None = None) -> Answer:
                 blocks[event.index]["json"] += delta.partial_json
         elif kind == "message_delta":
             answer.stop = event.delta.stop_reason
+            answer.stop_sequence = event.delta.stop_sequence
             wire = event.usage
             usage["output_tokens"] = wire.output_tokens
             for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
@@ -424,7 +426,11 @@ def anthropic_events(events: list[Any], answer: Answer | None = None) -> Answer:
 
 
 def anthropic_message(message: Any) -> Answer:
-    answer = Answer(stop=message.stop_reason, usage=_anthropic_usage(message.usage))
+    answer = Answer(
+        stop=message.stop_reason,
+        stop_sequence=message.stop_sequence,
+        usage=_anthropic_usage(message.usage),
+    )
     signatures: list[str] = []
     for block in message.content:
         if block.type == "text":

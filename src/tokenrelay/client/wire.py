@@ -170,7 +170,13 @@ class _Anthropic:
                 tools += 1
         reason = body.get("stop_reason")
         if reason:
-            out.append(Finish(anthropic_wire.FINISH_FROM_WIRE.get(reason, "stop")))
+            matched = body.get("stop_sequence")
+            out.append(
+                Finish(
+                    anthropic_wire.FINISH_FROM_WIRE.get(reason, "stop"),
+                    stop_sequence=matched if isinstance(matched, str) else None,
+                )
+            )
         usage = body.get("usage")
         if isinstance(usage, dict):
             view = msgspec.convert(usage, anthropic_wire.UsageView)

@@ -45,7 +45,9 @@ starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
 ``limit=1``               honour the request's max tokens (``max_completion_tokens`` /
                           ``max_tokens``, ``max_tokens``, ``maxOutputTokens``): at most
                           that many text chunks, then the length stop (``length``,
-                          ``max_tokens``, ``MAX_TOKENS``)
+                          ``max_tokens``, ``MAX_TOKENS``); and its stop sequences
+                          (``stop``, ``stop_sequences``, ``stopSequences``): the text
+                          ends before the first one (Anthropic: ``stop_sequence``)
 ``interleave=1``          ``tools`` on the OpenAI route: the calls' fragments interleave
                           (index 0, 1, 0, 1, ...), as the wire allows
 ========================  ==================================================================

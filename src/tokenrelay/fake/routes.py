@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 import msgspec
 
+from ..stops import cut_at_stop
 from . import scenes, wire
 from .httpio import Reply, Request, RequestRecord
 from .options import Script, ScriptError, parse_model
@@ -317,10 +318,12 @@ class Router:
             raise ScriptError(f"{script.kind} models only stream: send stream=true", 400)
         texts = self._texts(script, proto, body)
         finish: scenes.Stop = "stop"
+        matched: str | None = None
         if script.limit:
+            texts, matched = cut_at_stop(texts, scenes.stop_sequences(proto, body))
             cut = scenes.max_output_tokens(proto, body)
             if cut is not None and len(texts) > cut:
-                texts, finish = texts[:cut], "length"
+                texts, finish, matched = texts[:cut], "length", None
         text = wire.encode_json("".join(texts))
         if script.bad_utf8_at is not None:
             text = text[:1] + BAD_UTF8 + text[1:]
@@ -337,6 +340,7 @@ class Router:
                 prompt=prompt,
                 output=output,
                 finish=finish,
+                stop_sequence=matched,
             )
         elif proto == "gemini":
             data = wire.gemini_body(

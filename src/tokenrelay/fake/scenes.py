@@ -1,5 +1,6 @@
 """Generated scenarios beyond plain text: parallel tool calls (``tools``), reasoning with
-a signature (``think``) and the max-tokens stop (``limit=1``), in the three wire formats.
+a signature (``think``), and the max-tokens and stop-sequence stops (``limit=1``), in the
+three wire formats.
 
 A ``Scene`` is what the answer holds (reasoning pieces and their signature, text pieces,
 tool calls, the stop); ``openai_scene``, ``anthropic_scene`` and ``gemini_scene`` write
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ..stops import cut_at_stop
 from .options import Script, ScriptError
 from .wire import Proto, last_user_text, openai_usage_chunk, prompt_tokens, split_words
 
@@ -30,6 +32,7 @@ __all__ = [
     "openai_scene",
     "scene_for",
     "signature",
+    "stop_sequences",
 ]
 
 Stop = Literal["stop", "length", "tool_calls"]
@@ -57,6 +60,7 @@ class Scene:
     signature: str | None = None
     calls: list[Call] = field(default_factory=list)
     stop: Stop = "stop"
+    stop_sequence: str | None = None  # the request's stop sequence that ended the text
     interleave: bool = False
 
     @property
@@ -115,6 +119,18 @@ def max_output_tokens(proto: Proto, body: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def stop_sequences(proto: Proto, body: dict[str, Any]) -> list[str]:
+    """The request's stop sequences, as its wire format says them."""
+    if proto == "gemini":
+        config = body.get("generationConfig")
+        value = config.get("stopSequences") if isinstance(config, dict) else None
+    else:
+        value = body.get("stop_sequences" if proto == "anthropic" else "stop")
+    if isinstance(value, str):
+        value = [value]
+    return [s for s in value if isinstance(s, str)] if isinstance(value, list) else []
+
+
 def _calls(text: str, offered: list[str]) -> tuple[str, list[Call]]:
     lines = text.split("\n")
     first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("/call")), None)
@@ -159,10 +175,14 @@ def scene_for(script: Script, proto: Proto, body: dict[str, Any]) -> Scene:
         thought = "Reasoning about: " + user
         scene.thought = split_words(thought)
         scene.signature = signature(thought)
+    if script.limit:
+        scene.texts, scene.stop_sequence = cut_at_stop(scene.texts, stop_sequences(proto, body))
+        if scene.stop_sequence is not None:
+            scene.calls, scene.stop = [], "stop"
     limit = max_output_tokens(proto, body) if script.limit else None
     if limit is not None and len(scene.texts) > limit:
         scene.texts = scene.texts[:limit]
-        scene.stop = "length"
+        scene.stop, scene.stop_sequence = "length", None
     return scene
 
 
@@ -298,7 +318,12 @@ def anthropic_scene(scene: Scene, *, ident: str, model: str, no_done: bool) -> l
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": _ANTHROPIC_STOP[scene.stop], "stop_sequence": None},
+                "delta": {
+                    "stop_reason": "stop_sequence"
+                    if scene.stop_sequence
+                    else _ANTHROPIC_STOP[scene.stop],
+                    "stop_sequence": scene.stop_sequence,
+                },
                 "usage": {"output_tokens": scene.answer_tokens + scene.thought_tokens},
             },
         )

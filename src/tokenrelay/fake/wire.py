@@ -245,14 +245,22 @@ def anthropic_stream(
 
 
 def anthropic_body(
-    text: bytes, *, ident: str, model: str, prompt: int, output: int, finish: str = "stop"
+    text: bytes,
+    *,
+    ident: str,
+    model: str,
+    prompt: int,
+    output: int,
+    finish: str = "stop",
+    stop_sequence: str | None = None,
 ) -> bytes:
     """A ``message`` body; ``text`` is the already JSON-encoded text string; ``finish``
-    is ``stop`` or ``length``."""
+    is ``stop`` or ``length``; ``stop_sequence`` the stop sequence that ended it."""
     head = {"id": ident, "type": "message", "role": "assistant", "model": model}
+    reason = "max_tokens" if finish == "length" else "end_turn"
     tail = {
-        "stop_reason": "max_tokens" if finish == "length" else "end_turn",
-        "stop_sequence": None,
+        "stop_reason": "stop_sequence" if stop_sequence else reason,
+        "stop_sequence": stop_sequence,
         "usage": {"input_tokens": prompt, "output_tokens": output},
     }
     return (

@@ -22,10 +22,10 @@ from .anthropic_stream import AnthropicPassthrough, AnthropicStreamDecoder, Anth
 from .anthropic_translate import ADJUSTMENTS, DEFAULT_MAX_TOKENS, EFFORT_BUDGET, encode_request
 from .anthropic_wire import (
     ERROR_KIND,
-    FINISH_TO_WIRE,
     error_object,
     name,
     new_message_id,
+    stop_to_wire,
     usage_to_wire,
 )
 from .anthropic_wire import error_frame as _error_frame
@@ -111,8 +111,7 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": FINISH_TO_WIRE.get(choice.finish_reason or "stop", "end_turn"),
-        "stop_sequence": None,
+        **stop_to_wire(choice.finish_reason, choice.stop_sequence),
         "usage": usage_to_wire(fold.usage_or_estimate()),
     }
 

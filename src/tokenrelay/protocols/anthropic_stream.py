@@ -33,7 +33,6 @@ from ..sse import ServerSentEvent
 from ..sse import encode as sse_encode
 from .anthropic_wire import (
     FINISH_FROM_WIRE,
-    FINISH_TO_WIRE,
     MALFORMED,
     TRUNCATED,
     BlockView,
@@ -44,6 +43,7 @@ from .anthropic_wire import (
     error_frame,
     error_from_wire,
     new_message_id,
+    stop_to_wire,
     usage_to_wire,
     view,
 )
@@ -110,9 +110,10 @@ class AnthropicStreamDecoder:
             return out
         if kind == "message_delta":
             out = []
-            reason = f.delta.stop_reason if f.delta is not None else None
-            if reason:
-                out.append(Finish(FINISH_FROM_WIRE.get(reason, "stop")))
+            d = f.delta
+            if d is not None and d.stop_reason:
+                reason = FINISH_FROM_WIRE.get(d.stop_reason, "stop")
+                out.append(Finish(reason, stop_sequence=d.stop_sequence))
             if f.usage is not None:
                 out.append(self._usage.update(f.usage))
             return out
@@ -182,6 +183,7 @@ class AnthropicStreamEncoder(InBandEnd):
         self._signature: list[str] = []
         self._redacted: list[str] = []
         self._tools = ToolCallSequencer()
+        self._stop_sequence: str | None = None
 
     def _start(self, events: list[Event]) -> bytes:
         self._id = new_message_id()
@@ -292,6 +294,7 @@ class AnthropicStreamEncoder(InBandEnd):
             elif isinstance(event, Finish):
                 if not event.choice:
                     tally.finish_reason = event.reason
+                    self._stop_sequence = event.stop_sequence
                     out.append(self._close_block())
             elif isinstance(event, Usage):
                 tally.usage = event
@@ -341,14 +344,10 @@ class AnthropicStreamEncoder(InBandEnd):
             self.tally.usage = estimate_usage(self.tally)
         out = self._start([]) if not self._id else b""
         out += self._close_block()
-        reason = FINISH_TO_WIRE.get(self.tally.finish_reason or "stop", "end_turn")
+        stop = stop_to_wire(self.tally.finish_reason, self._stop_sequence)
         # an upstream that counted nothing: the estimate, as the other paths give it
         usage = usage_to_wire(self.tally.usage or estimate_usage(self.tally))
-        delta = {
-            "type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": None},
-            "usage": usage,
-        }
+        delta = {"type": "message_delta", "delta": stop, "usage": usage}
         out += _frame("message_delta", _json_encode(delta))
         return [out + _frame("message_stop", b'{"type":"message_stop"}')]
 

@@ -34,9 +34,9 @@ FINISH_FROM_WIRE: dict[str, str] = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-# The canon cannot say whether a "stop" came from a stop sequence (OpenAI does not
-# report it), so "stop" is always ``end_turn``; "error" travels as an error event and
-# the turn is closed with ``end_turn``.
+# A "stop" is ``end_turn`` unless the finish names its stop sequence (``stop_to_wire``;
+# OpenAI and Gemini do not say which one matched); "error" travels as an error event
+# and the turn is closed with ``end_turn``.
 FINISH_TO_WIRE: dict[str, str] = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -44,6 +44,14 @@ FINISH_TO_WIRE: dict[str, str] = {
     "content_filter": "refusal",
     "error": "end_turn",
 }
+
+
+def stop_to_wire(reason: str | None, stop_sequence: str | None) -> dict[str, Any]:
+    """A message's ``stop_reason`` and ``stop_sequence`` for a canonical finish."""
+    if stop_sequence is not None and reason in (None, "stop"):
+        return {"stop_reason": "stop_sequence", "stop_sequence": stop_sequence}
+    return {"stop_reason": FINISH_TO_WIRE.get(reason or "stop", "end_turn"), "stop_sequence": None}
+
 
 # Canonical error kinds <-> Anthropic error types (docs.anthropic.com/en/api/errors,
 # plus ``timeout_error`` from the SDK's ErrorType). Every kind in ERROR_STATUS is here.
@@ -153,6 +161,7 @@ class DeltaView(msgspec.Struct):
     signature: str | None = None
     partial_json: str | None = None
     stop_reason: str | None = None
+    stop_sequence: str | None = None
 
 
 class ErrorView(msgspec.Struct):

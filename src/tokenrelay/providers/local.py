@@ -1,11 +1,11 @@
 """The built-in ``local`` provider: models that need no key and no network.
 
 ``local/echo`` streams the last user message back in word-sized deltas at a steady pace,
-honours ``max_tokens`` (finish reason ``length``) and reports usage (one token per
-word). When the request offers tools and the last user message reads
-``/call NAME {json}``, it streams a call to tool NAME with those arguments instead, so
-tool use can be exercised with no keys; when the last message is a tool result, it
-echoes the result.
+honours ``max_tokens`` (finish reason ``length``) and stop sequences (the answer ends
+before the first one, as a model's would) and reports usage (one token per word). When
+the request offers tools and the last user message reads ``/call NAME {json}``, it
+streams a call to tool NAME with those arguments instead, so tool use can be exercised
+with no keys; when the last message is a tool result, it echoes the result.
 
 It takes the same path through the gateway as every remote provider.
 """
@@ -34,6 +34,7 @@ from ..events import (
     Usage,
 )
 from ..sse import ServerSentEvent
+from ..stops import cut_at_stop
 
 _WORD = re.compile(r"\s*\S+\s*")
 _CALL = re.compile(r"^/call\s+([A-Za-z0-9_.\-]+)\s*(.*)$", re.S)
@@ -126,13 +127,14 @@ class LocalProvider:
             events.extend(self._tool_call(call.group(1), call.group(2)))
             output = count_tokens(call.group(2)) + 1
         else:
-            words = _WORD.findall(text)
+            words, stopped_by = cut_at_stop(_WORD.findall(text), request.stop or ())
             limit = request.max_tokens
             cut = limit is not None and len(words) > limit
             if cut:
                 words = words[:limit]
+                stopped_by = None
             events.extend(TextDelta(w) for w in words)
-            events.append(Finish("length" if cut else "stop"))
+            events.append(Finish("length" if cut else "stop", stop_sequence=stopped_by))
             output = len(words)
         events.append(Usage(input=prompt, output=output))
         return LocalUpstream(events, 1.0 / self.rate if self.rate > 0 else 0.0)
