@@ -16,6 +16,7 @@ import httpx
 import pytest
 from support.procs import UPSTREAM_KEY, FakeUpstream, Gateway, gateway_config, start_gateway
 
+from tokenrelay.providers.http import with_client_headers
 from tokenrelay.sse import SSEDecoder
 
 pytestmark = pytest.mark.timeout(60)
@@ -412,6 +413,37 @@ def test_the_upstream_gets_the_gateways_key_and_version(
     assert headers["anthropic-version"] == "2023-06-01"
     assert "sk-client" not in json.dumps(headers), "the client's key is not forwarded"
     assert entry["body"]["messages"] == USER and entry["body"]["stream"] is True
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["stream", "create"])
+def test_the_clients_betas_reach_an_anthropic_upstream_and_no_other(
+    clients: dict[str, anthropic.Anthropic], fake: FakeUpstream, streamed: bool
+) -> None:
+    """``client.beta.messages`` with ``betas``: the ``anthropic-beta`` header goes on to
+    an Anthropic upstream as sent; an OpenAI or Gemini upstream never sees it."""
+    betas = ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"]
+    beta = clients["/anthropic"].beta.messages
+    for provider in ("fakeant", "fake", "fakegem"):
+        kwargs: Any = {"model": f"{provider}/echo", "max_tokens": 10, "messages": USER}
+        if streamed:
+            with beta.stream(**kwargs, betas=betas) as s:
+                text = "".join(s.text_stream)
+        else:
+            text = beta.create(**kwargs, betas=betas).content[0].text  # type: ignore[union-attr]
+        assert text == MESSAGE
+        headers = {k.lower(): v for k, v in fake.find("echo")["headers"].items()}
+        if provider == "fakeant":
+            assert headers["anthropic-beta"] == ",".join(betas)
+        else:
+            assert "anthropic-beta" not in headers
+
+
+def test_a_configured_beta_and_the_clients_are_both_sent() -> None:
+    configured = {"Content-Type": "application/json", "Anthropic-Beta": "files-api-2025-04-14"}
+    sent = with_client_headers(configured, {"anthropic-beta": "context-1m-2025-08-07"})
+    assert sent["Anthropic-Beta"] == "files-api-2025-04-14,context-1m-2025-08-07"
+    assert with_client_headers({}, {"anthropic-beta": "x"}) == {"anthropic-beta": "x"}
+    assert configured["Anthropic-Beta"] == "files-api-2025-04-14"  # the provider's own: kept
 
 
 # --- models --------------------------------------------------------------------------------------

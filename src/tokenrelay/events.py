@@ -85,11 +85,14 @@ class Tool(msgspec.Struct, omit_defaults=True):
 
 class Source(msgspec.Struct):
     """The request as the client sent it, in the client's own protocol. An upstream that
-    speaks the same protocol is sent this body (model and stream fields patched), so
-    nothing the client said is lost in a same-protocol relay."""
+    speaks the same protocol is sent this body (model and stream fields patched), and
+    ``headers``, the protocol's own request headers the client sent (``anthropic-beta``:
+    each protocol's ``FORWARDED_HEADERS``), so nothing the client said is lost in a
+    same-protocol relay."""
 
     protocol: str
     body: dict[str, Any]
+    headers: dict[str, str] = {}
 
 
 class ChatRequest(msgspec.Struct, omit_defaults=True):

@@ -35,6 +35,7 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_MAX_TOKENS",
     "EFFORT_BUDGET",
+    "FORWARDED_HEADERS",
     "decode_error",
     "decode_request",
     "encode_request",
@@ -51,6 +52,11 @@ __all__ = [
 
 API_VERSION = "2023-06-01"
 """The ``anthropic-version`` header: the one version of the Messages API."""
+
+FORWARDED_HEADERS: tuple[str, ...] = ("anthropic-beta",)
+"""Sent on to an Anthropic upstream as the client wrote them: the beta features a
+request opts into (``client.beta.messages.create(betas=[...])``) change what the API
+accepts and answers. ``anthropic-version`` is the gateway's own (``API_VERSION``)."""
 
 _json_decode = msgspec.json.decode
 

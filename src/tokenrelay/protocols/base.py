@@ -85,6 +85,8 @@ class InBandEnd:
 
 class ClientProtocol(Protocol):
     name: str
+    # request headers of this protocol that reach an upstream of the same protocol
+    FORWARDED_HEADERS: tuple[str, ...]
 
     def decode_request(self, body: Any) -> ChatRequest: ...
 

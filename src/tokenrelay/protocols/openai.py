@@ -44,6 +44,9 @@ from .openai_translate import encode_request as encode_request
 from .openai_translate import wire_call
 
 name = "openai"
+# None: OpenAI's own headers (OpenAI-Organization, OpenAI-Project) name the account,
+# which is the gateway's, not the client's.
+FORWARDED_HEADERS: tuple[str, ...] = ()
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode

@@ -73,6 +73,18 @@ class HTTPUpstream:
         self._response.close()
 
 
+def with_client_headers(headers: dict[str, str], client: dict[str, str]) -> dict[str, str]:
+    """``headers`` plus the client's forwarded ones; a name both have (any case) gets
+    both values, the provider's configured ones first, comma-joined (``anthropic-beta``
+    is such a list)."""
+    out = dict(headers)
+    lower = {k.lower(): k for k in out}
+    for name, value in client.items():
+        key = lower.get(name.lower())
+        out[key or name] = f"{out[key]},{value}" if key else value
+    return out
+
+
 class HTTPProvider:
     """An upstream reached over HTTP with one of the protocol codecs."""
 
@@ -112,8 +124,12 @@ class HTTPProvider:
         codec = self.codec
         body = _json_encode(codec.encode_request(request, model))
         url = codec.url(self.endpoint.base_url, model, True)
+        headers = self._headers
+        source = request.source
+        if source is not None and source.headers and source.protocol == codec.name:
+            headers = with_client_headers(headers, source.headers)
         try:
-            response = await self._pool.request("POST", url, self._headers, body)
+            response = await self._pool.request("POST", url, headers, body)
         except (TransportError, ValueError) as exc:
             raise self.failure(exc, "before responding") from None
         if response.status != 200:

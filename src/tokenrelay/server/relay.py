@@ -173,6 +173,10 @@ class Gateway:
                     "invalid_request", f"The request body is not valid JSON: {exc}"
                 ) from None
             request = protocol.decode_request(data)
+            if protocol.FORWARDED_HEADERS and request.source is not None:
+                request.source.headers = {
+                    h: v for h in protocol.FORWARDED_HEADERS if (v := headers.get(h))
+                }
             exchange.model, exchange.stream = request.model, request.stream
             exchange.admission = await self.accounts.admit(principal, request)
             attempts = Attempts(
