@@ -186,6 +186,16 @@ def test_system_message_and_params_reach_the_anthropic_wire(client: Client) -> N
     assert result.usage is not None and result.usage.input == 5  # the system words count
 
 
+def test_the_stop_sequence_that_ended_an_anthropic_answer(client: Client) -> None:
+    kw: dict[str, Any] = {"model": "local/echo", "protocol": "anthropic"}
+    kw |= {"messages": user("one two three four"), "stop_sequences": ["four", "three"]}
+    for result in (client.chat.stream(**kw).final(), client.chat.create(**kw)):
+        assert result.text == "one two " and result.finish_reason == "stop"
+        assert result.stop_sequence == "three"
+    plain = client.chat.create(model="local/echo", messages=user("one two"), protocol="anthropic")
+    assert plain.stop_sequence is None
+
+
 # --- retries before the first byte ----------------------------------------------------
 
 

@@ -41,6 +41,7 @@ class Choice:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
     reasoning_signature: str | None = None
+    stop_sequence: str | None = None  # the stop sequence that ended it, when the wire says
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,12 @@ class ChatResult:
         """``stop``, ``length``, ``tool_calls``, ``content_filter`` or ``error``."""
         return self.choices[0].finish_reason
 
+    @property
+    def stop_sequence(self) -> str | None:
+        """Which of the request's stop sequences ended the first choice, when the wire
+        says so (Anthropic's does; OpenAI's finish reason is ``stop`` either way)."""
+        return self.choices[0].stop_sequence
+
     @classmethod
     def from_fold(
         cls, fold: Fold, request_id: str | None = None, stream_id: str | None = None
@@ -91,6 +98,7 @@ class ChatResult:
                 ),
                 finish_reason=c.finish_reason,
                 reasoning_signature=c.reasoning_signature,
+                stop_sequence=c.stop_sequence,
             )
             for c in fold.ordered_choices()
         )
