@@ -360,18 +360,21 @@ async def test_writer_keeps_batches_full_under_a_steady_trickle(tmp_path: Path) 
         await insert(batch)
 
     store.insert_usage = slow_insert  # type: ignore[method-assign]
-    options = WriterOptions(batch_size=50, flush_interval=5.0, spill_dir=str(tmp_path))
+    options = WriterOptions(batch_size=50, flush_interval=60.0, spill_dir=str(tmp_path))
     writer = UsageWriter(store, options)
     await writer.start()
     await asyncio.sleep(0.05)  # its first pass: nothing queued yet
-    for row in rows(0, 400):  # one row per millisecond, as requests end
+    for row in rows(0, 410):  # one row per millisecond, as requests end
         writer.record(row)
         await asyncio.sleep(0.001)
-    assert writer.stats.written >= 350  # the full batches went without waiting 5 s
-    assert writer.stats.batches == writer.stats.written // 50
+    deadline = time.monotonic() + 30  # far below the 60 s a partial batch waits
+    while writer.stats.written < 400 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert writer.stats.written == 400  # the full batches went at once; the last 10 wait
+    assert writer.stats.batches == 8  # every one full: no transaction per request
     assert await writer.flush(10)  # and a flush takes the partial one
-    assert await store.count_usage() == (400, 400)
-    assert writer.stats.batches == 8
+    assert await store.count_usage() == (410, 410)
+    assert writer.stats.batches == 9
     await writer.close()
     await store.close()
 
