@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 from support.procs import FakeUpstream, Gateway, gateway_config, start_gateway
+from support.usage_rows import wait_for_rows
 
 from tokenrelay.sse import SSEDecoder
 
@@ -47,6 +48,11 @@ MODELS = {
     "refused": {
         "deployments": [f"fake/{m('gen/2?status=400')}"],
         "fallbacks": [f"fake/{m('gen/7')}"],
+    },
+    "dropsatonce": {"deployments": [f"fake/{m('gen/3?drop_after=0')}"]},
+    "neverstarts": {
+        "deployments": [f"fake/gen/3?ttft=5&gap=0.00{TAG:06d}"],
+        "timeouts": {"first_token": 0.3},
     },
     "pair": {
         "deployments": [
@@ -198,3 +204,35 @@ def test_least_in_flight_spreads_concurrent_streams(gw: Gateway, fake: FakeUpstr
     a = upstream_requests(fake, f"gen/3?gap=0.2&ttft=0.001{TAG:06d}")
     b = upstream_requests(fake, f"gen/3?gap=0.2&ttft=0.002{TAG:06d}")
     assert len(a) == 2 and len(b) == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "upstream", "message"),
+    [
+        ("dropsatonce", m("gen/3?drop_after=0"), "failed while streaming"),
+        ("neverstarts", f"gen/3?ttft=5&gap=0.00{TAG:06d}", "sent nothing for 0.3s"),
+    ],
+    ids=["opens-then-drops", "first-token-timeout"],
+)
+def test_an_attempt_that_opens_then_fails_counts_once(
+    gw: Gateway, fake: FakeUpstream, model: str, upstream: str, message: str
+) -> None:
+    """Each attempt opens (200, headers) and then fails before the first byte: every
+    one of max_attempts (4) is made, and each is counted once, in the fake's log, the
+    usage row and the gateway's log; a timeout's message names the limit that fired."""
+    before = len(upstream_requests(fake, upstream))
+    reply = httpx.post(
+        f"{gw.base_url}/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "x"}]},
+        timeout=30,
+    )
+    assert reply.status_code >= 500
+    assert message in reply.json()["error"]["message"]
+    assert len(upstream_requests(fake, upstream)) - before == 4
+    request_id = reply.headers["x-request-id"]
+    row = wait_for_rows(gw.config["database_url"], {request_id})[request_id]
+    assert row["attempts"] == 4
+    assert (row["input_tokens"], row["output_tokens"]) == (0, 0), "no attempt answered"
+    lines = [line for line in gw.proc.output().splitlines() if request_id in line]
+    numbers = [line.split(" attempt ")[1].split()[0] for line in lines if " attempt " in line]
+    assert numbers == ["1", "2", "3", "4"], lines

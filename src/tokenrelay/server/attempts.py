@@ -50,7 +50,8 @@ def _retry_after(error: GatewayError) -> float | None:
 @dataclass(slots=True)
 class Attempts:
     """The attempts of one request. ``log`` lists ``deployment:outcome`` per attempt, for
-    the response headers and the access log."""
+    the response headers and the access log: one entry per request sent upstream (an
+    attempt that opened and then failed has its ``:open`` replaced by the failure)."""
 
     plan: Plan
     config: RetryConfig
@@ -59,10 +60,13 @@ class Attempts:
     log: list[str] = field(default_factory=list)
     current: Candidate | None = None
     watchdog: Watchdog | None = None
+    opened: bool = False  # the current attempt's upstream answered 200 (logged ":open")
+    answered: bool = False  # the last attempt made opened and did not fail (it is charged)
 
     @property
     def count(self) -> int:
-        return len(self.log)
+        """Attempts made: requests sent to an upstream."""
+        return len(self.log) + (self.current is not None and not self.opened)
 
     def current_or_last(self) -> Deployment | None:
         """The deployment of the attempt in course, or of the last one made."""
@@ -87,7 +91,7 @@ class Attempts:
             return GatewayError(
                 "timeout", f"the request took longer than {total:g}s", code="total_timeout"
             )
-        limit = self.watchdog.limit or 0.0
+        limit = self.watchdog.fired_limit or 0.0
         name = self.current.deployment.name if self.current is not None else self.deployment
         return GatewayError(
             "timeout",
@@ -124,7 +128,7 @@ class Attempts:
             try:
                 if self.count > 0:
                     await self._wait(candidate)
-                self.current = candidate
+                self.current, self.opened = candidate, False
                 deployment.in_flight += 1
                 deployment.breaker.begin()
                 self.watchdog.attempt(timeouts.first_token, timeouts.idle)
@@ -146,6 +150,7 @@ class Attempts:
                 last_error = error
                 continue
             self.log.append(f"{deployment.name}:open")
+            self.opened = self.answered = True
             return upstream
         if last_error is None:
             raise GatewayError("upstream", "No deployment is available for this model.")
@@ -167,10 +172,14 @@ class Attempts:
         candidate = self.current
         if candidate is None:
             return
-        self.current = None
         deployment = candidate.deployment
         deployment.in_flight -= 1
-        self.log.append(f"{deployment.name}:{error.status}")
+        entry = f"{deployment.name}:{error.status}"
+        if self.opened:  # the attempt opened, then failed: still one attempt
+            self.log[-1] = entry
+        else:
+            self.log.append(entry)
+        self.current, self.opened, self.answered = None, False, False
         if retryable(error):
             deployment.breaker.failure()
             if self.retries is not None:
@@ -197,7 +206,7 @@ class Attempts:
         """The current attempt's upstream is finished with."""
         if self.current is not None:
             self.current.deployment.in_flight -= 1
-            self.current = None
+            self.current, self.opened = None, False
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [

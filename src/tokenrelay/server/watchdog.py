@@ -31,6 +31,7 @@ class Watchdog:
         "_limit",
         "_loop",
         "_task",
+        "fired_limit",
         "total",
         "touched",
     )
@@ -47,6 +48,7 @@ class Watchdog:
         self._fired: str | None = None
         self._handle: asyncio.TimerHandle | None = None
         self.touched = False
+        self.fired_limit: float | None = None  # the limit that fired last (for its message)
 
     def watch(self, task: asyncio.Task[object] | None) -> None:
         """Cancel ``task`` from now on (the one that reads the upstream)."""
@@ -104,6 +106,7 @@ class Watchdog:
 
     def _fire(self, which: str) -> None:
         self._fired = which
+        self.fired_limit = self.total if which == TOTAL else self._limit
         if self._task is not None:
             self._task.cancel()
 
