@@ -138,7 +138,10 @@ def test_recorded_stream(path: Path, read_size: int) -> None:
     assert [(c.name, json.loads(c.arguments), c.signature) for c in calls] == want["calls"]
     assert all(c.id for c in calls) and len({c.id for c in calls}) == len(calls)
     assert choice.finish_reason == want["finish"]
-    assert [e for e in events if isinstance(e, Usage)] == [want["usage"]]  # counted once
+    usages = [e for e in events if isinstance(e, Usage)]
+    assert [u for u in usages if not u.partial] == [want["usage"]]  # final counts once
+    assert [u.partial for u in usages] == [True, False]  # the input count came first
+    assert usages[0].input > 0  # (stream_text: 15 first, 13 at the end; Gemini revises it)
     assert fold.error is None
     assert [e for e in events if isinstance(e, Finish)] == [Finish(want["finish"])]
 
@@ -216,7 +219,7 @@ def test_finish_reasons(reason: str, canonical: str) -> None:
     assert not any(isinstance(e, Error) for e in events)
 
 
-def test_usage_last_values_win_and_come_once_at_the_end() -> None:
+def test_usage_the_input_first_then_the_last_values_at_the_end() -> None:
     body = _frames(
         _chunk([{"text": "a"}], usageMetadata={"promptTokenCount": 15, "totalTokenCount": 15}),
         _chunk(
@@ -232,7 +235,8 @@ def test_usage_last_values_win_and_come_once_at_the_end() -> None:
     )
     events = _run([body])
     assert [e for e in events if isinstance(e, Usage)] == [
-        Usage(input=13, output=28, cached=4, reasoning=20)
+        Usage(input=15, partial=True),  # at once: the input count, before the answer
+        Usage(input=13, output=28, cached=4, reasoning=20),  # final
     ]
     assert isinstance(events[-1], Usage)
 
@@ -259,7 +263,7 @@ def test_signature_only_thought_part() -> None:
 def test_truncated_stream_reports_usage_then_error() -> None:
     body = _frames(_chunk([{"text": "par"}], usageMetadata={"promptTokenCount": 3}))
     events = _run([body])
-    assert isinstance(events[-2], Usage) and events[-2].input == 3
+    assert events[-2] == Usage(input=3, partial=True)  # not a whole answer's counts
     assert isinstance(events[-1], Error) and events[-1].code == "upstream_truncated"
     empty = _run([b""])
     assert len(empty) == 1 and isinstance(empty[0], Error)
@@ -289,12 +293,12 @@ def test_blocked_prompt() -> None:
     }
     events = _run([_frames(blocked)])
     assert isinstance(events[0], Start)
-    assert events[1] == Usage(input=7)
-    error = events[2]
+    assert events[1] == events[2] == Usage(input=7, partial=True)
+    error = events[3]
     assert isinstance(error, Error)
     assert (error.kind, error.code, error.status) == ("invalid_request", "content_filter", 400)
     assert "PROHIBITED_CONTENT" in error.message
-    assert len(events) == 3
+    assert len(events) == 4
 
 
 def test_malformed_frame() -> None:

@@ -191,7 +191,10 @@ class Finish(msgspec.Struct, tag="finish", omit_defaults=True):
 
 class Usage(msgspec.Struct, tag="usage", omit_defaults=True):
     """Token counts as the upstream reported them. ``input`` includes cached tokens;
-    ``output`` includes reasoning tokens (the OpenAI convention)."""
+    ``output`` includes reasoning tokens (the OpenAI convention). ``partial``: counts
+    the upstream gave before its answer was whole (Anthropic's ``message_start``,
+    Gemini's running totals), to be completed by its final ones or, if those never
+    come, by an estimate (``fold.charged_usage``)."""
 
     input: int = 0
     output: int = 0
@@ -199,6 +202,7 @@ class Usage(msgspec.Struct, tag="usage", omit_defaults=True):
     reasoning: int = 0
     cache_write: int = 0
     estimated: bool = False
+    partial: bool = False
 
 
 class Error(msgspec.Struct, tag="error", omit_defaults=True):

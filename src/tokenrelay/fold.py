@@ -9,13 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .events import (
+    ChatRequest,
     Error,
     Event,
     Finish,
     ReasoningDelta,
+    ReasoningPart,
     Start,
     TextDelta,
+    TextPart,
     ToolCallDelta,
+    ToolCallPart,
+    ToolResultPart,
     Usage,
 )
 
@@ -104,16 +109,19 @@ class Fold:
             self.add(event)
         return self
 
-    def usage_or_estimate(self) -> Usage:
-        """The upstream's counts; when it counted nothing, the estimate a stream gives
-        (so a streamed and a non-streamed answer report the same)."""
-        if self.usage is not None:
-            return self.usage
-        chars = sum(
+    def chars(self) -> int:
+        """The characters of the answer (text, reasoning, tool arguments): what a stream
+        of it counts in ``Tally.output_chars``."""
+        return sum(
             len(c.text) + len(c.reasoning) + sum(len(t.arguments) for t in c.tool_calls.values())
             for c in self.choices.values()
         )
-        return estimate_usage(Tally(output_chars=chars))
+
+    def usage_or_estimate(self) -> Usage:
+        """The upstream's final counts; otherwise the estimate a stream gives (so a
+        streamed and a non-streamed answer report the same). The server sets ``usage``
+        to what the request is charged before it encodes the answer."""
+        return charged_usage(Tally(usage=self.usage, output_chars=self.chars()))
 
     def ordered_choices(self) -> list[Choice]:
         if not self.choices:
@@ -124,20 +132,68 @@ class Fold:
 @dataclass(slots=True)
 class Tally:
     """What the gateway keeps of a stream it relays without assembling it: enough for
-    the usage record, the metrics and a token estimate when the upstream gives none."""
+    the usage record, the metrics and a token estimate when the upstream gives none.
+    ``request`` is what was sent upstream (its prompt is estimated only when needed)."""
 
     usage: Usage | None = None
     finish_reason: str | None = None
     error: Error | None = None
     output_chars: int = 0
     started: bool = False  # a content frame (not only keep-alive) reached the encoder
+    request: ChatRequest | None = None
 
 
-CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with BPE tokenizers
+CHARS_PER_TOKEN = 4
+"""The one estimate of tokens from characters (the usual rule of thumb for English text
+with BPE tokenizers), for prompts and answers alike, rounded up."""
 
 
-def estimate_usage(tally: Tally) -> Usage:
-    """Usage when the upstream reported none: output tokens from the characters that
-    were streamed, marked as an estimate (never billed as exact)."""
-    output = -(-tally.output_chars // CHARS_PER_TOKEN)
-    return Usage(output=output, estimated=True)
+def estimate_tokens(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def prompt_chars(request: ChatRequest) -> int:
+    """The characters of what a request sends: every message's text, reasoning, tool
+    calls and results, and the tool definitions."""
+    n = 0
+    for message in request.messages:
+        for part in message.parts:
+            if isinstance(part, TextPart | ReasoningPart):
+                n += len(part.text)
+            elif isinstance(part, ToolCallPart):
+                n += len(part.name) + len(part.arguments)
+            elif isinstance(part, ToolResultPart):
+                n += sum(len(c.text) for c in part.content if isinstance(c, TextPart))
+    for tool in request.tools or ():
+        n += len(tool.name) + len(tool.description or "") + len(str(tool.parameters))
+    return n
+
+
+def charged_usage(tally: Tally) -> Usage:
+    """What a request is charged, recorded and reported, one rule for every ending:
+
+    - the upstream's own counts when it sent its final ones (the answer was whole);
+    - otherwise (stopped, dropped, cut off, or an upstream that counts nothing) what
+      the upstream did count — input counts come first on most upstreams (Anthropic's
+      ``message_start``, Gemini's first chunk) — with the rest estimated from what was
+      sent (the prompt) and what was streamed (text, reasoning, tool arguments; never
+      less than an output count the upstream already gave), marked ``estimated``.
+
+    Computed once, when the request ends: nothing is counted per chunk but the
+    characters the encoders already add up."""
+    usage = tally.usage
+    if usage is not None and not usage.partial and not usage.estimated:
+        return usage
+    output = estimate_tokens(tally.output_chars)
+    request = tally.request
+    prompt = estimate_tokens(prompt_chars(request)) if request is not None else 0
+    if usage is None:
+        return Usage(input=prompt, output=output, estimated=True)
+    return Usage(
+        input=usage.input or prompt,
+        output=max(usage.output, output),
+        cached=usage.cached,
+        reasoning=usage.reasoning,
+        cache_write=usage.cache_write,
+        estimated=True,
+    )

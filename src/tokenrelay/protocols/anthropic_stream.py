@@ -28,7 +28,7 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from ..fold import Tally, estimate_usage
+from ..fold import Tally, charged_usage
 from ..sse import ServerSentEvent
 from ..sse import encode as sse_encode
 from .anthropic_wire import (
@@ -106,7 +106,7 @@ class AnthropicStreamDecoder:
             m = f.message or MessageView()
             out: list[Event] = [Start(m.id, m.model)]
             if m.usage is not None:
-                out.append(self._usage.update(m.usage))
+                out.append(self._usage.update(m.usage, partial=True))
             return out
         if kind == "message_delta":
             out = []
@@ -340,13 +340,11 @@ class AnthropicStreamEncoder(InBandEnd):
         if self.ended:
             return []
         self.ended = True
-        if cancelled and self.tally.usage is None:
-            self.tally.usage = estimate_usage(self.tally)
         out = self._start([]) if not self._id else b""
         out += self._close_block()
         stop = stop_to_wire(self.tally.finish_reason, self._stop_sequence)
-        # an upstream that counted nothing: the estimate, as the other paths give it
-        usage = usage_to_wire(self.tally.usage or estimate_usage(self.tally))
+        # what the request is charged: the upstream's counts, or the estimate
+        usage = usage_to_wire(charged_usage(self.tally))
         delta = {"type": "message_delta", "delta": stop, "usage": usage}
         out += _frame("message_delta", _json_encode(delta))
         return [out + _frame("message_stop", b'{"type":"message_stop"}')]
@@ -404,7 +402,7 @@ class AnthropicPassthrough(InBandEnd):
                     tally.output_chars += len(d.text or d.thinking or d.partial_json or "")
             elif kind == "message_start":
                 if f.message is not None and f.message.usage is not None:
-                    tally.usage = self._usage.update(f.message.usage)
+                    tally.usage = self._usage.update(f.message.usage, partial=True)
                 data = _MODEL.sub(lambda _: self._model, data, count=1)
             elif kind == "message_delta":
                 if f.delta is not None and f.delta.stop_reason:
@@ -440,7 +438,7 @@ class AnthropicPassthrough(InBandEnd):
             out.append(_frame("content_block_stop", stop))
         tally = self.tally
         tally.finish_reason = tally.finish_reason or "stop"
-        usage = usage_to_wire(tally.usage or estimate_usage(tally))
+        usage = usage_to_wire(charged_usage(tally))
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},

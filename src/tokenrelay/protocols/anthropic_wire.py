@@ -191,7 +191,9 @@ class UsageState:
     def __init__(self) -> None:
         self.input = self.output = self.cache_read = self.cache_write = self.thinking = 0
 
-    def update(self, u: UsageView) -> Usage:
+    def update(self, u: UsageView, partial: bool = False) -> Usage:
+        """The counts so far; ``partial`` for ``message_start``'s (the answer is yet to
+        come: its ``output_tokens`` is a placeholder)."""
         if u.input_tokens is not None:
             self.input = u.input_tokens
         if u.output_tokens is not None:
@@ -209,4 +211,5 @@ class UsageState:
             cached=self.cache_read,
             reasoning=self.thinking,
             cache_write=self.cache_write,
+            partial=partial,
         )

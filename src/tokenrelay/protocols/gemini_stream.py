@@ -136,8 +136,10 @@ class _Choice:
 class GeminiStreamDecoder:
     """Upstream Gemini frames -> canonical events.
 
-    One ``Usage`` is emitted, by :meth:`close` (or just before an error): the last
-    ``usageMetadata`` seen wins, since every frame repeats the running totals.
+    Every frame repeats the running totals: the first ``usageMetadata`` is emitted at
+    once as a partial ``Usage`` (the input count, known before the answer), and the
+    last one seen by :meth:`close` (or just before an error), final only when the
+    answer ended whole.
     """
 
     __slots__ = ("_choices", "_ended", "_started", "_usage")
@@ -172,7 +174,10 @@ class GeminiStreamDecoder:
 
     def _fail(self, error: Error | None) -> list[Event]:
         self._ended = True
-        out: list[Event] = [self._usage] if self._usage is not None else []
+        usage = self._usage
+        if usage is not None and error is not None:
+            usage.partial = True  # counts of an answer that did not end whole
+        out: list[Event] = [usage] if usage is not None else []
         if error is not None:
             out.append(error)
         return out
@@ -197,12 +202,15 @@ class GeminiStreamDecoder:
                 )
             )
         usage = chunk.get("usageMetadata")
+        first = self._usage is None
         if isinstance(usage, dict):
             self._usage = usage_from_wire(usage)
         candidates = chunk.get("candidates")
         for candidate in candidates if isinstance(candidates, list) else ():
             if isinstance(candidate, dict):
                 self._candidate(candidate, out)
+        if first and self._usage is not None:  # the input count, before the answer
+            out.append(msgspec.structs.replace(self._usage, partial=True))
         feedback = chunk.get("promptFeedback")
         if not candidates and isinstance(feedback, dict) and feedback.get("blockReason"):
             reason = str(feedback["blockReason"])

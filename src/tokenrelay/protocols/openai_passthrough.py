@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from ..events import Error
-from ..fold import Tally, estimate_usage
+from ..fold import Tally, charged_usage
 from ..sse import encode as sse_encode
 from .base import InBandEnd
 from .openai_stream import (
@@ -200,6 +200,6 @@ class OpenAIPassthrough(InBandEnd):
         self._complete = True
         out: list[bytes] = []
         if self.include_usage and self.tally.usage is None:
-            out.append(sse_encode(usage_chunk(self._head(), estimate_usage(self.tally))))
+            out.append(sse_encode(usage_chunk(self._head(), charged_usage(self.tally))))
         out.append(DONE)
         return out

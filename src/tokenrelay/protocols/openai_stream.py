@@ -26,7 +26,7 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from ..fold import Tally, estimate_usage
+from ..fold import Tally, charged_usage
 from ..ids import token_hex
 from ..sse import ServerSentEvent
 from ..sse import encode as sse_encode
@@ -139,7 +139,7 @@ def usage_to_wire(usage: Usage) -> dict[str, Any]:
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
     }
     if usage.estimated:
-        wire["estimated"] = True  # the upstream gave no counts: see fold.estimate_usage
+        wire["estimated"] = True  # the upstream gave no counts: see fold.charged_usage
     return wire
 
 
@@ -342,9 +342,7 @@ class OpenAIStreamEncoder(InBandEnd):
         if self.include_usage:
             if not self._head:
                 self._start(None)
-            out.append(
-                sse_encode(usage_chunk(self._head, self.tally.usage or estimate_usage(self.tally)))
-            )
+            out.append(sse_encode(usage_chunk(self._head, charged_usage(self.tally))))
         out.append(DONE)
         return out
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config import Config
-from ..events import ChatRequest, TextPart
-from ..fold import estimate_usage
+from ..events import ChatRequest, Usage
+from ..fold import estimate_tokens as tokens_of
+from ..fold import prompt_chars
 from ..limits import Limiter, Ticket, create_limiter
 from ..pricing import PriceTable
 from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
@@ -30,10 +31,10 @@ DEFAULT_OUTPUT_ESTIMATE = 1024  # output tokens assumed for the tpm check when m
 
 
 def estimate_tokens(request: ChatRequest) -> int:
-    """Tokens to reserve against a tpm limit before the call: the prompt's characters
-    divided by 4, plus max_tokens (or a default). Reconciled with the real counts."""
-    chars = sum(len(p.text) for m in request.messages for p in m.parts if isinstance(p, TextPart))
-    return -(-chars // 4) + (request.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
+    """Tokens to reserve against a tpm limit before the call: the prompt's estimate
+    (``fold.CHARS_PER_TOKEN``), plus max_tokens (or a default). Reconciled with what
+    the request is charged when it ends."""
+    return tokens_of(prompt_chars(request)) + (request.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
 
 
 @dataclass(slots=True)
@@ -93,12 +94,11 @@ class Accounts:
         ticket = await self.limiter.acquire(key.id, key.limits, estimate_tokens(request))
         return Admission(principal, ticket)
 
-    def settle(self, exchange: Exchange, outcome: str) -> None:
-        """The request is over: reconcile limits and record its usage, once."""
+    def settle(self, exchange: Exchange, outcome: str, usage: Usage | None) -> None:
+        """The request is over: reconcile limits and record its usage, once. ``usage``
+        is what it is charged (``Exchange.usage``): the row, the tpm reconciliation and
+        the budget's spend all take these same numbers."""
         admission = exchange.admission
-        # the upstream's counts; else (stopped, cut off) an estimate of what was streamed
-        tally = exchange.tally
-        usage = tally.usage or (estimate_usage(tally) if tally.started else None)
         deployment = exchange.attempts.current_or_last() if exchange.attempts else None
         model = deployment.model if deployment is not None else exchange.model
         cost = self.prices.cost(model, usage) if usage is not None else None

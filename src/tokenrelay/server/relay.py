@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config
-from ..events import ChatRequest, GatewayError
-from ..fold import Fold, Tally
+from ..events import ChatRequest, GatewayError, Usage
+from ..fold import Fold, Tally, charged_usage
 from ..ids import token_hex
 from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
@@ -64,6 +64,14 @@ class Exchange:
     admission: Admission | None = None
     finished: bool = False
 
+    def usage(self) -> Usage | None:
+        """What this request is charged (``fold.charged_usage``): ``None`` when no
+        upstream answered it (refused, failed before its first byte, never reached)."""
+        tally = self.tally
+        if tally.started or (self.attempts is not None and self.attempts.answered):
+            return charged_usage(tally)
+        return None
+
     def ttft_ms(self) -> float | None:
         return (self.first_byte - self.started) * 1000 if self.first_byte else None
 
@@ -74,11 +82,11 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        usage = self.usage()
         if self.accounts is not None:
-            self.accounts.settle(self, outcome)
+            self.accounts.settle(self, outcome, usage)
         elapsed = time.perf_counter() - self.started
         ttft = (self.first_byte - self.started) if self.first_byte else None
-        usage = self.tally.usage
         deployment = self.attempts.deployment if self.attempts else "-"
         if self.metrics is not None:
             m = self.metrics
@@ -178,6 +186,7 @@ class Gateway:
                     h: v for h in protocol.FORWARDED_HEADERS if (v := headers.get(h))
                 }
             exchange.model, exchange.stream = request.model, request.stream
+            exchange.tally.request = request
             exchange.admission = await self.accounts.admit(principal, request)
             attempts = Attempts(
                 self.router.plan(request.model, images=request.has_images()),
@@ -403,9 +412,18 @@ class _FoldTarget:
 
     ended = False
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Tally) -> None:
         self.fold = Fold()
         self.error: GatewayError | None = None
+        self.tally = tally
+
+    def account(self) -> None:
+        """What was read (however the request ended) into the request's tally."""
+        fold, tally = self.fold, self.tally
+        tally.usage = fold.usage
+        tally.output_chars = fold.chars()
+        tally.started = tally.started or tally.output_chars > 0
+        tally.finish_reason = fold.ordered_choices()[0].finish_reason
 
     def begin(self, upstream: Upstream) -> AsyncIterator[list[Any]]:
         self.fold = Fold()
@@ -437,17 +455,17 @@ class _FoldResponse:
         self.protocol = protocol
         self.relay = relay
         self.upstream = upstream
+        self.target = _FoldTarget(relay.exchange.tally)
 
     async def _answer(self) -> Response:
-        target = _FoldTarget()
+        target = self.target
         exchange = self.relay.exchange
         await self.relay.run(self.upstream, target)
         fold = target.fold
-        tally = exchange.tally
-        tally.usage = fold.usage
-        tally.finish_reason = fold.ordered_choices()[0].finish_reason
+        target.account()
         if target.error is not None:
             return self.gateway.error_response(self.protocol, target.error, exchange)
+        fold.usage = exchange.usage() or fold.usage  # the body says what the row says
         exchange.finish("ok")
         headers = {"x-request-id": exchange.request_id}
         headers.update((k.decode(), v.decode()) for k, v in self.relay.attempts.headers())
@@ -461,6 +479,7 @@ class _FoldResponse:
             self.relay.attempts.stop()
             await self.upstream.aclose()
             self.relay.attempts.done()
+            self.target.account()  # what was read before the client left is charged
             self.relay.exchange.finish("disconnected", 499)
             return
         await response(scope, receive, send)
