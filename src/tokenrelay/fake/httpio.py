@@ -8,6 +8,8 @@ from http import HTTPStatus
 from typing import Any
 
 from .plan import End, StreamPlan
+from .sent import summarize
+from .wire import Proto
 
 __all__ = ["Reply", "Request", "RequestRecord", "response_head"]
 
@@ -54,7 +56,8 @@ class RequestRecord:
     Times are ``time.time()`` seconds. ``ended`` is when the response finished, the
     server dropped the connection, or the client closed it, whichever came first
     (``None`` while a response is still running or stalled). ``client_closed`` is true
-    when the client closed the connection before the response was complete.
+    when the client closed the connection before the response was complete. ``sent``
+    (JSON only) summarises the events a stream wrote: counts reported, content chars.
     """
 
     method: str
@@ -69,6 +72,7 @@ class RequestRecord:
     events_sent: int = 0
     complete: bool = False
     client_closed: bool = False
+    plan: tuple[Proto, list[bytes]] | None = None  # a stream's wire and its events
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (the ``GET /_fake/log`` item)."""
@@ -85,7 +89,15 @@ class RequestRecord:
             "events_sent": self.events_sent,
             "complete": self.complete,
             "client_closed": self.client_closed,
+            "sent": self._sent(),
         }
+
+    def _sent(self) -> dict[str, Any] | None:
+        """What was written of a stream (``sent.summarize``), for usage checks."""
+        if self.plan is None:
+            return None
+        proto, events = self.plan
+        return summarize(proto, [e for e in events if e][: self.events_sent]).to_json()
 
 
 def reason(status: int) -> str:

@@ -50,6 +50,9 @@ starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
                           ends before the first one (Anthropic: ``stop_sequence``)
 ``interleave=1``          ``tools`` on the OpenAI route: the calls' fragments interleave
                           (index 0, 1, 0, 1, ...), as the wire allows
+``no_usage=1``            ``echo`` and ``gen/N`` streams report no token counts (no usage
+                          chunk, ``usage`` or ``usageMetadata``): an upstream that counts
+                          nothing
 ========================  ==================================================================
 """
 
@@ -105,6 +108,7 @@ class Script:
     fail_times: int | None = None
     limit: bool = False
     interleave: bool = False
+    no_usage: bool = False
 
     @property
     def fails(self) -> bool:
@@ -178,7 +182,7 @@ def parse_model(model: str) -> Script:
             fields[key] = _int(key, value, 0)
         elif key == "status":
             fields[key] = _int(key, value, 200, 599)
-        elif key in ("no_done", "limit", "interleave"):
+        elif key in ("no_done", "limit", "interleave", "no_usage"):
             fields[key] = _flag(key, value)
         elif key == "retry_after":
             if not _HEADER_VALUE.fullmatch(value):

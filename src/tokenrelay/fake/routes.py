@@ -178,9 +178,12 @@ class Router:
         record.model = model
         try:
             script = self._script(model)
-            return self._serve(script, proto, body, stream)
+            reply = self._serve(script, proto, body, stream)
         except ScriptError as exc:
             return _error(proto, exc.status, exc.message)
+        if reply.stream is not None:
+            record.plan = (proto, reply.stream.events)
+        return reply
 
     def _script(self, model: str) -> Script:
         script = self._scripts.get(model)
@@ -292,6 +295,7 @@ class Router:
                 model=script.model,
                 prompt=prompt,
                 no_done=script.no_done,
+                counts=not script.no_usage,
             )
         if proto == "gemini":
             return wire.gemini_stream(
@@ -300,6 +304,7 @@ class Router:
                 model=script.model,
                 prompt=prompt,
                 no_done=script.no_done,
+                counts=not script.no_usage,
             )
         return wire.openai_stream(
             texts,
@@ -309,6 +314,7 @@ class Router:
             prompt=prompt,
             include_usage=_include_usage(body),
             no_done=script.no_done,
+            counts=not script.no_usage,
         )
 
     def _plain(self, script: Script, proto: Proto, body: dict[str, Any]) -> Reply:

@@ -115,8 +115,10 @@ def openai_stream(
     prompt: int,
     include_usage: bool,
     no_done: bool,
+    counts: bool = True,
 ) -> list[bytes]:
-    """Role chunk, one chunk per text, finish chunk, usage chunk (if asked), ``[DONE]``."""
+    """Role chunk, one chunk per text, finish chunk, usage chunk (if asked and
+    ``counts``), ``[DONE]``."""
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -135,7 +137,7 @@ def openai_stream(
     events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
     events.extend(chunk({"content": text}, None) for text in texts)
     events.append(chunk({}, "stop"))
-    if include_usage:
+    if include_usage and counts:
         events.append(openai_usage_chunk(ident, created, model, _openai_usage(prompt, len(texts))))
     if not no_done:
         events.append(b"data: [DONE]\n\n")
@@ -195,10 +197,10 @@ def _named(event: str, obj: dict[str, Any]) -> bytes:
 
 
 def anthropic_stream(
-    texts: Sequence[str], *, ident: str, model: str, prompt: int, no_done: bool
+    texts: Sequence[str], *, ident: str, model: str, prompt: int, no_done: bool, counts: bool = True
 ) -> list[bytes]:
     """``message_start``, a text block with one delta per text, ``message_delta`` with the
-    stop reason and usage, ``message_stop``."""
+    stop reason and usage, ``message_stop`` (no ``usage`` anywhere without ``counts``)."""
     message: dict[str, Any] = {
         "id": ident,
         "type": "message",
@@ -209,6 +211,14 @@ def anthropic_stream(
         "stop_sequence": None,
         "usage": {"input_tokens": prompt, "output_tokens": 1},
     }
+    if not counts:
+        del message["usage"]
+    final: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+    }
+    if counts:
+        final["usage"] = {"output_tokens": len(texts)}
     events = [
         _named("message_start", {"type": "message_start", "message": message}),
         _named(
@@ -229,16 +239,7 @@ def anthropic_stream(
         for t in texts
     )
     events.append(_named("content_block_stop", {"type": "content_block_stop", "index": 0}))
-    events.append(
-        _named(
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": len(texts)},
-            },
-        )
-    )
+    events.append(_named("message_delta", final))
     if not no_done:
         events.append(_named("message_stop", {"type": "message_stop"}))
     return events
@@ -275,17 +276,17 @@ def anthropic_body(
 # --- Gemini generateContent ------------------------------------------------------------------
 
 
-def _gemini_chunk(text: str, finish: bool, usage: dict[str, int], model: str, ident: str) -> bytes:
+def _gemini_chunk(
+    text: str, finish: bool, usage: dict[str, int] | None, model: str, ident: str
+) -> bytes:
     candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
     if finish:
         candidate["finishReason"] = "STOP"
     candidate["index"] = 0
-    obj = {
-        "candidates": [candidate],
-        "usageMetadata": usage,
-        "modelVersion": model,
-        "responseId": ident,
-    }
+    obj: dict[str, Any] = {"candidates": [candidate]}
+    if usage is not None:
+        obj["usageMetadata"] = usage
+    obj.update(modelVersion=model, responseId=ident)
     return b"data: " + _encode(obj) + b"\r\n\r\n"
 
 
@@ -298,10 +299,11 @@ def _gemini_usage(prompt: int, output: int) -> dict[str, int]:
 
 
 def gemini_stream(
-    texts: Sequence[str], *, ident: str, model: str, prompt: int, no_done: bool
+    texts: Sequence[str], *, ident: str, model: str, prompt: int, no_done: bool, counts: bool = True
 ) -> list[bytes]:
     """One chunk per text (CRLF line endings, as Gemini sends them); the last chunk
-    carries ``finishReason`` and the full ``usageMetadata``. No terminator event."""
+    carries ``finishReason`` and the full ``usageMetadata`` (none without ``counts``).
+    No terminator event."""
     partial = {"promptTokenCount": prompt, "totalTokenCount": prompt}
     pieces = list(texts) or [""]
     last = len(pieces) - 1
@@ -309,7 +311,7 @@ def gemini_stream(
         _gemini_chunk(
             text,
             i == last and not no_done,
-            _gemini_usage(prompt, len(texts)) if i == last else partial,
+            None if not counts else _gemini_usage(prompt, len(texts)) if i == last else partial,
             model,
             ident,
         )

@@ -137,17 +137,19 @@ class GeminiStreamDecoder:
     """Upstream Gemini frames -> canonical events.
 
     Every frame repeats the running totals: the first ``usageMetadata`` is emitted at
-    once as a partial ``Usage`` (the input count, known before the answer), and the
-    last one seen by :meth:`close` (or just before an error), final only when the
-    answer ended whole.
+    once as a partial ``Usage`` (the input count, known before the answer); the one of
+    the frame that finishes the last choice as final (a cut after it loses nothing);
+    a later one by :meth:`close` (or just before an error), partial if the answer did
+    not end whole.
     """
 
-    __slots__ = ("_choices", "_ended", "_started", "_usage")
+    __slots__ = ("_choices", "_ended", "_reported", "_started", "_usage")
 
     def __init__(self) -> None:
         self._started = False
         self._ended = False
         self._usage: Usage | None = None
+        self._reported: Usage | None = None  # the last of ``_usage`` emitted
         self._choices: dict[int, _Choice] = {}
 
     def feed(self, frame: ServerSentEvent) -> list[Event]:
@@ -175,9 +177,10 @@ class GeminiStreamDecoder:
     def _fail(self, error: Error | None) -> list[Event]:
         self._ended = True
         usage = self._usage
-        if usage is not None and error is not None:
-            usage.partial = True  # counts of an answer that did not end whole
-        out: list[Event] = [usage] if usage is not None else []
+        out: list[Event] = []
+        if usage is not None and usage is not self._reported:
+            usage.partial = error is not None  # counts of an answer that did not end whole
+            out.append(usage)
         if error is not None:
             out.append(error)
         return out
@@ -206,11 +209,18 @@ class GeminiStreamDecoder:
         if isinstance(usage, dict):
             self._usage = usage_from_wire(usage)
         candidates = chunk.get("candidates")
+        finishing = False
         for candidate in candidates if isinstance(candidates, list) else ():
             if isinstance(candidate, dict):
-                self._candidate(candidate, out)
-        if first and self._usage is not None:  # the input count, before the answer
-            out.append(msgspec.structs.replace(self._usage, partial=True))
+                finishing = self._candidate(candidate, out) or finishing
+        usage_now = self._usage
+        if usage_now is not None and usage_now is not self._reported:
+            if finishing and all(c.finished for c in self._choices.values()):
+                out.append(usage_now)  # the whole answer's counts
+                self._reported = usage_now
+            elif first:  # the input count, before the answer
+                out.append(msgspec.structs.replace(usage_now, partial=True))
+                self._reported = usage_now
         feedback = chunk.get("promptFeedback")
         if not candidates and isinstance(feedback, dict) and feedback.get("blockReason"):
             reason = str(feedback["blockReason"])
@@ -221,7 +231,8 @@ class GeminiStreamDecoder:
             out.extend(self._fail(Error("invalid_request", message, 400, "content_filter")))
         return out
 
-    def _candidate(self, candidate: dict[str, Any], out: list[Event]) -> None:
+    def _candidate(self, candidate: dict[str, Any], out: list[Event]) -> bool:
+        """Decode one candidate into ``out``; True when it finished in this frame."""
         index = candidate.get("index")
         index = index if isinstance(index, int) else 0
         state = self._choices.get(index)
@@ -239,6 +250,8 @@ class GeminiStreamDecoder:
             if mapped == "stop" and state.calls:
                 mapped = "tool_calls"
             out.append(Finish(mapped, index))
+            return True
+        return False
 
     def _part(self, part: dict[str, Any], index: int, state: _Choice, out: list[Event]) -> None:
         signature = part.get("thoughtSignature")
