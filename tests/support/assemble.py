@@ -264,10 +264,11 @@ def _chars(rec: Recorded) -> int:
     return len(rec.text) + len(rec.reasoning)
 
 
-def expect_openai(rec: Recorded) -> Answer:
+def expect_openai(rec: Recorded, prompt: str = "replay") -> Answer:
     """The recording as an OpenAI client sees it. Signatures have no slot on the OpenAI
     wire (``signature`` stays None); an upstream that counted nothing gets the
-    gateway's estimate, flagged ``estimated``."""
+    gateway's estimate of the ``prompt`` sent and of what streamed, flagged
+    ``estimated``."""
     answer = Answer(rec.text, rec.reasoning, None, rec.calls, error=rec.error)
     canon = rec.canonical_stop
     answer.stop = CANON_TO_OPENAI[canon] if canon else None
@@ -281,11 +282,15 @@ def expect_openai(rec: Recorded) -> Answer:
             "reasoning_tokens": u.reasoning,
         }
     else:
-        answer.usage = {"completion_tokens": estimate(_chars(rec)), "estimated": True}
+        answer.usage = {
+            "prompt_tokens": estimate(len(prompt)),
+            "completion_tokens": estimate(_chars(rec)),
+            "estimated": True,
+        }
     return answer
 
 
-def expect_anthropic(rec: Recorded) -> Answer:
+def expect_anthropic(rec: Recorded, prompt: str = "replay") -> Answer:
     """The recording as an Anthropic client sees it: thinking with its signature (a
     Gemini text-part signature becomes the thinking block's), stop words by the table,
     ``input_tokens`` without the cached ones (Anthropic's convention)."""
@@ -301,7 +306,10 @@ def expect_anthropic(rec: Recorded) -> Answer:
             "cache_creation_input_tokens": u.cache_write,
         }
     else:
-        answer.usage = {"input_tokens": 0, "output_tokens": estimate(_chars(rec))}
+        answer.usage = {
+            "input_tokens": estimate(len(prompt)),
+            "output_tokens": estimate(_chars(rec)),
+        }
     return answer
 
 

@@ -73,20 +73,21 @@ def _openai(obj: dict[str, Any], sent: Sent) -> None:
 def _anthropic(kind: str, obj: dict[str, Any], sent: Sent) -> None:
     kind = obj.get("type") or kind
     if kind == "message_start":
-        usage = (obj.get("message") or {}).get("usage") or {}
-        inputs = [_int(usage.get(k)) for k in ("input_tokens", "cache_read_input_tokens")]
-        inputs.append(_int(usage.get("cache_creation_input_tokens")))
-        sent.input = sum(n for n in inputs if n is not None)
-        sent.output, sent.final = _int(usage.get("output_tokens")), False
+        usage = (obj.get("message") or {}).get("usage")
+        if isinstance(usage, dict):
+            keys = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+            sent.input = sum(_int(usage.get(k)) or 0 for k in keys)
+            sent.output, sent.final = _int(usage.get("output_tokens")), False
     elif kind == "content_block_delta":
         delta = obj.get("delta") or {}
         sent.chars += len(delta.get("text") or delta.get("thinking") or "")
         sent.chars += len(delta.get("partial_json") or "")
     elif kind == "message_delta":
-        usage = obj.get("usage") or {}
-        if _int(usage.get("input_tokens")) is not None:
-            sent.input = usage["input_tokens"]
-        sent.output, sent.final = _int(usage.get("output_tokens")), True
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            if _int(usage.get("input_tokens")) is not None:
+                sent.input = usage["input_tokens"]
+            sent.output, sent.final = _int(usage.get("output_tokens")), True
 
 
 def _gemini(obj: dict[str, Any], sent: Sent) -> None:

@@ -422,7 +422,6 @@ class _FoldTarget:
         fold, tally = self.fold, self.tally
         tally.usage = fold.usage
         tally.output_chars = fold.chars()
-        tally.started = tally.started or tally.output_chars > 0
         tally.finish_reason = fold.ordered_choices()[0].finish_reason
 
     def begin(self, upstream: Upstream) -> AsyncIterator[list[Any]]:
