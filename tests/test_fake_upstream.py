@@ -936,3 +936,31 @@ async def test_scenes_survive_odd_bodies(
     }
     status, _ = await scene(session, upstream, proto, model, odd)
     assert status in (200, 400)
+
+
+# --- what was sent (the other side of a usage comparison) ----------------------------------
+
+
+@pytest.mark.parametrize("proto", ["openai", "anthropic", "gemini"])
+async def test_the_log_says_what_a_stream_sent(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, proto: str
+) -> None:
+    usage = {"stream_options": {"include_usage": True}} if proto == "openai" else {}
+    whole = "tok0 tok1 tok2 tok3 "
+    await stream(session, upstream, proto, "gen/4", **usage)
+    sent = upstream.log[-1].to_json()["sent"]
+    assert sent["chars"] == len(whole)
+    assert (sent["input"], sent["output"], sent["final"]) == (6, 4, True)  # 6 prompt words
+    await stream(session, upstream, proto, "gen/4?no_usage=1", **usage)
+    sent = upstream.log[-1].to_json()["sent"]
+    assert (sent["input"], sent["output"], sent["chars"]) == (None, None, len(whole))
+    # the first events only: Anthropic and Gemini have given the input count already
+    first = {"openai": 2, "anthropic": 4, "gemini": 1}[proto]  # up to the first text
+    path, body = route(proto, f"gen/4?drop_after={first}")
+    body.update(usage)
+    async with session.post(upstream.base_url + path, json=body) as response:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    sent = upstream.log[-1].to_json()["sent"]
+    assert sent["chars"] == len("tok0 ") and sent["events"] == first and not sent["final"]
+    assert sent["input"] == (None if proto == "openai" else 6)
