@@ -290,6 +290,8 @@ def _every_pair_and_ending(test: Callable[..., None]) -> Callable[..., None]:
         streamed = ending != "leave"
         at = 3 if ending != "cut" else max(1, events_of(upstream, 5, True) // 2)
         test = example(case=Case(client, upstream, ending, 5, at, True, streamed))(test)
+    for upstream in UPSTREAMS:  # an upstream that counts nothing, whole answers not streamed
+        test = example(case=Case("openai", upstream, "complete", 5, 1, False, False))(test)
     return test
 
 
