@@ -50,6 +50,8 @@ starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
                           ends before the first one (Anthropic: ``stop_sequence``)
 ``interleave=1``          ``tools`` on the OpenAI route: the calls' fragments interleave
                           (index 0, 1, 0, 1, ...), as the wire allows
+``too_long=1``            answer 400 with the route's context-length error, worded as the
+                          provider words it (``counting.py``)
 ========================  ==================================================================
 """
 
@@ -105,6 +107,7 @@ class Script:
     fail_times: int | None = None
     limit: bool = False
     interleave: bool = False
+    too_long: bool = False
 
     @property
     def fails(self) -> bool:
@@ -178,7 +181,7 @@ def parse_model(model: str) -> Script:
             fields[key] = _int(key, value, 0)
         elif key == "status":
             fields[key] = _int(key, value, 200, 599)
-        elif key in ("no_done", "limit", "interleave"):
+        elif key in ("no_done", "limit", "interleave", "too_long"):
             fields[key] = _flag(key, value)
         elif key == "retry_after":
             if not _HEADER_VALUE.fullmatch(value):

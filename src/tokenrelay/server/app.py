@@ -24,6 +24,7 @@ from .accounts import Accounts
 from .admin import AdminAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
+from .count_tokens import TokenCounter, count_routes
 from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
@@ -43,7 +44,9 @@ def build_router(config: Config) -> Router:
         providers.append(LocalProvider(config.local.rate))
     for p in config.providers:
         timeouts[p.name] = Timeouts().merged(_timeouts(p.timeouts))
-        endpoint = Endpoint(p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect)
+        endpoint = Endpoint(
+            p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect, p.anthropic_betas
+        )
         codec = UPSTREAM_CODECS[p.protocol]
         providers.append(HTTPProvider(p.name, codec, endpoint, list(p.models)))
     models = {
@@ -100,6 +103,7 @@ def create_app(config: Config) -> Front:
     app = Starlette(
         routes=[
             *api.routes(),
+            *count_routes(TokenCounter(gateway)),
             *web_routes(),
             *admin_page_routes(),
             *stats_routes(admin),
