@@ -158,3 +158,24 @@ def test_claude_code_reads_a_file_in_one_tool_round_trip(
     log = agent_gateway.proc.output()[log_at:]
     assert "finish=tool_calls" in log and "finish=stop" in log, log
     assert all(status < 400 for _, status in seen), seen
+
+
+@pytest.mark.parametrize("model", list(ALIASES))
+def test_claude_code_context_counts_tokens_without_generating(
+    agent_gateway: Gateway, fake: FakeUpstream, tmp_path: Path, model: str
+) -> None:
+    """``/context`` calls ``POST /v1/messages/count_tokens?beta=true``: each is answered
+    (no 404, no fallback to a billed ``max_tokens: 1`` generation)."""
+    log_at = len(agent_gateway.proc.output())
+    fake_at = len(fake.log())
+    out = run_claude(agent_gateway, tmp_path, "/context", model)
+    assert "Tokens" in out, out
+    seen = statuses(agent_gateway.proc.output(), log_at)
+    assert any(what == "http POST /v1/messages/count_tokens" for what, _ in seen), seen
+    assert all(status < 400 for _, status in seen), seen
+    log = agent_gateway.proc.output()[log_at:]
+    assert " anthropic model=" not in log, "no generation was made"
+    source = {"local/echo": "local", "fake/echo": "estimate"}.get(ALIASES[model], "upstream")
+    assert f"count={source}" in log
+    generations = [p for p, _ in fake_paths(fake, fake_at) if p.endswith(("/messages", "ions"))]
+    assert generations == []
