@@ -763,6 +763,13 @@ def test_a_body_the_canon_cannot_read_is_relayed_and_refused_for_translation(
     assert caught.value.param == param
 
 
+def test_a_body_without_messages_is_still_relayed() -> None:
+    body = {"model": "claude-x", "max_tokens": 5}
+    request = codec.decode_request(body)
+    assert codec.encode_request(request, "real") == {**body, "model": "real", "stream": True}
+    assert request.source is not None and request.source.untranslatable is not None
+
+
 @pytest.mark.parametrize("body", [[], "x", {"model": ""}, {"model": 5}, {"messages": []}])
 def test_the_door_checks_only_an_object_with_a_model(body: Any) -> None:
     with pytest.raises(GatewayError) as caught:

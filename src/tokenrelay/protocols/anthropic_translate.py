@@ -378,7 +378,8 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
     source = request.source
     if source is not None and source.protocol == name:
         body = dict(source.body)
-        body["messages"] = _without_unsigned_thinking(body["messages"])
+        if isinstance(body.get("messages"), list):  # (the upstream judges any other)
+            body["messages"] = _without_unsigned_thinking(body["messages"])
     else:
         body = _translate(request)
     body["model"] = model

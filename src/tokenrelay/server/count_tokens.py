@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 import msgspec
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -31,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from ..events import ChatRequest, GatewayError, TextPart
 from ..fold import CHARS_PER_TOKEN
 from ..protocols import anthropic, gemini
+from ..providers.base import Provider
 from ..providers.http import HTTPProvider
 from ..providers.local import LocalProvider, count_tokens
 from .api import read_body
@@ -94,11 +96,11 @@ class TokenCounter:
 
     async def _count(
         self,
-        provider: object,
+        provider: Provider,
         model: str,
         canon: ChatRequest,
         data: dict[str, Any],
-        headers: Any,
+        headers: Headers,
     ) -> tuple[int, bytes, str]:
         if isinstance(provider, LocalProvider):
             if canon.source is not None:
