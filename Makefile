@@ -8,7 +8,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CONFIG ?=
 
-.PHONY: serve test lint typecheck unit bench clean system-deps
+.PHONY: serve test lint typecheck unit bench clean system-deps agent-tools
+
+# The coding agents the end-to-end tests run, pinned (tests/test_claude_code_e2e.py).
+CLAUDE_CODE_VERSION ?= 2.1.197
 
 # Re-install whenever pyproject.toml changes; the stamp file records the last install.
 $(VENV)/.installed: pyproject.toml
@@ -34,7 +37,11 @@ typecheck: $(VENV)/.installed
 unit: $(VENV)/.installed
 	$(BIN)/pytest
 
-test: $(VENV)/.installed system-deps lint typecheck unit
+# Installed into .tools/ (gitignored) with npm, only when the pinned version is missing.
+agent-tools: system-deps
+	@bash scripts/agent-tools.sh @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+test: $(VENV)/.installed system-deps agent-tools lint typecheck unit
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py

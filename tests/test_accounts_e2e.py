@@ -294,3 +294,26 @@ def test_a_database_outage_loses_no_record_and_fails_no_request(
     finally:
         gw.proc.stop()
         pg.destroy()
+
+
+def test_count_tokens_needs_a_key_and_is_never_recorded(secured: Gateway) -> None:
+    """``messages.count_tokens`` is authenticated like a generation, limited to the key's
+    models, and leaves no usage record (it is no generation: never billed)."""
+    body = {"messages": [{"role": "user", "content": "one two three"}]}
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(
+            base_url=secured.url, api_key="nope", max_retries=0
+        ).messages.count_tokens(model="fakeant/echo", **body)
+    key = new_key(secured, models=["fakeant/*", "local/*"])
+    client = anthropic.Anthropic(base_url=secured.url, api_key=key, max_retries=0)
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="fake/echo", **body)
+    database = secured.config["database_url"]
+    before = len(rows(database))
+    for model in ("fakeant/echo", "local/echo"):
+        assert client.messages.count_tokens(model=model, **body).input_tokens == 3
+    marker = chat(secured, key)  # a generation, recorded: the writer has flushed after it
+    assert marker.status_code == 200
+    found = wait_for_rows(database, {marker.headers["x-request-id"]})
+    assert len(found) == 1
+    assert len(rows(database)) == before + 1, "the counts left no usage record"

@@ -964,3 +964,47 @@ async def test_the_log_says_what_a_stream_sent(
     sent = upstream.log[-1].to_json()["sent"]
     assert sent["chars"] == len("tok0 ") and sent["events"] == first and not sent["final"]
     assert sent["input"] == (None if proto == "openai" else 6)
+
+
+# --- counting tokens, and the context-length error ------------------------------------------
+
+
+async def test_the_fake_counts_tokens_in_anthropic_and_gemini_shape(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    body = {
+        "model": "echo",
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "a b c"}],
+    }
+    async with session.post(upstream.base_url + "/v1/messages/count_tokens", json=body) as r:
+        assert r.status == 200 and await r.json() == {"input_tokens": 5}
+    gemini = {"contents": [{"role": "user", "parts": [{"text": "a b c"}]}]}
+    wrapped = {"generateContentRequest": {"model": "models/echo", **gemini}}
+    for sent in (gemini, wrapped):
+        async with session.post(
+            upstream.base_url + "/v1beta/models/echo:countTokens", json=sent
+        ) as r:
+            assert r.status == 200 and (await r.json())["totalTokens"] == 3
+    paths = [e.path for e in upstream.log[-3:]]
+    assert paths[0] == "/v1/messages/count_tokens" and paths[1].endswith(":countTokens")
+
+
+@pytest.mark.parametrize(
+    ("proto", "words"),
+    [
+        ("anthropic", "prompt is too long: 200001 tokens > 200000 maximum"),
+        ("openai", "maximum context length is 200000 tokens"),
+        ("gemini", "The input token count (200001) exceeds the maximum number of tokens"),
+    ],
+)
+async def test_too_long_answers_each_providers_context_length_error(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, proto: str, words: str
+) -> None:
+    path, body = route(proto, "echo?too_long=1")
+    async with session.post(upstream.base_url + path, json=body) as response:
+        assert response.status == 400
+        data = await response.json()
+    assert words in json.dumps(data)
+    if proto == "openai":
+        assert data["error"]["code"] == "context_length_exceeded"

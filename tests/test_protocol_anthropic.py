@@ -485,9 +485,9 @@ def test_sdk_accumulates_our_stream() -> None:
             "thinking": "Let me think.",
             "signature": "c2lnbmF0dXJl",
             "redacted": None,
-            "tools": [
-                ("call_a", "weather", {"city": "Paris"}),
-                ("call_b", "time", {"tz": "Europe/Paris"}),
+            "tools": [  # ids on the Anthropic wire look like Anthropic's
+                ("toolu_call_a", "weather", {"city": "Paris"}),
+                ("toolu_call_b", "time", {"tz": "Europe/Paris"}),
             ],
             "finish": "tool_calls",
             "usage": Usage(input=30, output=12, cached=20, cache_write=4),
@@ -707,12 +707,11 @@ def test_decode_request_maps_every_block() -> None:
     [
         ({"max_tokens": None}, "max_tokens"),
         ({"max_tokens": 0}, "max_tokens"),
-        ({"model": ""}, "model"),
         ({"messages": []}, "messages"),
         ({"temperature": 1.5}, "temperature"),
         ({"top_k": -1}, "top_k"),
         ({"stop_sequences": "END"}, "stop_sequences"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         (
             {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
@@ -747,11 +746,64 @@ def test_decode_request_maps_every_block() -> None:
         ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
     ],
 )
-def test_decode_request_names_the_bad_field(fields: dict[str, Any], param: str) -> None:
+def test_a_body_the_canon_cannot_read_is_relayed_and_refused_for_translation(
+    fields: dict[str, Any], param: str
+) -> None:
+    """Not judged at the door: an Anthropic upstream gets it as written and judges it;
+    translating it for another upstream is the 400 that names the field."""
+    body = _body(stream=True, **fields)
+    request = codec.decode_request(body)
+    assert request.model == "claude-x" and request.stream
+    assert request.source is not None and request.source.body is body
+    sent = codec.encode_request(request, "real")
+    assert sent == {**body, "model": "real", "stream": True}
     with pytest.raises(GatewayError) as caught:
-        codec.decode_request(_body(**fields))
+        request.source.check_translatable()
     assert caught.value.kind == "invalid_request" and caught.value.status == 400
     assert caught.value.param == param
+
+
+def test_a_body_without_messages_is_still_relayed() -> None:
+    body = {"model": "claude-x", "max_tokens": 5}
+    request = codec.decode_request(body)
+    assert codec.encode_request(request, "real") == {**body, "model": "real", "stream": True}
+    assert request.source is not None and request.source.untranslatable is not None
+
+
+@pytest.mark.parametrize("body", [[], "x", {"model": ""}, {"model": 5}, {"messages": []}])
+def test_the_door_checks_only_an_object_with_a_model(body: Any) -> None:
+    with pytest.raises(GatewayError) as caught:
+        codec.decode_request(body)
+    assert caught.value.status == 400
+
+
+def test_claude_code_2_1_body_reads_into_the_canon() -> None:
+    """A mid-conversation system message, adaptive thinking at an effort, cache_control,
+    context_management: read where the canon has a slot, kept for passthrough."""
+    body = _body(
+        system=[
+            {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}
+        ],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+                    {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}},
+                ],
+            },
+            {"role": "system", "content": "Mid-conversation note."},
+        ],
+        thinking={"type": "adaptive"},
+        output_config={"effort": "max"},
+        context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    )
+    request = codec.decode_request(body)
+    assert request.source is not None and request.source.untranslatable is None
+    assert [m.role for m in request.messages] == ["system", "user", "system"]
+    assert request.messages[2].parts == [TextPart("Mid-conversation note.")]
+    assert request.reasoning_effort == "xhigh" and request.reasoning_budget is None
+    assert "context_management" in request.extra  # dropped by the other protocols
 
 
 def test_same_protocol_request_is_forwarded_as_written() -> None:

@@ -657,10 +657,13 @@ def test_tools_with_parallel_calls(ends: Ends, pair: tuple[str, str], streamed: 
     assert all(c.id for c in got.calls) and len({c.id for c in got.calls}) == len(got.calls)
     assert got.stop == stop_word(client, "tool_calls")
     # the ids the upstream gave are the ids the client gets (Gemini and local/echo give
-    # none: the gateway makes them up)
+    # none: the gateway makes them up); on the Anthropic wire, with Anthropic's prefix
     prefix = {"openai": "call_chatcmpl-fake", "anthropic": "toolu_msg_fake"}.get(upstream)
     if prefix is not None:
         ids = [str(c.id) for c in got.calls]
+        if client == "anthropic" and upstream != "anthropic":
+            assert all(i.startswith("toolu_") for i in ids)
+            ids = [i.removeprefix("toolu_") for i in ids]
         assert [i[: len(prefix)] for i in ids] == [prefix] * len(expected)
         assert [i.rsplit("_", 1)[1] for i in ids] == [str(n) for n in range(len(expected))]
     if ex.asked is not None:

@@ -45,6 +45,9 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     headers: dict[str, str] = {}
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     images: bool = True  # false: a text-only deployment; requests with images get 400
+    # anthropic-beta flags passed on: ["*"] all, names (trailing * = prefix), [] none;
+    # unset: all for api.anthropic.com, none elsewhere (providers/betas.py)
+    anthropic_betas: list[str] | None = None
 
 
 class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):

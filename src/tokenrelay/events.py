@@ -88,11 +88,22 @@ class Source(msgspec.Struct):
     speaks the same protocol is sent this body (model and stream fields patched), and
     ``headers``, the protocol's own request headers the client sent (``anthropic-beta``:
     each protocol's ``FORWARDED_HEADERS``), so nothing the client said is lost in a
-    same-protocol relay."""
+    same-protocol relay.
+
+    ``untranslatable`` is what kept the body from being read into the canon (message,
+    param): the same-protocol upstream judges such a body itself, every other upstream
+    (translation needs the canon) gets it as the client's 400 instead."""
 
     protocol: str
     body: dict[str, Any]
     headers: dict[str, str] = {}
+    untranslatable: tuple[str, str | None] | None = None
+
+    def check_translatable(self) -> None:
+        """Raise the 400 the body earned, for an upstream of another protocol."""
+        if self.untranslatable is not None:
+            message, param = self.untranslatable
+            raise GatewayError("invalid_request", message, param=param)
 
 
 class ChatRequest(msgspec.Struct, omit_defaults=True):
@@ -252,6 +263,9 @@ class GatewayError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        # (protocol, body) of an upstream's error response, for a client of the same
+        # protocol to get it verbatim; None when it may hold a secret or was not JSON
+        self.upstream: tuple[str, dict[str, Any]] | None = None
 
     def event(self) -> Error:
         return Error(self.kind, self.message, self.status, self.code, self.param)

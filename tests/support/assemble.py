@@ -16,7 +16,7 @@ recording into the ``Answer`` each client should see through the gateway.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,8 +293,13 @@ def expect_openai(rec: Recorded, prompt: str = "replay") -> Answer:
 def expect_anthropic(rec: Recorded, prompt: str = "replay") -> Answer:
     """The recording as an Anthropic client sees it: thinking with its signature (a
     Gemini text-part signature becomes the thinking block's), stop words by the table,
-    ``input_tokens`` without the cached ones (Anthropic's convention)."""
-    answer = Answer(rec.text, rec.reasoning, rec.signature, rec.calls, error=rec.error)
+    ``input_tokens`` without the cached ones (Anthropic's convention), tool call ids as
+    Anthropic writes them (``toolu_``, the upstream's id kept after it)."""
+    calls = [
+        replace(c, id=c.id if c.id.startswith("toolu_") else f"toolu_{c.id}") if c.id else c
+        for c in rec.calls
+    ]
+    answer = Answer(rec.text, rec.reasoning, rec.signature, calls, error=rec.error)
     canon = rec.canonical_stop
     answer.stop = CANON_TO_ANTHROPIC[canon] if canon else None
     if rec.usage is not None:

@@ -138,6 +138,7 @@ def gateway_config(fake: FakeUpstream, **overrides: Any) -> dict[str, Any]:
                 "base_url": f"{fake.base_url}/v1",
                 "api_key": key,
                 "models": ["*"],
+                "anthropic_betas": ["*"],  # as Anthropic's own API (not the default here)
             },
             {
                 "name": "fakegem",

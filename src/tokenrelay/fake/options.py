@@ -53,6 +53,8 @@ starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
 ``no_usage=1``            ``echo`` and ``gen/N`` streams report no token counts (no usage
                           chunk, ``usage`` or ``usageMetadata``): an upstream that counts
                           nothing
+``too_long=1``            answer 400 with the route's context-length error, worded as the
+                          provider words it (``counting.py``)
 ========================  ==================================================================
 """
 
@@ -109,6 +111,7 @@ class Script:
     limit: bool = False
     interleave: bool = False
     no_usage: bool = False
+    too_long: bool = False
 
     @property
     def fails(self) -> bool:
@@ -182,7 +185,7 @@ def parse_model(model: str) -> Script:
             fields[key] = _int(key, value, 0)
         elif key == "status":
             fields[key] = _int(key, value, 200, 599)
-        elif key in ("no_done", "limit", "interleave", "no_usage"):
+        elif key in ("no_done", "limit", "interleave", "no_usage", "too_long"):
             fields[key] = _flag(key, value)
         elif key == "retry_after":
             if not _HEADER_VALUE.fullmatch(value):

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import msgspec
 
 from ..stops import cut_at_stop
-from . import scenes, wire
+from . import counting, scenes, wire
 from .httpio import Reply, Request, RequestRecord
 from .options import Script, ScriptError, parse_model
 from .plan import BAD_UTF8, End, StreamPlan, build_plan, read_replay, split_events
@@ -26,7 +26,8 @@ from .wire import Proto
 __all__ = ["Router"]
 
 _GEMINI = re.compile(
-    r"/(?:v1beta|v1|v1alpha)/models/(?P<model>.+):(?P<method>streamGenerateContent|generateContent)"
+    r"/(?:v1beta|v1|v1alpha)/models/(?P<model>.+)"
+    r":(?P<method>streamGenerateContent|generateContent|countTokens)"
     r"(?:\?(?P<query>.*))?",
     re.S,
 )
@@ -36,6 +37,7 @@ _CHAT_PATHS: dict[str, Proto] = {
     "/v1/messages": "anthropic",
     "/messages": "anthropic",
 }
+_COUNT_PATHS = ("/v1/messages/count_tokens", "/messages/count_tokens")
 _MODEL_LIST_PATHS = ("/v1/models", "/models", "/v1beta/models")
 _CACHE_LIMIT = 1024
 _decode = msgspec.json.decode
@@ -88,7 +90,9 @@ class Router:
         self.requests += 1
         record = RequestRecord(req.method, path, query, req.headers, None, req.started)
         proto: Proto = "gemini" if gemini is not None else _CHAT_PATHS.get(path, "openai")
-        if gemini is not None or path in _CHAT_PATHS:
+        if path in _COUNT_PATHS:
+            proto = "anthropic"
+        if gemini is not None or path in _CHAT_PATHS or path in _COUNT_PATHS:
             if req.method != "POST":
                 reply = _error(proto, 405, f"{req.method} is not allowed on {path}; use POST")
             else:
@@ -176,6 +180,10 @@ class Router:
             model = named
             stream = body.get("stream") is True
         record.model = model
+        if (gemini is not None and gemini.group("method") == "countTokens") or (
+            gemini is None and req.url.decode("latin-1").partition("?")[0] in _COUNT_PATHS
+        ):
+            return Reply(body=counting.count_body(proto, body))
         try:
             script = self._script(model)
             reply = self._serve(script, proto, body, stream)
@@ -199,6 +207,8 @@ class Router:
         count = self.attempts[model] = self.attempts.get(model, 0) + 1
         if script.fails and (script.fail_times is None or count <= script.fail_times):
             return self._failure(script, proto)
+        if script.too_long:
+            return Reply(status=400, body=counting.too_long_body(proto), model=model)
         if not stream:
             return self._plain(script, proto, body)
         request_id = [("x-request-id", f"req_fake{next(self._ids)}")]

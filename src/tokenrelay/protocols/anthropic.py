@@ -17,7 +17,8 @@ import msgspec
 
 from ..events import ChatRequest, Error, GatewayError, kind_for_status
 from ..fold import Fold, Tally
-from .anthropic_request import decode_request
+from .anthropic_errors import as_anthropic, as_anthropic_event
+from .anthropic_request import decode_count_request, decode_request
 from .anthropic_stream import AnthropicPassthrough, AnthropicStreamDecoder, AnthropicStreamEncoder
 from .anthropic_translate import ADJUSTMENTS, DEFAULT_MAX_TOKENS, EFFORT_BUDGET, encode_request
 from .anthropic_wire import (
@@ -26,6 +27,7 @@ from .anthropic_wire import (
     name,
     new_message_id,
     stop_to_wire,
+    tool_use_id,
     usage_to_wire,
 )
 from .anthropic_wire import error_frame as _error_frame
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "EFFORT_BUDGET",
     "FORWARDED_HEADERS",
+    "decode_count_request",
     "decode_error",
     "decode_request",
     "encode_request",
@@ -106,7 +109,7 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
         content.append(
             {
                 "type": "tool_use",
-                "id": call.id,
+                "id": tool_use_id(call.id),
                 "name": call.name,
                 "input": _tool_input(call.arguments),
             }
@@ -123,13 +126,20 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
 
 
 def error_body(error: GatewayError) -> dict[str, Any]:
-    """``{"type": "error", "error": {"type", "message"}}`` with Anthropic's type names."""
+    """``{"type": "error", "error": {"type", "message"}}`` with Anthropic's type names.
+    An Anthropic upstream's own error body is returned as it came (its ``type``,
+    ``message`` and ``request_id``: Claude Code's recovery matches on the wording); a
+    context-length error of another upstream is worded as Anthropic words it
+    (``anthropic_errors.py``)."""
+    if error.upstream is not None and error.upstream[0] == name:
+        return error.upstream[1]
+    error = as_anthropic(error)
     return error_object(error.kind, error.message)
 
 
 def error_frame(error: Error) -> bytes:
     """The in-stream ``event: error`` frame."""
-    return _error_frame(error)
+    return _error_frame(as_anthropic_event(error))
 
 
 # --- upstream side --------------------------------------------------------------------
@@ -160,15 +170,18 @@ def decode_error(status: int, body: bytes) -> GatewayError:
         data = _json_decode(body)
     except msgspec.DecodeError:
         data = None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        message = str(error.get("message") or "")
-        type_ = error.get("type") if isinstance(error.get("type"), str) else None
-    elif isinstance(error, str):
-        message = error
+    error_ = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error_, dict):
+        message = str(error_.get("message") or "")
+        type_ = error_.get("type") if isinstance(error_.get("type"), str) else None
+    elif isinstance(error_, str):
+        message = error_
     if not message:
         message = (
             body[:500].decode("utf-8", "replace").strip() or f"upstream returned HTTP {status}"
         )
     kind = ERROR_KIND.get(type_ or "") or kind_for_status(status)
-    return GatewayError(kind, message, status=status, code=type_)
+    error = GatewayError(kind, message, status=status, code=type_)
+    if isinstance(data, dict) and data.get("type") == "error" and isinstance(error_, dict):
+        error.upstream = (name, data)  # an Anthropic client gets this body as it came
+    return error

@@ -1,8 +1,15 @@
 """Anthropic Messages requests, client side: a wire body -> ``ChatRequest``.
 
 The body is kept as ``source``: an Anthropic upstream is sent it as the client wrote it,
-so nothing the canon leaves out (cache_control, documents, server tools, top_k, ...)
-is lost in a same-protocol relay. The other direction is ``anthropic_translate.py``.
+so nothing the canon leaves out (cache_control, documents, server tools, top_k,
+context_management, roles and blocks newer than this code, ...) is lost in a
+same-protocol relay. The other direction is ``anthropic_translate.py``.
+
+Validation at the door is only what the gateway itself needs: a JSON object with a
+model name. A body the canon cannot be read from (a field of the wrong shape, a block
+the role cannot hold) is still relayed to an Anthropic upstream, which judges it and
+whose error reaches the client verbatim; translating it for any other upstream is
+refused with the 400 that names the field (``Source.untranslatable``).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ _KNOWN = frozenset(
         "thinking",
         "metadata",
         "output_config",
+        "output_format",
     }
 )
 _USER_BLOCKS = frozenset({"text", "image", "tool_result"})
@@ -131,8 +139,12 @@ def _turn(raw: Any, i: int) -> list[Message]:
         role = "user"
     elif raw.get("role") == "assistant":
         role = "assistant"
+    elif raw.get("role") == "system":
+        # A system message mid-conversation (beta mid-conversation-system-2026-04-07,
+        # Claude Code 2.1): a canonical system message where it stands.
+        return _system(raw.get("content"), f"{where}.content")
     else:
-        raise _invalid(f"{where}.role: must be 'user' or 'assistant'", f"{where}.role")
+        raise _invalid(f"{where}.role: must be 'user', 'assistant' or 'system'", f"{where}.role")
     allowed = _USER_BLOCKS if role == "user" else _ASSISTANT_BLOCKS
     out: list[Message] = []
     for j, block in enumerate(_blocks(raw.get("content"), f"{where}.content")):
@@ -172,14 +184,14 @@ def _turn(raw: Any, i: int) -> list[Message]:
     return out or [Message(role, [])]
 
 
-def _system(raw: Any) -> list[Message]:
+def _system(raw: Any, where: str = "system") -> list[Message]:
     if raw is None:
         return []
     parts: list[Part] = []
-    for i, block in enumerate(_blocks(raw, "system")):
+    for i, block in enumerate(_blocks(raw, where)):
         if block["type"] != "text":
-            raise _invalid(f"system[{i}]: must be a text block", f"system[{i}].type")
-        parts.append(TextPart(_string(block, "text", f"system[{i}]")))
+            raise _invalid(f"{where}[{i}]: must be a text block", f"{where}[{i}].type")
+        parts.append(TextPart(_string(block, "text", f"{where}[{i}]")))
     return [Message("system", parts)] if parts else []
 
 
@@ -235,7 +247,9 @@ def _tool_choice(raw: Any) -> tuple[str | None, bool | None]:
 
 
 def _reasoning(body: dict[str, Any]) -> tuple[int | None, str | None]:
-    """``thinking`` (and ``output_config.effort``) -> (budget, effort)."""
+    """``thinking`` (and ``output_config.effort``) -> (budget, effort). ``enabled`` has a
+    budget; ``adaptive`` lets the model decide, at ``output_config.effort`` when given
+    (else the upstream's default); ``disabled`` and newer types set neither."""
     budget: int | None = None
     effort: str | None = None
     thinking = body.get("thinking")
@@ -253,8 +267,11 @@ def _reasoning(body: dict[str, Any]) -> tuple[int | None, str | None]:
 
 
 def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """``output_config.format`` (or the older beta's top-level ``output_format``)."""
     config = body.get("output_config")
     fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        fmt = body.get("output_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = fmt.get("schema")
         if not isinstance(schema, dict):
@@ -269,12 +286,39 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def decode_request(body: Any) -> ChatRequest:
-    """Validate a Messages body; errors name the offending field."""
+    """A Messages body as the canon. Only a body that is no object, or has no model
+    name, is refused here; any other problem is recorded on ``source`` (see the module
+    docstring) and the canon is what could be read: the model and the stream flag."""
     if not isinstance(body, dict):
         raise _invalid("the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _invalid("model: Field required (a non-empty string)", "model")
+    try:
+        return _decode(body, model)
+    except GatewayError as error:
+        max_tokens = body.get("max_tokens")
+        return ChatRequest(
+            model=model,
+            messages=[],
+            stream=body.get("stream") is True,
+            max_tokens=max_tokens if type(max_tokens) is int and max_tokens > 0 else None,
+            source=Source(name, body, untranslatable=(error.message, error.param)),
+        )
+
+
+def decode_count_request(body: Any) -> ChatRequest:
+    """A ``count_tokens`` body (a Messages body without ``max_tokens`` or ``stream``)."""
+    if isinstance(body, dict) and "max_tokens" not in body:
+        request = decode_request({**body, "max_tokens": 1})
+        if request.source is not None:
+            request.source.body = body
+        return request
+    return decode_request(body)
+
+
+def _decode(body: dict[str, Any], model: str) -> ChatRequest:
+    """The strict reading; a ``GatewayError`` names the field the canon cannot take."""
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise _invalid("messages: must be a non-empty array", "messages")

@@ -13,7 +13,6 @@ vocabulary (tables, errors, usage, views) is in ``anthropic_wire.py``.
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Any
 
 import msgspec
@@ -44,6 +43,7 @@ from .anthropic_wire import (
     error_from_wire,
     new_message_id,
     stop_to_wire,
+    tool_use_id,
     usage_to_wire,
     view,
 )
@@ -256,7 +256,7 @@ class AnthropicStreamEncoder(InBandEnd):
                     out.append(self._close_block())
                 block = {
                     "type": "tool_use",
-                    "id": op.id or f"toolu_{secrets.token_hex(12)}",
+                    "id": tool_use_id(op.id),
                     "name": op.name or "",
                     "input": {},
                 }

@@ -136,6 +136,39 @@ ADJUSTMENTS: tuple[Adjustment, ...] = (
         "kept for an Anthropic upstream (source); left out of the canon",
         "the canon has no part for them",
     ),
+    Adjustment(
+        "client side: a system message inside messages (mid-conversation-system beta)",
+        "a canonical system message where it stands (OpenAI: a system message there;"
+        " Gemini and Anthropic targets: into the system instruction, in order)",
+        "Claude Code 2.1 sends one after the last user turn",
+    ),
+    Adjustment(
+        "client side: thinking adaptive, output_config.effort",
+        "reasoning_effort (max -> xhigh); adaptive without effort: the target's default;"
+        " disabled: none set",
+        "OpenAI takes an effort, Gemini a budget (its EFFORT table), both from it",
+    ),
+    Adjustment(
+        "client side: cache_control on blocks, system and tools; top-level cache_control",
+        "kept for an Anthropic upstream; dropped for others",
+        "OpenAI and Gemini cache prompts by themselves, with no per-block hint",
+    ),
+    Adjustment(
+        "client side: context_management, mcp_servers, container, speed, service_tier",
+        "kept for an Anthropic upstream; dropped for others (extra)",
+        "server-side features of Anthropic's API",
+    ),
+    Adjustment(
+        "client side: output_config.format, output_format (older beta)",
+        "response_format json_schema",
+        "structured output has a counterpart everywhere",
+    ),
+    Adjustment(
+        "client side: a body the canon cannot read (a field of the wrong shape)",
+        "relayed as written to an Anthropic upstream, which judges it;"
+        " a 400 naming the field for any other",
+        "validation at the door is only what the gateway needs: JSON, model, auth, size",
+    ),
 )
 """What ``encode_request`` does with canonical fields Anthropic cannot take as they are
 (and, last, what ``decode_request`` leaves out of the canon)."""
@@ -345,7 +378,8 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
     source = request.source
     if source is not None and source.protocol == name:
         body = dict(source.body)
-        body["messages"] = _without_unsigned_thinking(body["messages"])
+        if isinstance(body.get("messages"), list):  # (the upstream judges any other)
+            body["messages"] = _without_unsigned_thinking(body["messages"])
     else:
         body = _translate(request)
     body["model"] = model

@@ -11,6 +11,7 @@ each wins (``UsageState``).
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -119,8 +120,23 @@ def usage_to_wire(usage: Usage) -> dict[str, Any]:
     return wire
 
 
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def new_message_id() -> str:
     return f"msg_{secrets.token_hex(12)}"
+
+
+def tool_use_id(upstream_id: str | None) -> str:
+    """A tool call id as Anthropic writes them (``toolu_…``): an id of another upstream
+    (``call_…``, Gemini's none) gets the prefix, its own characters kept where they are
+    ones Anthropic allows (``[A-Za-z0-9_-]``), so the client sends back a valid id and
+    the translated upstream can still match the result to its call."""
+    if not upstream_id:
+        return f"toolu_{secrets.token_hex(12)}"
+    if upstream_id.startswith("toolu_"):
+        return upstream_id
+    return "toolu_" + _ID_UNSAFE.sub("_", upstream_id)
 
 
 # --- views: the few fields the gateway reads, decoded without building dicts --------

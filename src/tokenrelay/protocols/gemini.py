@@ -72,9 +72,11 @@ REASONING_BUDGETS: dict[str, int] = {
     "low": 1024,
     "medium": 8192,
     "high": 24576,
+    "xhigh": 24576,
 }
 """``reasoning_effort`` -> ``thinkingConfig.thinkingBudget`` (tokens). ``high`` is the
-largest budget every 2.5 model accepts (Flash's ceiling; Pro allows 32768). ``none``
+largest budget every 2.5 model accepts (Flash's ceiling; Pro allows 32768); ``xhigh``
+(Anthropic's ``max`` effort, Claude Code's highest) gets the same. ``none``
 turns thinking off where the model allows it (2.5 Pro does not and answers 400).
 ``reasoning_budget``, when given, wins over the effort."""
 

@@ -16,6 +16,7 @@ import msgspec
 from ..events import ChatRequest, Event, GatewayError
 from ..protocols.base import UpstreamProtocol
 from ..sse import ServerSentEvent, SSEDataDecoder, SSEDecoder
+from .betas import BetaFilter
 from .transport import Pool, Response, TransportError
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ class Endpoint:
     api_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     connect_timeout: float | None = 10.0  # the other timeouts are the relay's (router.Timeouts)
+    anthropic_betas: list[str] | None = None  # the flags accepted (betas.py); None: by host
 
 
 class HTTPUpstream:
@@ -96,6 +98,7 @@ class HTTPProvider:
         self.endpoint = endpoint
         self._models = models
         self._pool = Pool(connect_timeout=endpoint.connect_timeout)
+        self.betas = BetaFilter(endpoint.anthropic_betas, endpoint.base_url)
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
@@ -122,12 +125,14 @@ class HTTPProvider:
 
     async def open(self, request: ChatRequest, model: str) -> HTTPUpstream:
         codec = self.codec
+        source = request.source
+        if source is not None and source.protocol != codec.name:
+            source.check_translatable()  # a body the canon could not read: no translation
         body = _json_encode(codec.encode_request(request, model))
         url = codec.url(self.endpoint.base_url, model, True)
         headers = self._headers
-        source = request.source
         if source is not None and source.headers and source.protocol == codec.name:
-            headers = with_client_headers(headers, source.headers)
+            headers = with_client_headers(headers, self.betas.headers(source.headers))
         try:
             response = await self._pool.request("POST", url, headers, body)
         except (TransportError, ValueError) as exc:
@@ -141,11 +146,36 @@ class HTTPProvider:
                 response.close()
             error = codec.decode_error(response.status, raw)
             error.message = self.redact(error.message)
+            key = self.endpoint.api_key
+            if key and key.encode() in raw:
+                error.upstream = None  # the verbatim body would leak the key
             retry_after = response.header("Retry-After")
             if retry_after:
                 error.headers["Retry-After"] = retry_after
             raise error
         return HTTPUpstream(self, response, codec)
+
+    async def post(
+        self, url: str, body: bytes, client_headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """A plain (not streamed) JSON request on this provider's pool, with its key and
+        headers (and the client's forwarded ones, betas filtered): (status, body), the
+        body redacted. For side requests such as counting tokens."""
+        headers = {**self._headers, "Accept": "application/json"}
+        if client_headers:
+            headers = with_client_headers(headers, self.betas.headers(client_headers))
+        try:
+            response = await self._pool.request("POST", url, headers, body)
+            try:
+                raw = await response.read(_ERROR_BODY_LIMIT)
+            finally:
+                response.close()
+        except (TransportError, ValueError) as exc:
+            raise self.failure(exc, "before responding") from None
+        key = self.endpoint.api_key
+        if key and len(key) >= 4 and key.encode() in raw:
+            raw = raw.replace(key.encode(), b"[redacted]")
+        return response.status, raw
 
     async def aclose(self) -> None:
         await self._pool.aclose()

@@ -3,9 +3,9 @@
 ``local/echo`` streams the last user message back in word-sized deltas at a steady pace,
 honours ``max_tokens`` (finish reason ``length``) and stop sequences (the answer ends
 before the first one, as a model's would) and reports usage (one token per word). When
-the request offers tools and the last user message reads ``/call NAME {json}``, it
-streams a call to tool NAME with those arguments instead, so tool use can be exercised
-with no keys; when the last message is a tool result, it echoes the result.
+the request offers tools and the last user message (its last text part, if it has
+several) reads ``/call NAME {json}`` (or has it from a line on), it streams a call to tool NAME with those
+arguments instead, so tool use can be exercised with no keys; when the last message is a tool result, it echoes the result.
 
 It takes the same path through the gateway as every remote provider.
 """
@@ -95,6 +95,8 @@ class LocalProvider:
             raise GatewayError(
                 "not_found", f"The model 'local/{model}' does not exist", code="model_not_found"
             )
+        if request.source is not None:  # the canon is what this provider reads
+            request.source.check_translatable()
         text = request.last_user_text()
         prompt = sum(
             count_tokens(p.text)
@@ -105,12 +107,15 @@ class LocalProvider:
         events: list[Event] = [
             Start(f"local-{secrets.token_hex(12)}", "local/echo", int(time.time()))
         ]
-        last = request.messages[-1] if request.messages else None
+        # system messages between the turns (Claude Code puts one after the last user
+        # turn) are not the turn being answered
+        turns = [m for m in request.messages if m.role != "system"]
+        last = turns[-1] if turns else None
         if last is not None and last.role == "tool":
             # after tool results, echo them: an agent loop ends instead of calling the
             # same tool again
             results: list[Message] = []
-            for message in reversed(request.messages):
+            for message in reversed(turns):
                 if message.role != "tool":
                     break
                 results.insert(0, message)
@@ -122,7 +127,14 @@ class LocalProvider:
                 for t in p.content
                 if isinstance(t, TextPart)
             )
-        call = _CALL.match(text.strip()) if request.tools and last and last.role == "user" else None
+        call = None
+        if request.tools and last is not None and last.role == "user":
+            # the last text part: an agent (Claude Code) puts context blocks before it
+            said = [p.text for p in last.parts if isinstance(p, TextPart) and p.text.strip()]
+            # (or a line of it: a prompt starting with "/" is an agent's slash command)
+            said_last = said[-1].strip() if said else ""
+            at = said_last.find("\n/call")
+            call = _CALL.match(said_last if at < 0 else said_last[at + 1 :])
         if call:
             events.extend(self._tool_call(call.group(1), call.group(2)))
             output = count_tokens(call.group(2)) + 1

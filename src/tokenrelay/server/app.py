@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..config import Config, TimeoutsConfig
 from ..events import Error
@@ -24,10 +25,12 @@ from .accounts import Accounts
 from .admin import AdminAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
+from .count_tokens import TokenCounter, count_routes
 from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
 
+access = logging.getLogger("tokenrelay.access")
 UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 
 
@@ -43,7 +46,9 @@ def build_router(config: Config) -> Router:
         providers.append(LocalProvider(config.local.rate))
     for p in config.providers:
         timeouts[p.name] = Timeouts().merged(_timeouts(p.timeouts))
-        endpoint = Endpoint(p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect)
+        endpoint = Endpoint(
+            p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect, p.anthropic_betas
+        )
         codec = UPSTREAM_CODECS[p.protocol]
         providers.append(HTTPProvider(p.name, codec, endpoint, list(p.models)))
     models = {
@@ -100,6 +105,7 @@ def create_app(config: Config) -> Front:
     app = Starlette(
         routes=[
             *api.routes(),
+            *count_routes(TokenCounter(gateway)),
             *web_routes(),
             *admin_page_routes(),
             *stats_routes(admin),
@@ -141,4 +147,20 @@ class Front:
                 response = await server_error(Request(scope, receive), exc)
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Every other request gets one access line with its path and status (the chat
+        # routes' line is the exchange's, in relay.py): a client's calls can be audited.
+        status = 0
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            access.info("http %s %s status=%d", scope["method"], scope["path"], status)
