@@ -2,7 +2,7 @@
 
 The body is kept as ``source``: an Anthropic upstream is sent it as the client wrote it,
 so nothing the canon leaves out (cache_control, documents, server tools, top_k, ...)
-is lost in a same-protocol relay. The other direction is ``anthropic_translate.py``.
+is lost in a same-protocol relay. The other direction is ``translate.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import (
+from ...events import (
     ChatRequest,
     GatewayError,
     ImagePart,
@@ -25,7 +25,7 @@ from ..events import (
     ToolCallPart,
     ToolResultPart,
 )
-from .anthropic_wire import name
+from .wire import name
 
 _json_encode = msgspec.json.Encoder().encode
 

@@ -7,7 +7,7 @@ clients run over our bytes). A stream is ``message_start``, then content blocks 
 never overlap (``content_block_start`` / ``_delta`` / ``_stop``, consecutive
 ``index``), then ``message_delta`` (stop reason, cumulative usage) and
 ``message_stop``; ``ping`` may come anywhere and ``error`` ends the stream. The shared
-vocabulary (tables, errors, usage, views) is in ``anthropic_wire.py``.
+vocabulary (tables, errors, usage, views) is in ``wire.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import (
+from ...events import (
     Error,
     Event,
     Finish,
@@ -28,10 +28,12 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from ..fold import Tally, estimate_usage
-from ..sse import ServerSentEvent
-from ..sse import encode as sse_encode
-from .anthropic_wire import (
+from ...fold import Tally, estimate_usage
+from ...sse import ServerSentEvent
+from ...sse import encode as sse_encode
+from ..base import InBandEnd
+from ..blocks import Args, CloseCall, Op, OpenCall, ToolCallSequencer
+from .wire import (
     FINISH_FROM_WIRE,
     MALFORMED,
     TRUNCATED,
@@ -47,8 +49,6 @@ from .anthropic_wire import (
     usage_to_wire,
     view,
 )
-from .base import InBandEnd
-from .blocks import Args, CloseCall, Op, OpenCall, ToolCallSequencer
 
 _json_encode = msgspec.json.Encoder().encode
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import msgspec
 
-from ..events import Error
-from ..fold import Tally, estimate_usage
-from ..sse import encode as sse_encode
-from .base import InBandEnd
-from .openai_stream import (
+from ...events import Error
+from ...fold import Tally, estimate_usage
+from ...sse import encode as sse_encode
+from ..base import InBandEnd
+from .stream import (
     DONE,
     FINISH_FROM_WIRE,
     MALFORMED,
