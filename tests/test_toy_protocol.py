@@ -343,8 +343,8 @@ def test_a_toy_answer_not_streamed_is_the_fold_of_the_stream(base: str) -> None:
 
 
 def test_toy_routes_answer_in_the_toy_shape(base: str) -> None:
-    engines = httpx.get(base + "/toy/v1/engines").json()
-    assert "local/echo" in engines["engines"]
+    for path in ("/toy/v1/engines", "/v1/engines"):
+        assert "local/echo" in httpx.get(base + path).json()["engines"]
     missing = httpx.post(base + "/toy/v1/generate", json={"turns": []})
     assert missing.status_code == 400
     assert missing.json() == {"trouble": {"what": "invalid_request", "why": "'engine' is required"}}

@@ -67,16 +67,22 @@ class Registry:
 
 
 class Ingress:
-    """The client protocol of a request, told by its path (a protocol's chat routes
-    and everything under its prefix) or by its marker header; otherwise the first
-    client protocol (OpenAI). A table built once, read on every request."""
+    """The client protocol of a request: the protocol whose prefix the path is under,
+    or that alone declares the path (and what lies under it: ``/v1/messages/...``), or
+    whose marker header the request carries; otherwise the first client protocol
+    (OpenAI). A table built once, read on every request."""
 
     def __init__(self, protocols: list[ProtocolSpec]) -> None:
+        self.protocols = protocols
         self.default = protocols[0]
+        declared: dict[str, int] = {}
+        for p in protocols:
+            for path in dict.fromkeys(r.path for r in p.routes):
+                declared[path] = declared.get(path, 0) + 1
         self._rules: list[tuple[tuple[str, ...], str | None, ProtocolSpec]] = []
         for p in protocols[1:]:
             owned = [p.prefix + "/"] if p.prefix else []
-            owned += [r.path for r in p.routes if r.kind == "chat"]
+            owned += [r.path for r in p.routes if declared[r.path] == 1]
             self._rules.append((tuple(owned), p.marker, p))
         self.chat: dict[tuple[str, str], ProtocolSpec] = {
             ("POST", path): p for p in protocols for path in p.paths("chat")
@@ -91,14 +97,10 @@ class Ingress:
 
     def paths(self, kind: str) -> list[str]:
         """Every path of ``kind`` over the client protocols, once each, in order."""
-        return list(
-            dict.fromkeys(
-                path for p in [self.default] + [r[2] for r in self._rules] for path in p.paths(kind)
-            )
-        )
+        return list(dict.fromkeys(path for p in self.protocols for path in p.paths(kind)))
 
     def prefixes(self) -> list[str]:
-        return [p.prefix for _, _, p in self._rules if p.prefix]
+        return [p.prefix for p in self.protocols if p.prefix]
 
 
 REGISTRY = Registry(BUILTIN)
