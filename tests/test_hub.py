@@ -35,8 +35,8 @@ def test_any_position_live_or_packed(batches: list[list[str]], data: st.DataObje
         stream = hub.create(None, "openai")
         sent: list[str] = []
         for batch in batches:
-            # several events in one item too: the hub numbers each event
-            stream.publish([b"".join(encode(text) for text in batch)])
+            # several events in one batch: the hub numbers each (one event per item)
+            stream.publish([encode(text) for text in batch])
             sent += batch
         live_after = data.draw(st.integers(0, len(sent)))
         live = stream.read(live_after, keepalive=30)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tokenrelay.events import Error
 from tokenrelay.fold import Tally
-from tokenrelay.protocols.openai_passthrough import OpenAIPassthrough
+from tokenrelay.protocols.openai.passthrough import OpenAIPassthrough
 from tokenrelay.sse import SSEDecoder
 from tokenrelay.sse import encode as sse_encode
 

@@ -39,7 +39,7 @@ from tokenrelay.events import (
     Usage,
 )
 from tokenrelay.fold import Fold, Tally
-from tokenrelay.protocols import anthropic as codec
+from tokenrelay.protocols.anthropic import codec
 from tokenrelay.protocols.blocks import Args, CloseCall, OpenCall, ToolCallSequencer
 from tokenrelay.sse import ServerSentEvent, SSEDecoder
 

@@ -42,8 +42,8 @@ from tokenrelay.events import (
     Usage,
 )
 from tokenrelay.fold import Fold
-from tokenrelay.protocols import gemini
 from tokenrelay.protocols.base import UpstreamProtocol
+from tokenrelay.protocols.gemini import codec as gemini
 from tokenrelay.sse import ServerSentEvent, SSEDecoder
 
 FIXTURES = fixture_files("gemini/*.sse")

@@ -43,8 +43,11 @@ from support.assemble import (
 from support.paths import fixture_files, fixtures_dir
 from support.procs import FakeUpstream, Gateway
 
-from tokenrelay.protocols import anthropic_wire, gemini, gemini_stream, openai_stream
-from tokenrelay.protocols import openai as openai_codec
+from tokenrelay.protocols.anthropic import wire as anthropic_wire
+from tokenrelay.protocols.gemini import codec as gemini
+from tokenrelay.protocols.gemini import stream as gemini_stream
+from tokenrelay.protocols.openai import codec as openai_codec
+from tokenrelay.protocols.openai import stream as openai_stream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -783,7 +786,7 @@ def test_thinking(ends: Ends, pair: tuple[str, str], streamed: bool) -> None:
     """The fake's ``think`` scenario: reasoning, signed (Anthropic signature_delta, Gemini
     thoughtSignature on the first answer part), then the echo."""
     from tokenrelay.fake.scenes import signature
-    from tokenrelay.protocols import anthropic as anthropic_codec
+    from tokenrelay.protocols.anthropic import codec as anthropic_codec
 
     client, upstream = pair
     ex = ask(
@@ -948,7 +951,7 @@ def test_upstream_error_mid_stream(ends: Ends, pair: tuple[str, str], fault: str
 
 def _adjustment(name: str) -> str:
     """An entry of ``anthropic_translate.ADJUSTMENTS`` (fails if it is gone)."""
-    from tokenrelay.protocols import anthropic as anthropic_codec
+    from tokenrelay.protocols.anthropic import codec as anthropic_codec
 
     found = [a.action for a in anthropic_codec.ADJUSTMENTS if a.field == name]
     assert found, f"ADJUSTMENTS has no entry {name!r}"

@@ -22,7 +22,7 @@ import pytest
 from support.procs import FakeUpstream
 
 from tokenrelay.events import ChatRequest, GatewayError, Message, TextPart
-from tokenrelay.protocols import openai as openai_module
+from tokenrelay.protocols.openai import codec as openai_module
 from tokenrelay.providers.http import Endpoint, HTTPProvider
 from tokenrelay.providers.transport import (
     HIGH_WATER,

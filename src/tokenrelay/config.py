@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import yaml
 
 from .catalog import ENV_PROVIDERS
+from .protocols.registry import REGISTRY
 
 
 class ConfigError(Exception):
@@ -39,7 +40,7 @@ DEFAULT_TIMEOUTS = {"connect": 10.0, "first_token": 600.0, "idle": 120.0, "total
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str
     base_url: str
-    protocol: Literal["openai", "anthropic", "gemini"] = "openai"
+    protocol: str = "openai"  # an upstream protocol of the registry (checked by parse)
     api_key: str | None = None
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
     headers: dict[str, str] = {}
@@ -171,6 +172,8 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
             raise ConfigError(f"{where}.base_url: must start with http:// or https://")
         if not p.models:
             raise ConfigError(f"{where}.models: list at least one model, or '*' for any")
+        if p.protocol not in (known := REGISTRY.upstream_names()):
+            raise ConfigError(f"{where}.protocol: {p.protocol!r} is not one of {', '.join(known)}")
     if config.env_providers:
         config.providers.extend(_env_providers(env, names))
     config.master_key = config.master_key or env.get("TOKENRELAY_MASTER_KEY") or None
@@ -190,7 +193,7 @@ def _env_providers(env: dict[str, str], taken: set[str]) -> list[ProviderConfig]
             ProviderConfig(
                 name=spec.name,
                 base_url=base_url or spec.base_url,
-                protocol=spec.protocol,  # type: ignore[arg-type]
+                protocol=spec.protocol,
                 api_key=key,
                 models=[*spec.models, "*"],
             )

@@ -1,7 +1,9 @@
-"""What a protocol codec provides. A protocol is one module in this package; adding one
-changes nothing else.
+"""What a protocol provides. A protocol is one subpackage of this package whose
+``__init__`` declares a ``PROTOCOL`` (a ``Protocol`` descriptor, below); ``registry.py``
+lists them, and everything else (routes, config, the SDK, the translation table) reads
+the registry.
 
-Two roles, either or both per protocol:
+Two roles, either or both per protocol, each a codec module (``codec.py``):
 
 - client side (the gateway is the server): wire request -> ``ChatRequest``, canonical
   events -> wire bytes, the fold -> a non-streaming body, errors in the wire's shape;
@@ -11,15 +13,34 @@ Two roles, either or both per protocol:
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from ..events import ChatRequest, Error, Event, GatewayError
 from ..fold import Fold, Tally
 from ..sse import ServerSentEvent
 
+MALFORMED = Error("upstream", "the upstream sent a malformed frame", 502, "upstream_malformed")
+"""What every stream decoder reports for a frame it cannot read."""
+TRUNCATED = Error(
+    "upstream", "the upstream closed the stream before it finished", 502, "upstream_truncated"
+)
+"""What every stream decoder reports for a body that ended before the stream did."""
+
+
+def bearer(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer <key>``, the auth header of OpenAI-style wires (none
+    without a key)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
 
 class StreamDecoder(Protocol):
-    """Upstream frames -> canonical events, one frame at a time."""
+    """Upstream frames -> canonical events, one frame at a time; ``done`` once the
+    wire's end marker was seen."""
+
+    @property
+    def done(self) -> bool: ...
 
     def feed(self, frame: ServerSentEvent) -> list[Event]: ...
 
@@ -29,8 +50,10 @@ class StreamDecoder(Protocol):
 
 
 class StreamEncoder(Protocol):
-    """Canonical events -> the client's wire frames (each a whole SSE event). ``ended`` turns
-    true once the stream is over (an error frame or the trailer was written)."""
+    """Canonical events -> the client's wire frames. The contract of every encoder and
+    passthrough: each item of a returned list is exactly one whole SSE event (the hub
+    numbers items, one ``id:`` each, without parsing them). ``ended`` turns true once
+    the stream is over (an error frame or the trailer was written)."""
 
     ended: bool
 
@@ -113,3 +136,60 @@ class UpstreamProtocol(Protocol):
     def stream_decoder(self) -> StreamDecoder: ...
 
     def decode_error(self, status: int, body: bytes) -> GatewayError: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An ingress route of a client protocol: ``chat`` (POST, the streaming hot path)
+    or ``models`` (GET, the model list in the protocol's shape)."""
+
+    kind: Literal["chat", "models"]
+    path: str
+
+
+ModelList = Callable[[list[tuple[str, str]]], dict[str, Any]]
+"""``[(model, owner), ...]`` -> the body of the protocol's model-list response."""
+
+BodyDecoder = Callable[[Any], list[Event]]
+"""A non-streaming response body -> the events of the stream it is the fold of."""
+
+AuthHeaders = Callable[[str | None], dict[str, str]]
+"""An API key -> the request headers that carry it (and the wire's version header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """What translation into this protocol drops or adjusts: ``(field, what, why)`` rows
+    rendered into docs/translation.md by ``tables.py``."""
+
+    title: str
+    source: str
+    rows: Iterable[tuple[str, str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSpec:
+    """Everything the rest of the gateway needs to know of one protocol.
+
+    ``client`` is set when clients can speak it to the gateway, ``upstream`` when the
+    gateway can call upstreams in it (often the same codec module). ``routes`` are its
+    ingress routes; each is served at its path and again under ``prefix`` (with the
+    gateway's own stream routes), where every answer, errors included, is in this
+    protocol's shape. ``marker`` is a request header that asks for this protocol's
+    shape on a shared route (``/v1/models``)."""
+
+    name: str
+    client: ClientProtocol | None = None
+    upstream: UpstreamProtocol | None = None
+    routes: tuple[Route, ...] = ()
+    prefix: str = ""
+    marker: str | None = None
+    model_list: ModelList | None = None
+    auth: AuthHeaders = bearer
+    decode_body: BodyDecoder | None = None
+    translation: Translation | None = None
+
+    def paths(self, kind: str) -> list[str]:
+        """The paths of this protocol's routes of ``kind``, plain and prefixed."""
+        plain = [r.path for r in self.routes if r.kind == kind]
+        return plain + [self.prefix + p for p in plain if self.prefix]

@@ -1,18 +1,11 @@
 """The one table of what translation drops or adjusts on purpose, per target protocol,
-rendered from each codec's own table (the single source of truth) as Markdown:
+rendered from each codec's own table (the single source of truth; each protocol names
+its table in its ``PROTOCOL``) as Markdown:
 ``python -m tokenrelay.protocols.tables > docs/translation.md``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from . import anthropic, gemini, openai
-
-SOURCES: tuple[tuple[str, str, Iterable[tuple[str, str, str]]], ...] = (
-    ("OpenAI-compatible upstream", "protocols/openai_translate.py DROPPED", openai.DROPPED),
-    ("Anthropic upstream", "protocols/anthropic_translate.py ADJUSTMENTS", anthropic.ADJUSTMENTS),
-    ("Gemini upstream", "protocols/gemini.py DROPPED", gemini.DROPPED),
-)
+from .registry import REGISTRY
 
 
 def _cell(text: str) -> str:
@@ -29,7 +22,8 @@ def render() -> str:
         "accident. Generated from the codecs' tables by",
         "`python -m tokenrelay.protocols.tables`; a test keeps this file in step.",
     ]
-    for title, where, rows in SOURCES:
+    for t in (p.translation for p in REGISTRY if p.translation is not None):
+        title, where, rows = t.title, t.source, t.rows
         lines += [
             "",
             f"## {title}",

@@ -1,9 +1,7 @@
-"""The client-facing API: chat in both protocols, models, streams, health, error shapes.
-
-The protocol of a request is told by its path: ``/v1/messages`` and everything under
-``/anthropic`` speak Anthropic (the ``anthropic`` SDK with ``base_url=…/anthropic``
-posts to ``/anthropic/v1/messages``); a request carrying ``anthropic-version`` is
-answered in Anthropic's shape too; everything else speaks OpenAI.
+"""The client-facing API: chat in every client protocol, models, streams, health, error
+shapes. The routes and the protocol of a request come from the protocol registry
+(``protocols/registry.py``: a protocol's chat routes and everything under its prefix
+speak it, so does a request carrying its marker header; everything else speaks OpenAI).
 """
 
 from __future__ import annotations
@@ -20,8 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope
 from .. import __version__
 from ..events import GatewayError
 from ..metrics import CONTENT_TYPE
-from ..protocols import anthropic, openai
 from ..protocols.base import ClientProtocol
+from ..protocols.registry import REGISTRY, Ingress
 from ..streams.hub import parse_event_id
 from .relay import Gateway
 
@@ -33,10 +31,10 @@ def protocol_of(request: Request) -> ClientProtocol:
     return protocol_for(request.scope["path"], request.headers)
 
 
-def protocol_for(path: str, headers: Headers) -> ClientProtocol:
-    if path.startswith(("/anthropic/", "/v1/messages")) or "anthropic-version" in headers:
-        return anthropic
-    return openai
+def protocol_for(path: str, headers: Headers, ingress: Ingress | None = None) -> ClientProtocol:
+    codec = (ingress or REGISTRY.ingress()).protocol_for(path, headers).client
+    assert codec is not None  # (the ingress knows client protocols only)
+    return codec
 
 
 def error_response(request: Request, error: GatewayError) -> Response:
@@ -78,6 +76,7 @@ class API:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.ingress = REGISTRY.ingress()
 
     async def chat(self, request: Request) -> ASGIApp:
         return await self.serve_chat(request.scope, request.receive)
@@ -86,7 +85,7 @@ class API:
         """A chat request in either protocol, straight from ASGI (the hot path: no
         Starlette ``Request``)."""
         headers = Headers(scope=scope)
-        protocol = protocol_for(scope["path"], headers)
+        protocol = protocol_for(scope["path"], headers, self.ingress)
         try:
             body = await read_body(receive, headers, self.gateway.config.max_body_bytes)
         except GatewayError as error:
@@ -100,20 +99,9 @@ class API:
             return error_response(request, error)
         visible = set(principal.visible([m for m, _ in self.gateway.router.listed()]))
         listed = [(m, owner) for m, owner in self.gateway.router.listed() if m in visible]
-        if protocol_of(request) is anthropic:
-            data = [
-                {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
-                for m, _ in listed
-            ]
-            first = data[0]["id"] if data else None
-            last = data[-1]["id"] if data else None
-            return JSONResponse(
-                {"data": data, "has_more": False, "first_id": first, "last_id": last}
-            )
-        models = [
-            {"id": m, "object": "model", "created": 0, "owned_by": owner} for m, owner in listed
-        ]
-        return JSONResponse({"object": "list", "data": models})
+        shape = self.ingress.protocol_for(request.scope["path"], request.headers).model_list
+        assert shape is not None  # (only protocols with a model list have its routes)
+        return JSONResponse(shape(listed))
 
     async def stream_resume(self, request: Request) -> ASGIApp:
         """Re-attach to a stream: every frame after ``Last-Event-ID`` (or ``?after=``),
@@ -161,10 +149,9 @@ class API:
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
         ]
-        for prefix in ("", "/anthropic"):
+        ingress = self.ingress
+        for prefix in ("", *ingress.prefixes()):
             routes += [
-                Route(f"{prefix}/v1/models", self.models, methods=["GET"]),
-                Route(f"{prefix}/v1/messages", self.chat, methods=["POST"]),
                 Route(f"{prefix}/v1/streams/{{stream_id}}", self.stream_resume, methods=["GET"]),
                 Route(f"{prefix}/v1/streams/{{stream_id}}", self.stream_cancel, methods=["DELETE"]),
                 Route(
@@ -173,11 +160,8 @@ class API:
                     methods=["POST"],
                 ),
             ]
-        routes += [
-            Route("/v1/chat/completions", self.chat, methods=["POST"]),
-            Route("/chat/completions", self.chat, methods=["POST"]),
-            Route("/models", self.models, methods=["GET"]),
-        ]
+        routes += [Route(path, self.chat, methods=["POST"]) for path in ingress.paths("chat")]
+        routes += [Route(path, self.models, methods=["GET"]) for path in ingress.paths("models")]
         return routes
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,7 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..config import Config, TimeoutsConfig
 from ..events import Error
 from ..metrics import Metrics
-from ..protocols import anthropic, gemini, openai
+from ..protocols.registry import REGISTRY
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
 from ..providers.local import LocalProvider
@@ -31,7 +30,6 @@ from .relay import Gateway
 from .web import admin_page_routes, web_routes
 
 access = logging.getLogger("tokenrelay.access")
-UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 
 
 def _timeouts(t: TimeoutsConfig) -> Timeouts:
@@ -49,7 +47,7 @@ def build_router(config: Config) -> Router:
         endpoint = Endpoint(
             p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect, p.anthropic_betas
         )
-        codec = UPSTREAM_CODECS[p.protocol]
+        codec = REGISTRY.upstream(p.protocol)
         providers.append(HTTPProvider(p.name, codec, endpoint, list(p.models)))
     models = {
         m.name: ModelSpec(
@@ -66,12 +64,9 @@ def build_router(config: Config) -> Router:
     return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown), text_only)
 
 
-CLIENT_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic}
-
-
 def error_frame(protocol: str, error: Error) -> bytes:
     """An in-stream error frame in a client protocol (for streams read from Redis)."""
-    return bytes(CLIENT_CODECS[protocol].error_frame(error))
+    return REGISTRY.client(protocol).error_frame(error)
 
 
 def create_app(config: Config) -> Front:
@@ -123,23 +118,15 @@ class Front:
     directly: Starlette's middleware stack would wrap ``send`` three times, a cost paid
     on every chunk. Everything else goes through the Starlette app."""
 
-    HOT = frozenset(
-        {
-            ("POST", "/v1/chat/completions"),
-            ("POST", "/chat/completions"),
-            ("POST", "/v1/messages"),
-            ("POST", "/anthropic/v1/messages"),
-        }
-    )
-
     def __init__(self, app: Starlette, api: API) -> None:
         self.app = app
         self.api = api
+        self.hot = frozenset(api.ingress.chat)  # (method, path) of every chat route
         self.state = app.state
         self.pacer = Pacer(api.gateway.config.starts_per_turn)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["method"], scope["path"]) in self.HOT:
+        if scope["type"] == "http" and (scope["method"], scope["path"]) in self.hot:
             await self.pacer.turn()
             try:
                 response = await self.api.serve_chat(scope, receive)

@@ -31,7 +31,8 @@ from starlette.routing import BaseRoute, Route
 
 from ..events import ChatRequest, GatewayError, TextPart
 from ..fold import CHARS_PER_TOKEN
-from ..protocols import anthropic, gemini
+from ..protocols.anthropic import codec as anthropic
+from ..protocols.gemini import codec as gemini
 from ..providers.base import Provider
 from ..providers.http import HTTPProvider
 from ..providers.local import LocalProvider, count_tokens

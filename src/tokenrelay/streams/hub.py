@@ -131,9 +131,9 @@ class Stream:
     def publish(self, frames: list[bytes]) -> None:
         """Number every SSE event in ``frames``, keep them, wake the readers.
 
-        An item may hold several whole events: each is numbered on its own (a blank
-        line only ever ends an event), so a client that received part of a batch
-        resumes exactly after the last event it got."""
+        Each item is one whole SSE event (the contract of every encoder, see
+        ``protocols/base.py``): each is numbered on its own, so a client that received
+        part of a batch resumes exactly after the last event it got."""
         if not frames:
             return
         store = self.store
@@ -141,11 +141,8 @@ class Stream:
         prefix = self._prefix
         new: list[bytes] = []
         for item in frames:
-            events = item.split(b"\n\n")
-            events.pop()  # what follows the last blank line: nothing
-            for event in events:
-                seq += 1
-                new.append(prefix + b"%d\n" % seq + event + b"\n\n")
+            seq += 1
+            new.append(prefix + b"%d\n" % seq + item)
         data = new[0] if len(new) == 1 else b"".join(new)
         before = store.nbytes
         for frame in new:

@@ -2,8 +2,8 @@
 ``generativelanguage.googleapis.com`` (or any Gemini-compatible endpoint).
 
 ``base_url`` is the API version root, e.g. ``https://generativelanguage.googleapis.com/v1beta``.
-The stream decoder is in ``gemini_stream.py``, the JSON Schema rewrite in
-``gemini_schema.py``. What the canon holds that Gemini cannot take is listed in
+The stream decoder is in ``stream.py``, the JSON Schema rewrite in
+``schema.py``. What the canon holds that Gemini cannot take is listed in
 :data:`DROPPED`.
 
 Thought signatures: Gemini wants each one back on the part that carried it. A call's
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ..events import (
+from ...events import (
     ChatRequest,
     Event,
     GatewayError,
@@ -39,9 +39,9 @@ from ..events import (
     ToolResultPart,
     kind_for_status,
 )
-from ..sse import ServerSentEvent
-from .gemini_schema import gemini_schema
-from .gemini_stream import GeminiStreamDecoder, error_from_wire
+from ...sse import ServerSentEvent
+from .schema import gemini_schema
+from .stream import GeminiStreamDecoder, error_from_wire
 
 __all__ = [
     "DROPPED",

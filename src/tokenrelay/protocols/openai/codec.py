@@ -1,7 +1,7 @@
 """The OpenAI Chat Completions protocol: requests, non-streaming bodies and errors.
 
 The streaming half (frames <-> events, and the same-protocol passthrough) is in
-``openai_stream.py``. Wire reference: the official ``openai`` SDK's types.
+``stream.py``. Wire reference: the official ``openai`` SDK's types.
 """
 
 from __future__ import annotations
@@ -11,23 +11,31 @@ from typing import Any
 
 import msgspec
 
-from ..events import (
+from ...events import (
     ChatRequest,
+    Event,
+    Finish,
     GatewayError,
     ImagePart,
     Message,
     Part,
+    ReasoningDelta,
     ReasoningPart,
     Source,
+    Start,
+    TextDelta,
     TextPart,
     Tool,
+    ToolCallDelta,
     ToolCallPart,
     ToolResultPart,
     kind_for_status,
 )
-from ..fold import Fold, Tally
-from .openai_passthrough import OpenAIPassthrough
-from .openai_stream import (
+from ...fold import Fold, Tally
+from ..base import bearer
+from .passthrough import OpenAIPassthrough
+from .stream import (
+    FINISH_FROM_WIRE,
     FINISH_TO_WIRE,
     OpenAIStreamDecoder,
     OpenAIStreamEncoder,
@@ -35,13 +43,14 @@ from .openai_stream import (
     error_object,
     opaque_reasoning,
     reasoning_details,
+    usage_from_wire,
     usage_to_wire,
 )
-from .openai_stream import error_frame as error_frame  # part of the protocol's interface
-from .openai_translate import DROPPED as DROPPED
-from .openai_translate import effort_for_budget as effort_for_budget
-from .openai_translate import encode_request as encode_request
-from .openai_translate import wire_call
+from .stream import error_frame as error_frame  # part of the protocol's interface
+from .translate import DROPPED as DROPPED
+from .translate import effort_for_budget as effort_for_budget
+from .translate import encode_request as encode_request
+from .translate import wire_call
 
 name = "openai"
 # None: OpenAI's own headers (OpenAI-Organization, OpenAI-Project) name the account,
@@ -271,15 +280,14 @@ def decode_request(body: Any) -> ChatRequest:
     )
 
 
-# --- upstream side (encode_request and the drop table: openai_translate.py) -------
+# --- upstream side (encode_request and the drop table: translate.py) -------
 
 
 def url(base_url: str, model: str, stream: bool) -> str:
     return base_url.rstrip("/") + "/chat/completions"
 
 
-def headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+headers = bearer
 
 
 def stream_decoder() -> OpenAIStreamDecoder:
@@ -367,3 +375,45 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
 
 def error_body(error: GatewayError) -> dict[str, Any]:
     return {"error": error_object(error.kind, error.message, error.code, error.param)}
+
+
+def decode_response(body: Any) -> list[Event]:
+    """A ``chat.completion`` body as the events of its stream (the SDK's ``create()``
+    folds them as it folds a stream)."""
+    if not isinstance(body, dict):
+        return []
+    extra = {}
+    if body.get("system_fingerprint"):
+        extra["system_fingerprint"] = body["system_fingerprint"]
+    out: list[Event] = [
+        Start(
+            str(body.get("id") or ""),
+            str(body.get("model") or ""),
+            int(body.get("created") or 0),
+            extra=extra,
+        )
+    ]
+    for choice in body.get("choices") or ():
+        index = int(choice.get("index") or 0)
+        message = choice.get("message") or {}
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if reasoning:
+            out.append(ReasoningDelta(reasoning, choice=index))
+        if isinstance(message.get("content"), str) and message["content"]:
+            out.append(TextDelta(message["content"], index))
+        for k, call in enumerate(message.get("tool_calls") or ()):
+            fn = call.get("function") or {}
+            arguments = fn.get("arguments") or ""
+            out.append(ToolCallDelta(k, call.get("id"), fn.get("name"), arguments, choice=index))
+        reason = choice.get("finish_reason")
+        if reason:
+            out.append(Finish(FINISH_FROM_WIRE.get(reason, "stop"), index))
+    if body.get("usage"):
+        out.append(usage_from_wire(body["usage"]))
+    return out
+
+
+def model_list(models: list[tuple[str, str]]) -> dict[str, Any]:
+    """``GET /v1/models``: ``{"object": "list", "data": [{"id", "object", ...}]}``."""
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": owner} for m, owner in models]
+    return {"object": "list", "data": data}

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from ..events import (
+from ...events import (
     ChatRequest,
     GatewayError,
     ImagePart,
@@ -22,7 +22,7 @@ from ..events import (
     ToolCallPart,
     ToolResultPart,
 )
-from .anthropic_wire import name
+from .wire import name
 
 _json_decode = msgspec.json.decode
 

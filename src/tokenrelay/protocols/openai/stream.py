@@ -1,5 +1,5 @@
 """OpenAI Chat Completions streaming: frames -> events and events -> frames (the
-same-protocol passthrough is in ``openai_passthrough.py``).
+same-protocol passthrough is in ``passthrough.py``).
 
 The passthrough is the hot path of an OpenAI client on an OpenAI-compatible upstream:
 each frame is validated and inspected through a small ``msgspec`` view (finish reason,
@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import (
+from ...events import (
     ERROR_STATUS,
     Error,
     Event,
@@ -26,11 +26,13 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from ..fold import Tally, charged_usage
-from ..ids import token_hex
-from ..sse import ServerSentEvent
-from ..sse import encode as sse_encode
-from .base import InBandEnd
+from ...fold import Tally, charged_usage
+from ...ids import token_hex
+from ...sse import ServerSentEvent
+from ...sse import encode as sse_encode
+from ..base import MALFORMED as MALFORMED
+from ..base import TRUNCATED as TRUNCATED
+from ..base import InBandEnd
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.decode
@@ -158,12 +160,6 @@ def upstream_error(raw: Any) -> Error:
     if isinstance(code, int) and 400 <= code <= 599:
         status = code
     return Error(kind, message, status, str(code) if code is not None else None)
-
-
-MALFORMED = Error("upstream", "the upstream sent a malformed frame", 502, "upstream_malformed")
-TRUNCATED = Error(
-    "upstream", "the upstream closed the stream before it finished", 502, "upstream_truncated"
-)
 
 
 class OpenAIStreamDecoder:

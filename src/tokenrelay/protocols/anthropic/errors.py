@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from ..events import Error, GatewayError
+from ...events import Error, GatewayError
 
 _LIMIT_FIRST = re.compile(
     r"maximum context length is (\d+) tokens.*?(?:resulted in|requested|contains?) (\d+)", re.S

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import ChatRequest, ImagePart, Message, TextPart, ToolCallPart, ToolResultPart
+from ...events import ChatRequest, ImagePart, Message, TextPart, ToolCallPart, ToolResultPart
 
 name = "openai"
 

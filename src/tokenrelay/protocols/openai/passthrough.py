@@ -17,11 +17,11 @@ from typing import Any
 
 import msgspec
 
-from ..events import Error
-from ..fold import Tally, charged_usage
-from ..sse import encode as sse_encode
-from .base import InBandEnd
-from .openai_stream import (
+from ...events import Error
+from ...fold import Tally, charged_usage
+from ...sse import encode as sse_encode
+from ..base import InBandEnd
+from .stream import (
     DONE,
     FINISH_FROM_WIRE,
     MALFORMED,
@@ -148,7 +148,7 @@ class OpenAIPassthrough(InBandEnd):
                 if choice.delta is not None:
                     tally.output_chars += choice.delta.chars()
             data = self._rename(data)
-            out.append(b"data: " + data + b"\n\n" if b"\n" not in data else sse_encode(data))
+            out.append(sse_encode(data))
         if out:
             tally.started = True
         return out

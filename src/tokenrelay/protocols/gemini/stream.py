@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import (
+from ...events import (
     Error,
     Event,
     Finish,
@@ -34,7 +34,8 @@ from ..events import (
     Usage,
     kind_for_status,
 )
-from ..sse import ServerSentEvent
+from ...sse import ServerSentEvent
+from ..base import MALFORMED, TRUNCATED
 
 __all__ = [
     "FINISH_FROM_WIRE",
@@ -73,11 +74,6 @@ FINISH_FROM_WIRE: dict[str, str] = {
     "MISSING_THOUGHT_SIGNATURE": "error",
     "FINISH_REASON_UNSPECIFIED": "error",
 }
-
-MALFORMED = Error("upstream", "the upstream sent a malformed frame", 502, "upstream_malformed")
-TRUNCATED = Error(
-    "upstream", "the upstream closed the stream before it finished", 502, "upstream_truncated"
-)
 
 
 def usage_from_wire(raw: dict[str, Any]) -> Usage:
@@ -171,8 +167,12 @@ class GeminiStreamDecoder:
         (or no choice at all) means the stream was cut."""
         if self._ended:
             return []
-        done = bool(self._choices) and all(c.finished for c in self._choices.values())
-        return self._fail(None if done else TRUNCATED)
+        return self._fail(None if self.done else TRUNCATED)
+
+    @property
+    def done(self) -> bool:
+        """Every choice has its ``finishReason`` (Gemini has no end marker)."""
+        return bool(self._choices) and all(c.finished for c in self._choices.values())
 
     def _fail(self, error: Error | None) -> list[Event]:
         self._ended = True

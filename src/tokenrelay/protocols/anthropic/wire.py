@@ -17,8 +17,10 @@ from typing import Any
 
 import msgspec
 
-from ..events import ERROR_STATUS, Error, Usage
-from ..sse import encode as sse_encode
+from ...events import ERROR_STATUS, Error, Usage
+from ...sse import encode as sse_encode
+from ..base import MALFORMED as MALFORMED
+from ..base import TRUNCATED as TRUNCATED
 
 name = "anthropic"
 
@@ -81,11 +83,6 @@ ERROR_KIND: dict[str, str] = {
     "api_error": "upstream",
     "overloaded_error": "overloaded",
 }
-
-MALFORMED = Error("upstream", "the upstream sent a malformed frame", 502, "upstream_malformed")
-TRUNCATED = Error(
-    "upstream", "the upstream closed the stream before it finished", 502, "upstream_truncated"
-)
 
 
 def error_object(kind: str, message: str) -> dict[str, Any]:

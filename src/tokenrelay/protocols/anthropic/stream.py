@@ -7,7 +7,7 @@ clients run over our bytes). A stream is ``message_start``, then content blocks 
 never overlap (``content_block_start`` / ``_delta`` / ``_stop``, consecutive
 ``index``), then ``message_delta`` (stop reason, cumulative usage) and
 ``message_stop``; ``ping`` may come anywhere and ``error`` ends the stream. The shared
-vocabulary (tables, errors, usage, views) is in ``anthropic_wire.py``.
+vocabulary (tables, errors, usage, views) is in ``wire.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import (
+from ...events import (
     Error,
     Event,
     Finish,
@@ -27,10 +27,12 @@ from ..events import (
     ToolCallDelta,
     Usage,
 )
-from ..fold import Tally, charged_usage
-from ..sse import ServerSentEvent
-from ..sse import encode as sse_encode
-from .anthropic_wire import (
+from ...fold import Tally, charged_usage
+from ...sse import ServerSentEvent
+from ...sse import encode as sse_encode
+from ..base import InBandEnd
+from ..blocks import Args, CloseCall, Op, OpenCall, ToolCallSequencer
+from .wire import (
     FINISH_FROM_WIRE,
     MALFORMED,
     TRUNCATED,
@@ -47,8 +49,6 @@ from .anthropic_wire import (
     usage_to_wire,
     view,
 )
-from .base import InBandEnd
-from .blocks import Args, CloseCall, Op, OpenCall, ToolCallSequencer
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -207,44 +207,45 @@ class AnthropicStreamEncoder(InBandEnd):
         }
         return _frame("message_start", _json_encode({"type": "message_start", "message": message}))
 
-    def _open_block(self, kind: int, block: bytes) -> bytes:
+    def _open_block(self, kind: int, block: bytes, out: list[bytes]) -> None:
         index = self._next
         self._next += 1
         self._open = kind
         self._delta = b'{"type":"content_block_delta","index":%d,"delta":' % index
         if kind == _REDACTED:  # its data is sent with the start, when the block closes
-            return b""
+            return
         start = b'{"type":"content_block_start","index":%d,"content_block":' % index
-        return _frame("content_block_start", start + block + b"}")
+        out.append(_frame("content_block_start", start + block + b"}"))
 
-    def _close_block(self) -> bytes:
+    def _close_block(self, out: list[bytes]) -> None:
+        """Appends to ``out`` the frames that close the open block (one event each, as
+        every frame this encoder writes)."""
         kind = self._open
         if not kind:
-            return b""
+            return
         if kind == _TOOL:
-            return self._tool_ops(self._tools.flush())
+            self._tool_ops(self._tools.flush(), out)
+            return
         self._open = 0
         index = self._next - 1
-        out = b""
         if kind == _THINKING and self._signature:
             sig = _json_encode("".join(self._signature))
             self._signature = []
-            out = self._delta_frame(b'{"type":"signature_delta","signature":' + sig + b"}")
+            out.append(self._delta_frame(b'{"type":"signature_delta","signature":' + sig + b"}"))
         elif kind == _REDACTED:
             data = _json_encode("".join(self._redacted))
             self._redacted = []
             start = b'{"type":"content_block_start","index":%d,"content_block":' % index
             block = b'{"type":"redacted_thinking","data":' + data + b"}}"
-            out = _frame("content_block_start", start + block)
-        return out + _frame(
-            "content_block_stop", b'{"type":"content_block_stop","index":%d}' % index
+            out.append(_frame("content_block_start", start + block))
+        out.append(
+            _frame("content_block_stop", b'{"type":"content_block_stop","index":%d}' % index)
         )
 
     def _delta_frame(self, delta: bytes) -> bytes:
         return _frame("content_block_delta", self._delta + delta + b"}")
 
-    def _tool_ops(self, ops: list[Op]) -> bytes:
-        out: list[bytes] = []
+    def _tool_ops(self, ops: list[Op], out: list[bytes]) -> None:
         for op in ops:
             if isinstance(op, Args):
                 json = _json_encode(op.text)
@@ -253,19 +254,18 @@ class AnthropicStreamEncoder(InBandEnd):
                 )
             elif isinstance(op, OpenCall):
                 if self._open:
-                    out.append(self._close_block())
+                    self._close_block(out)
                 block = {
                     "type": "tool_use",
                     "id": tool_use_id(op.id),
                     "name": op.name or "",
                     "input": {},
                 }
-                out.append(self._open_block(_TOOL, _json_encode(block)))
+                self._open_block(_TOOL, _json_encode(block), out)
             elif isinstance(op, CloseCall):
                 self._open = 0
                 stop = b'{"type":"content_block_stop","index":%d}' % (self._next - 1)
                 out.append(_frame("content_block_stop", stop))
-        return b"".join(out)
 
     def encode(self, events: list[Event]) -> list[bytes]:
         out: list[bytes] = []
@@ -278,8 +278,8 @@ class AnthropicStreamEncoder(InBandEnd):
                     continue
                 tally.output_chars += len(event.text)
                 if self._open != _TEXT:
-                    out.append(self._close_block())
-                    out.append(self._open_block(_TEXT, b'{"type":"text","text":""}'))
+                    self._close_block(out)
+                    self._open_block(_TEXT, b'{"type":"text","text":""}', out)
                 delta = b'{"type":"text_delta","text":' + _json_encode(event.text) + b"}"
                 out.append(self._delta_frame(delta))
             elif isinstance(event, ToolCallDelta):
@@ -287,15 +287,15 @@ class AnthropicStreamEncoder(InBandEnd):
                     continue
                 tally.output_chars += len(event.arguments)
                 ops = self._tools.feed(event.index, event.id, event.name, event.arguments)
-                out.append(self._tool_ops(ops))
+                self._tool_ops(ops, out)
             elif isinstance(event, ReasoningDelta):
                 if not event.choice:
-                    out.append(self._reasoning(event))
+                    self._reasoning(event, out)
             elif isinstance(event, Finish):
                 if not event.choice:
                     tally.finish_reason = event.reason
                     self._stop_sequence = event.stop_sequence
-                    out.append(self._close_block())
+                    self._close_block(out)
             elif isinstance(event, Usage):
                 tally.usage = event
             elif isinstance(event, Error):
@@ -303,36 +303,35 @@ class AnthropicStreamEncoder(InBandEnd):
                 out.append(error_frame(event))
                 self.ended = True
                 break
-        data = b"".join(out)
-        tally.started = tally.started or bool(data)
-        return [data] if data else []
+        tally.started = tally.started or bool(out)
+        return out
 
-    def _reasoning(self, event: ReasoningDelta) -> bytes:
-        out = b""
+    def _reasoning(self, event: ReasoningDelta, out: list[bytes]) -> None:
         if event.text:
             self.tally.output_chars += len(event.text)
             # a thinking block ends with its signature: text after one starts a new block
             if self._open != _THINKING or self._signature:
-                out += self._close_block()
-                out += self._open_block(
-                    _THINKING, b'{"type":"thinking","thinking":"","signature":""}'
+                self._close_block(out)
+                self._open_block(
+                    _THINKING, b'{"type":"thinking","thinking":"","signature":""}', out
                 )
-            out += self._delta_frame(
-                b'{"type":"thinking_delta","thinking":' + _json_encode(event.text) + b"}"
+            out.append(
+                self._delta_frame(
+                    b'{"type":"thinking_delta","thinking":' + _json_encode(event.text) + b"}"
+                )
             )
         if event.signature:
             if self._open != _THINKING:
-                out += self._close_block()
-                out += self._open_block(
-                    _THINKING, b'{"type":"thinking","thinking":"","signature":""}'
+                self._close_block(out)
+                self._open_block(
+                    _THINKING, b'{"type":"thinking","thinking":"","signature":""}', out
                 )
             self._signature.append(event.signature)
         if event.redacted:
             if self._open != _REDACTED:
-                out += self._close_block()
-                out += self._open_block(_REDACTED, b"")
+                self._close_block(out)
+                self._open_block(_REDACTED, b"", out)
             self._redacted.append(event.redacted)
-        return out
 
     def close(self, cancelled: bool = False) -> list[bytes]:
         """The trailer: the open block's stop, ``message_delta`` with the stop reason and
@@ -340,14 +339,15 @@ class AnthropicStreamEncoder(InBandEnd):
         if self.ended:
             return []
         self.ended = True
-        out = self._start([]) if not self._id else b""
-        out += self._close_block()
+        out = [self._start([])] if not self._id else []
+        self._close_block(out)
         stop = stop_to_wire(self.tally.finish_reason, self._stop_sequence)
         # what the request is charged: the upstream's counts, or the estimate
         usage = usage_to_wire(charged_usage(self.tally))
         delta = {"type": "message_delta", "delta": stop, "usage": usage}
-        out += _frame("message_delta", _json_encode(delta))
-        return [out + _frame("message_stop", b'{"type":"message_stop"}')]
+        out.append(_frame("message_delta", _json_encode(delta)))
+        out.append(_frame("message_stop", b'{"type":"message_stop"}'))
+        return out
 
 
 # --- the same-protocol passthrough ---------------------------------------------------

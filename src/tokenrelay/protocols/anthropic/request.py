@@ -3,7 +3,7 @@
 The body is kept as ``source``: an Anthropic upstream is sent it as the client wrote it,
 so nothing the canon leaves out (cache_control, documents, server tools, top_k,
 context_management, roles and blocks newer than this code, ...) is lost in a
-same-protocol relay. The other direction is ``anthropic_translate.py``.
+same-protocol relay. The other direction is ``translate.py``.
 
 Validation at the door is only what the gateway itself needs: a JSON object with a
 model name. A body the canon cannot be read from (a field of the wrong shape, a block
@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import (
+from ...events import (
     ChatRequest,
     GatewayError,
     ImagePart,
@@ -32,7 +32,7 @@ from ..events import (
     ToolCallPart,
     ToolResultPart,
 )
-from .anthropic_wire import name
+from .wire import name
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -98,7 +98,7 @@ def _image(block: dict[str, Any], where: str) -> ImagePart | None:
         )
     if kind == "url":
         return ImagePart(url=_string(source, "url", f"{where}.source"))
-    return None  # a file id, or a newer source kind: see anthropic_translate.ADJUSTMENTS
+    return None  # a file id, or a newer source kind: see translate.ADJUSTMENTS
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -174,7 +174,7 @@ def _turn(raw: Any, i: int) -> list[Message]:
         elif kind == "redacted_thinking":
             part = ReasoningPart(redacted=_string(block, "data", at))
         else:
-            part = None  # no canonical part: see anthropic_translate.ADJUSTMENTS
+            part = None  # no canonical part: see translate.ADJUSTMENTS
         if part is None:
             continue
         target: Role = "tool" if isinstance(part, ToolResultPart) else role
@@ -205,7 +205,7 @@ def _tools(raw: Any) -> list[Tool] | None:
         if not isinstance(item, dict):
             raise _invalid(f"tools[{i}]: must be an object", f"tools[{i}]")
         if item.get("type") not in (None, "custom"):
-            continue  # a server tool: see anthropic_translate.ADJUSTMENTS
+            continue  # a server tool: see translate.ADJUSTMENTS
         schema = item.get("input_schema")
         if not isinstance(schema, dict):
             raise _invalid(

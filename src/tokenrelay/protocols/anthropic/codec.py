@@ -3,9 +3,9 @@
 Client side: Anthropic clients (the official SDK's ``messages.create`` /
 ``messages.stream``) are served from the canon. Upstream side: Anthropic, or any
 Anthropic-compatible endpoint, is called from the canon. The request codec is in
-``anthropic_request.py`` (wire -> canon) and ``anthropic_translate.py`` (canon ->
+``request.py`` (wire -> canon) and ``translate.py`` (canon ->
 wire, with ``ADJUSTMENTS``: what translation cannot keep); the stream codecs in
-``anthropic_stream.py``, over the shared vocabulary in ``anthropic_wire.py``. This module is the surface a protocol module
+``stream.py``, over the shared vocabulary in ``wire.py``. This module is the surface a protocol module
 must have (see ``base.py``).
 """
 
@@ -15,14 +15,28 @@ from typing import Any
 
 import msgspec
 
-from ..events import ChatRequest, Error, GatewayError, kind_for_status
-from ..fold import Fold, Tally
-from .anthropic_errors import as_anthropic, as_anthropic_event
-from .anthropic_request import decode_count_request, decode_request
-from .anthropic_stream import AnthropicPassthrough, AnthropicStreamDecoder, AnthropicStreamEncoder
-from .anthropic_translate import ADJUSTMENTS, DEFAULT_MAX_TOKENS, EFFORT_BUDGET, encode_request
-from .anthropic_wire import (
+from ...events import (
+    ChatRequest,
+    Error,
+    Event,
+    Finish,
+    GatewayError,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    ToolCallDelta,
+    kind_for_status,
+)
+from ...fold import Fold, Tally
+from .errors import as_anthropic, as_anthropic_event
+from .request import decode_count_request, decode_request
+from .stream import AnthropicPassthrough, AnthropicStreamDecoder, AnthropicStreamEncoder
+from .translate import ADJUSTMENTS, DEFAULT_MAX_TOKENS, EFFORT_BUDGET, encode_request
+from .wire import (
     ERROR_KIND,
+    FINISH_FROM_WIRE,
+    UsageState,
+    UsageView,
     error_object,
     name,
     new_message_id,
@@ -30,7 +44,7 @@ from .anthropic_wire import (
     tool_use_id,
     usage_to_wire,
 )
-from .anthropic_wire import error_frame as _error_frame
+from .wire import error_frame as _error_frame
 
 __all__ = [
     "ADJUSTMENTS",
@@ -41,11 +55,13 @@ __all__ = [
     "decode_count_request",
     "decode_error",
     "decode_request",
+    "decode_response",
     "encode_request",
     "encode_response",
     "error_body",
     "error_frame",
     "headers",
+    "model_list",
     "name",
     "passthrough",
     "stream_decoder",
@@ -62,6 +78,7 @@ request opts into (``client.beta.messages.create(betas=[...])``) change what the
 accepts and answers. ``anthropic-version`` is the gateway's own (``API_VERSION``)."""
 
 _json_decode = msgspec.json.decode
+_json_encode = msgspec.json.Encoder().encode
 
 
 # --- client side ----------------------------------------------------------------------
@@ -130,7 +147,7 @@ def error_body(error: GatewayError) -> dict[str, Any]:
     An Anthropic upstream's own error body is returned as it came (its ``type``,
     ``message`` and ``request_id``: Claude Code's recovery matches on the wording); a
     context-length error of another upstream is worded as Anthropic words it
-    (``anthropic_errors.py``)."""
+    (``errors.py``)."""
     if error.upstream is not None and error.upstream[0] == name:
         return error.upstream[1]
     error = as_anthropic(error)
@@ -185,3 +202,49 @@ def decode_error(status: int, body: bytes) -> GatewayError:
     if isinstance(data, dict) and data.get("type") == "error" and isinstance(error_, dict):
         error.upstream = (name, data)  # an Anthropic client gets this body as it came
     return error
+
+
+def decode_response(body: Any) -> list[Event]:
+    """A ``message`` body as the events of its stream (the SDK's ``create()`` folds
+    them as it folds a stream)."""
+    if not isinstance(body, dict):
+        return []
+    out: list[Event] = [Start(str(body.get("id") or ""), str(body.get("model") or ""))]
+    tools = 0
+    for block in body.get("content") or ():
+        kind = block.get("type")
+        if kind == "text" and block.get("text"):
+            out.append(TextDelta(block["text"]))
+        elif kind == "thinking":
+            out.append(ReasoningDelta(block.get("thinking") or "", block.get("signature")))
+        elif kind == "redacted_thinking":
+            out.append(ReasoningDelta(redacted=block.get("data")))
+        elif kind == "tool_use":
+            arguments = _json_encode(block.get("input") or {}).decode()
+            out.append(ToolCallDelta(tools, block.get("id"), block.get("name"), arguments))
+            tools += 1
+    reason = body.get("stop_reason")
+    if reason:
+        matched = body.get("stop_sequence")
+        out.append(
+            Finish(
+                FINISH_FROM_WIRE.get(reason, "stop"),
+                stop_sequence=matched if isinstance(matched, str) else None,
+            )
+        )
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        out.append(UsageState().update(msgspec.convert(usage, UsageView)))
+    return out
+
+
+def model_list(models: list[tuple[str, str]]) -> dict[str, Any]:
+    """``GET /v1/models`` in Anthropic's shape (``anthropic-version`` sent, or under
+    ``/anthropic``): ``{"data", "has_more", "first_id", "last_id"}``."""
+    data = [
+        {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
+        for m, _ in models
+    ]
+    first = data[0]["id"] if data else None
+    last = data[-1]["id"] if data else None
+    return {"data": data, "has_more": False, "first_id": first, "last_id": last}

@@ -1,0 +1,26 @@
+"""The OpenAI Chat Completions protocol, both roles: ``codec.py`` (requests, bodies,
+errors), ``stream.py`` (frames <-> events), ``passthrough.py`` (same protocol in and
+out), ``translate.py`` (canon -> wire, and what it drops)."""
+
+from __future__ import annotations
+
+from ..base import ProtocolSpec, Route, Translation, bearer
+from . import codec
+
+PROTOCOL = ProtocolSpec(
+    name=codec.name,
+    client=codec,
+    upstream=codec,
+    routes=(
+        Route("chat", "/v1/chat/completions"),
+        Route("chat", "/chat/completions"),
+        Route("models", "/v1/models"),
+        Route("models", "/models"),
+    ),
+    model_list=codec.model_list,
+    auth=bearer,
+    decode_body=codec.decode_response,
+    translation=Translation(
+        "OpenAI-compatible upstream", "protocols/openai/translate.py DROPPED", codec.DROPPED
+    ),
+)

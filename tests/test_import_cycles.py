@@ -1,0 +1,117 @@
+"""No import cycle among the modules of ``src/tokenrelay``: every ``import`` and
+``from … import`` in a module counts, at any depth (inside functions, and under
+``if TYPE_CHECKING:`` too), read with ``ast`` so nothing is executed.
+
+``KNOWN`` lists the cycles that remain, each owned by another change; the test fails
+when a new one appears and when a known one is gone (then delete its line)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenrelay"
+
+KNOWN: set[frozenset[str]] = {
+    # issue 12 point 3: Exchange.finish calls accounts.settle, which reads Exchange
+    frozenset({"tokenrelay.server.relay", "tokenrelay.server.accounts"}),
+    # issue 12 point 4: admin and admin_stats share private helpers
+    frozenset({"tokenrelay.server.admin", "tokenrelay.server.admin_stats"}),
+    # type-only: reader and redis_mirror name hub.Stream, hub names them back
+    frozenset(
+        {"tokenrelay.streams.hub", "tokenrelay.streams.reader", "tokenrelay.streams.redis_mirror"}
+    ),
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ["tokenrelay", *path.relative_to(PACKAGE).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            if node.level:
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module or ""
+            # ``from pkg import sub`` imports the submodule; ``from mod import name`` mod
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            ]
+        else:
+            continue
+        yield from (t for t in targets if t in known and t != name)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[frozenset[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(frozenset(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_checker_sees_a_cycle_and_a_type_only_import(tmp_path: Path) -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [frozenset({"a", "b", "c"})]
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from .other import X\n"
+        "def f():\n    from . import sub\n"
+    )
+    known = {"tokenrelay.x.m": module, "tokenrelay.x.other": module, "tokenrelay.x.sub": module}
+    assert set(_imports("tokenrelay.x.m", module, known)) == {
+        "tokenrelay.x.other",
+        "tokenrelay.x.sub",
+    }
+
+
+def test_no_import_cycle_beyond_the_known_ones() -> None:
+    modules = _modules()
+    assert "tokenrelay.protocols.registry" in modules
+    graph = {name: set(_imports(name, path, modules)) for name, path in modules.items()}
+    cycles = set(_cycles(graph))
+    assert cycles - KNOWN == set(), "new import cycles"
+    assert KNOWN - cycles == set(), "a known cycle is gone: delete it from KNOWN"
