@@ -7,11 +7,11 @@ import re
 
 from hypothesis import given
 from hypothesis import strategies as st
-from tokenrelay.protocols.anthropic_wire import tool_use_id
 
 from tokenrelay.events import Error, GatewayError
 from tokenrelay.protocols.anthropic import codec as anthropic
 from tokenrelay.protocols.anthropic.errors import context_message
+from tokenrelay.protocols.anthropic.wire import tool_use_id
 from tokenrelay.providers.betas import BetaFilter
 
 flags = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
