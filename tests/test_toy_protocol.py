@@ -43,7 +43,7 @@ from tokenrelay.events import (
     Usage,
     kind_for_status,
 )
-from tokenrelay.fold import Fold, Tally, estimate_usage
+from tokenrelay.fold import Fold, Tally, charged_usage
 from tokenrelay.protocols.base import (
     MALFORMED,
     TRUNCATED,
@@ -74,7 +74,7 @@ def _error_frame(error: Error) -> bytes:
 
 
 def _trailer(tally: Tally) -> list[bytes]:
-    usage = tally.usage or estimate_usage(tally)
+    usage = charged_usage(tally)
     halt = {
         "halt": tally.finish_reason or "stop",
         "spent": {"in": usage.input, "out": usage.output},
