@@ -22,6 +22,7 @@ import httpx
 import msgspec
 
 from .client import APIError, ChatResult, Client, Event, ReasoningDelta, TextDelta, ToolCallDelta
+from .client.wire import bearer_headers
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 EXIT_COMMANDS = ("/exit", "/quit")
@@ -215,10 +216,6 @@ def run_chat(args: argparse.Namespace) -> int:
 # --- models ---------------------------------------------------------------------------
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
 def _error_text(response: httpx.Response) -> str:
     try:
         error = response.json().get("error") or {}
@@ -230,7 +227,7 @@ def _error_text(response: httpx.Response) -> str:
 def run_models(args: argparse.Namespace) -> int:
     url = args.base_url.rstrip("/") + "/models"
     try:
-        response = httpx.get(url, headers=_headers(args.api_key), timeout=10.0)
+        response = httpx.get(url, headers=bearer_headers(args.api_key), timeout=10.0)
     except httpx.HTTPError as exc:
         sys.stderr.write(f"error: cannot reach {url}: {exc}\n")
         return 1

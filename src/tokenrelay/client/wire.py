@@ -68,12 +68,18 @@ class Wire(Protocol):
         ...
 
 
+def bearer_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer <key>``, or nothing without a key: how the SDK, the CLI and
+    the benchmarks present a tokenrelay (or OpenAI) key."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class _OpenAI:
     name: ProtocolName = "openai"
     path = "/chat/completions"
 
     def headers(self, api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return bearer_headers(api_key)
 
     def body(
         self, model: str, messages: list[dict[str, Any]], params: dict[str, Any], stream: bool

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -33,6 +32,7 @@ from ..events import (
     ToolResultPart,
     Usage,
 )
+from ..ids import token_hex
 from ..sse import ServerSentEvent
 from ..stops import cut_at_stop
 
@@ -102,9 +102,7 @@ class LocalProvider:
             for p in m.parts
             if isinstance(p, TextPart)
         )
-        events: list[Event] = [
-            Start(f"local-{secrets.token_hex(12)}", "local/echo", int(time.time()))
-        ]
+        events: list[Event] = [Start(f"local-{token_hex(12)}", "local/echo", int(time.time()))]
         last = request.messages[-1] if request.messages else None
         if last is not None and last.role == "tool":
             # after tool results, echo them: an agent loop ends instead of calling the
@@ -147,7 +145,7 @@ class LocalProvider:
             raise GatewayError(
                 "invalid_request", f"/call arguments must be JSON: {exc}", param="messages"
             ) from None
-        call_id = f"call_{secrets.token_hex(12)}"
+        call_id = f"call_{token_hex(12)}"
         pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
         events: list[Event] = [ToolCallDelta(0, call_id, name, pieces[0])]
         events.extend(ToolCallDelta(0, arguments=p) for p in pieces[1:])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..events import ChatRequest, TextPart
-from ..fold import estimate_usage
+from ..fold import CHARS_PER_TOKEN, estimate_usage
 from ..limits import Limiter, Ticket, create_limiter
 from ..pricing import PriceTable
 from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
@@ -31,9 +31,9 @@ DEFAULT_OUTPUT_ESTIMATE = 1024  # output tokens assumed for the tpm check when m
 
 def estimate_tokens(request: ChatRequest) -> int:
     """Tokens to reserve against a tpm limit before the call: the prompt's characters
-    divided by 4, plus max_tokens (or a default). Reconciled with the real counts."""
+    divided by ``CHARS_PER_TOKEN``, plus max_tokens (or a default). Reconciled with the real counts."""
     chars = sum(len(p.text) for m in request.messages for p in m.parts if isinstance(p, TextPart))
-    return -(-chars // 4) + (request.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
+    return -(-chars // CHARS_PER_TOKEN) + (request.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
 
 
 @dataclass(slots=True)

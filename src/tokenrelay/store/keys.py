@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..ids import token_hex
 from ..limits.base import BUDGET_PERIODS, Limits
 from ..limits.fields import LIMIT_FIELDS, LIMIT_NAMES
 
@@ -51,11 +52,12 @@ def as_utc(value: datetime) -> datetime:
 
 
 def new_secret() -> str:
+    # A credential, not an id: straight from ``secrets``, never from the ids' pool.
     return SECRET_PREFIX + secrets.token_urlsafe(30)
 
 
 def new_key_id() -> str:
-    return "key_" + secrets.token_hex(8)
+    return "key_" + token_hex(8)
 
 
 def hash_secret(secret: str) -> str:
