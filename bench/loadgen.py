@@ -34,6 +34,8 @@ import time
 from collections import Counter
 from typing import Any, cast
 
+from tokenrelay.client.wire import bearer_headers
+
 perf_ns = time.perf_counter_ns
 
 HEAD, BODY, TRAILER = 0, 1, 2
@@ -273,8 +275,7 @@ def build_request(host: str, port: int, path: str, model: str, api_key: str | No
         "Content-Type: application/json",
         f"Content-Length: {len(body)}",
     ]
-    if api_key:
-        head.append(f"Authorization: Bearer {api_key}")
+    head += [f"{name}: {value}" for name, value in bearer_headers(api_key).items()]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
