@@ -1,6 +1,7 @@
 // @ts-check
 // The admin API client: the master key (sessionStorage, this tab only), requests with
 // it as a Bearer token, and errors as ``AdminError``.
+
 /** @typedef {import('./types.js').ErrorBody} ErrorBody */
 
 const KEY = 'tokenrelay.masterKey';
