@@ -20,6 +20,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# TypeScript (pinned in package.json / package-lock.json) type-checks the page scripts;
+# only the npm registry is reached. Re-installed whenever the lock file changes.
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || bash scripts/system-deps.sh npm
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 serve: $(VENV)/.installed
 	$(BIN)/tokenrelay serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
@@ -27,9 +34,10 @@ serve: $(VENV)/.installed
 system-deps:
 	@bash scripts/system-deps.sh redis-server postgresql chromium nodejs fonts-noto-cjk fonts-noto-color-emoji
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed node_modules/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	node_modules/.bin/tsc --project tsconfig.json
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -47,4 +55,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
+    API_KEY,
     BENCH,
     REPO,
     VENV_BIN,
@@ -52,6 +53,8 @@ from harness import (
     version,
     wait_ready,
 )
+
+from tokenrelay.protocols.base import bearer as bearer_headers
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "streams" / "openai"
 CLIENTS = (
@@ -89,7 +92,7 @@ def _count_frames(tail: bytes, data: bytes) -> tuple[int, bytes]:
 async def _client_main(lib: str, port: int, conc: int, rounds: int, model: str) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    headers = {"Authorization": "Bearer sk-bench", "Accept": "text/event-stream"}
+    headers = {**bearer_headers(API_KEY), "Accept": "text/event-stream"}
     errors: list[str] = []
 
     from tokenrelay.sse import SSEDecoder

@@ -22,12 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tokenrelay.protocols.base import bearer as bearer_headers
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 VENV_BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LOOPBACK = "127.0.0.1"
+
+
+API_KEY = "sk-bench"
+"""The key every benchmark client sends (and the fake upstream's in the gateway config)."""
 
 
 def write_gateway_config(run_dir: Path, fake_port: int, extra: str = "") -> Path:
@@ -40,7 +46,7 @@ def write_gateway_config(run_dir: Path, fake_port: int, extra: str = "") -> Path
         "  - name: fake\n"
         "    protocol: openai\n"
         f"    base_url: http://127.0.0.1:{fake_port}/v1\n"
-        "    api_key: sk-bench\n"
+        f"    api_key: {API_KEY}\n"
         '    models: ["*"]\n' + extra
     )
     return cfg
@@ -335,7 +341,7 @@ def probe_stream(port: int, model: str, path: str = "/v1/chat/completions") -> s
             "POST",
             path,
             body=body,
-            headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench"},
+            headers={"Content-Type": "application/json", **bearer_headers(API_KEY)},
         )
         resp = conn.getresponse()
         data = resp.read()

@@ -24,7 +24,6 @@ import functools
 import json
 import math
 import os
-import platform
 import sys
 import time
 import traceback
@@ -38,14 +37,12 @@ from harness import (
     Measured,
     Noise,
     Server,
-    cpu_model,
     cpu_plan,
     fake_server,
     free_port,
     install_signal_handlers,
     probe_stream,
     raise_nofile,
-    repo_commit,
     run_loadgen,
     stop_all,
     version,
@@ -61,6 +58,7 @@ from peers import (
     nginx_server,
     nginx_version,
 )
+from probes import load_line, machine_lines
 
 TARGETS = ("direct", "tokenrelay", "litellm", "nginx")
 GAP_S = 0.05
@@ -215,19 +213,16 @@ def signed(x: float | None, digits: int = 2) -> str:
 
 
 def machine_info(args: argparse.Namespace, pinned: bool, load_before: float) -> list[str]:
-    commit = repo_commit()
+    versions = (
+        f"httptools {version('httptools')} (upstream client: tokenrelay.providers.transport), "
+        f"msgspec {version('msgspec')}"
+    )
     return [
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- command: `{' '.join([Path(sys.executable).name, 'bench/run.py', *sys.argv[1:]])}`",
-        f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, Linux {platform.release()}",
-        f"- python {platform.python_version()}; tokenrelay {version('tokenrelay')} at {commit}; "
-        f"uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, httptools {version('httptools')} (upstream client: tokenrelay.providers.transport), "
-        f"msgspec {version('msgspec')}",
+        *machine_lines("bench/run.py", dt.datetime.now(dt.UTC), "", versions),
         f"- peers: LiteLLM proxy {litellm_version() or 'not installed'} (1 uvicorn worker), "
         f"nginx {nginx_version() or 'not installed'} (1 worker process)",
         "- fake upstream: `tokenrelay fake-upstream` (tokenrelay.fake), one process",
-        f"- 1-min load average before the run: {load_before:.2f}"
-        + (" (**the machine was busy: figures are noisy**)" if load_before > 0.5 else ""),
+        load_line(load_before),
         "- CPU placement: "
         + (
             "fake upstream and load generator pinned to CPU 0, the measured target to CPU 1"

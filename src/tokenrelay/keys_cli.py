@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .limits import BUDGET_PERIODS
+from .limits.fields import LIMIT_FIELDS, LIMIT_NAMES, LimitField
 from .server.admin_schema import parse_time
 from .store import (
     DEFAULT_URL,
@@ -65,10 +66,12 @@ def add_subcommands(subparsers: Any) -> None:
     create = actions.add_parser("create", help="create a key; its secret is shown once")
     create.add_argument("--name", required=True)
     create.add_argument("--models", help="allowed models, comma-separated (patterns: openai/*)")
-    create.add_argument("--rpm", type=_int, help="requests per minute")
-    create.add_argument("--tpm", type=_int, help="tokens per minute")
-    create.add_argument("--max-concurrent", type=_int, help="concurrent requests")
-    create.add_argument("--budget", type=float, help="spend budget in USD per period")
+    for limit in LIMIT_FIELDS:
+        kind = _int if limit.whole else float
+        metavar = limit.flag.lstrip("-").replace("-", "_").upper()  # as argparse would
+        create.add_argument(
+            limit.flag, dest=limit.name, metavar=metavar, type=kind, help=limit.help
+        )
     create.add_argument("--budget-period", choices=BUDGET_PERIODS, default="monthly")
     create.add_argument("--expires", help="YYYY-MM-DD, an RFC 3339 time, or from now: 30d, 12h")
     _database_arg(create)
@@ -142,10 +145,7 @@ async def _create(store: Store, args: argparse.Namespace) -> None:
         spec = KeySpec(
             name=args.name,
             models=models,
-            rpm=args.rpm,
-            tpm=args.tpm,
-            max_concurrent=args.max_concurrent,
-            budget_usd=args.budget,
+            **{name: getattr(args, name) for name in LIMIT_NAMES},
             budget_period=args.budget_period,
             expires_at=_time(args.expires, "--expires", ahead=True),
         )
@@ -175,17 +175,21 @@ async def _list(store: Store, args: argparse.Namespace) -> None:
             k.prefix,
             k.status(),
             ",".join(k.models) if k.models is not None else "*",
-            _opt(k.rpm),
-            _opt(k.tpm),
-            _opt(k.max_concurrent),
-            f"${k.budget_usd:g}/{k.budget_period}" if k.budget_usd is not None else "-",
+            *(_limit(k, limit) for limit in LIMIT_FIELDS),
             k.expires_at.strftime("%Y-%m-%d %H:%M") if k.expires_at else "-",
             k.created_at.strftime("%Y-%m-%d %H:%M"),
         ]
         for k in keys
     ]
-    head = ["ID", "NAME", "PREFIX", "STATUS", "MODELS", "RPM", "TPM", "CONC", "BUDGET"]
+    head = ["ID", "NAME", "PREFIX", "STATUS", "MODELS", *(f.column for f in LIMIT_FIELDS)]
     _table([*head, "EXPIRES (UTC)", "CREATED (UTC)"], rows)
+
+
+def _limit(key: ApiKey, limit: LimitField) -> str:
+    value = getattr(key, limit.name)
+    if limit.whole:
+        return _opt(value)
+    return f"${value:g}/{key.budget_period}" if value is not None else "-"
 
 
 async def _revoke(store: Store, args: argparse.Namespace) -> None:

@@ -8,12 +8,12 @@ for one event loop in one process; replicas need ``RedisLimiter``.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..ids import token_hex
 from .base import (
     LEASE_SECONDS,
     WINDOW_SECONDS,
@@ -96,7 +96,7 @@ class MemoryLimiter:
             if state.token_sum + est_tokens > limits.tpm:
                 wait = self._token_wait(state, limits.tpm - est_tokens, now)
                 raise rate_error("tpm", limits.tpm, wait, f" This request needs ~{est_tokens}.")
-        ticket_id = secrets.token_hex(8)
+        ticket_id = token_hex(8)
         tracked = set()
         if limits.max_concurrent:
             state.leases[ticket_id] = now + self.lease_seconds

@@ -17,13 +17,13 @@ built with ``fail_open=True`` (then it admits and logs); ``release`` only logs.
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..events import GatewayError
+from ..ids import token_hex
 from .base import (
     LEASE_SECONDS,
     WINDOW_SECONDS,
@@ -186,7 +186,7 @@ class RedisLimiter:
 
     async def acquire(self, key_id: str, limits: Limits, est_tokens: int) -> Ticket:
         est_tokens = max(0, int(est_tokens))
-        ticket_id = secrets.token_hex(8)
+        ticket_id = token_hex(8)
         period = limits.budget_period if limits.budget_usd is not None else None
         tracked = frozenset(
             name

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -33,6 +32,7 @@ from ..events import (
     ToolResultPart,
     Usage,
 )
+from ..ids import token_hex
 from ..sse import ServerSentEvent
 from ..stops import cut_at_stop
 
@@ -104,9 +104,7 @@ class LocalProvider:
             for p in m.parts
             if isinstance(p, TextPart)
         )
-        events: list[Event] = [
-            Start(f"local-{secrets.token_hex(12)}", "local/echo", int(time.time()))
-        ]
+        events: list[Event] = [Start(f"local-{token_hex(12)}", "local/echo", int(time.time()))]
         # system messages between the turns (Claude Code puts one after the last user
         # turn) are not the turn being answered
         turns = [m for m in request.messages if m.role != "system"]
@@ -159,7 +157,7 @@ class LocalProvider:
             raise GatewayError(
                 "invalid_request", f"/call arguments must be JSON: {exc}", param="messages"
             ) from None
-        call_id = f"call_{secrets.token_hex(12)}"
+        call_id = f"call_{token_hex(12)}"
         pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
         events: list[Event] = [ToolCallDelta(0, call_id, name, pieces[0])]
         events.extend(ToolCallDelta(0, arguments=p) for p in pieces[1:])

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from ..limits.fields import LIMIT_FIELDS
 from ..store.keys import as_utc
 
 RELATIVE = re.compile(r"([0-9]{1,4})([dh])")
@@ -49,48 +50,53 @@ def parse_time(
 
 
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"[^ \t\n\r\x0b\x0c]")]
-Count = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 Period = Literal["daily", "monthly", "total"]
 Status = Literal["active", "revoked", "expired"]
 
 
-class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A new key. ``models``: allowed model names or shell patterns (``openai/*``);
+_limits_in = [(f.name, f.constrained, None) for f in LIMIT_FIELDS]
+_limits_out = [(f.name, f.plain) for f in LIMIT_FIELDS]
+
+CreateKey = msgspec.defstruct(
+    "CreateKey",
+    [
+        ("name", Name),
+        ("models", Annotated[list[Name], Meta(max_length=1000)] | None, None),
+        *_limits_in,
+        ("budget_period", Period, "monthly"),
+        ("expires_at", Annotated[datetime, Meta(tz=True)] | None, None),
+    ],
+    kw_only=True,
+    forbid_unknown_fields=True,
+)
+CreateKey.__doc__ = """A new key. ``models``: allowed model names or shell patterns (``openai/*``);
     omitted or null allows all. Limits omitted or null are unlimited."""
 
-    name: Name
-    models: Annotated[list[Name], Meta(max_length=1000)] | None = None
-    rpm: Count | None = None
-    tpm: Count | None = None
-    max_concurrent: Count | None = None
-    budget_usd: Annotated[float, Meta(ge=0, le=1e12)] | None = None
-    budget_period: Period = "monthly"
-    expires_at: Annotated[datetime, Meta(tz=True)] | None = None
-
-
-class Key(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    prefix: str
-    models: list[str] | None
-    rpm: int | None
-    tpm: int | None
-    max_concurrent: int | None
-    budget_usd: float | None
-    budget_period: str
-    expires_at: datetime | None
-    created_at: datetime
-    revoked_at: datetime | None
-    status: Status
+Key = msgspec.defstruct(
+    "Key",
+    [
+        ("id", str),
+        ("name", str),
+        ("prefix", str),
+        ("models", list[str] | None),
+        *_limits_out,
+        ("budget_period", str),
+        ("expires_at", datetime | None),
+        ("created_at", datetime),
+        ("revoked_at", datetime | None),
+        ("status", Status),
+    ],
+    kw_only=True,
+)
 
 
 class NewKey(msgspec.Struct, kw_only=True):
-    key: Key
+    key: Key  # type: ignore[valid-type]  # built from LIMIT_FIELDS above
     secret: str
 
 
 class KeyList(msgspec.Struct, kw_only=True):
-    data: list[Key]
+    data: list[Key]  # type: ignore[valid-type]
 
 
 class UsageGroup(msgspec.Struct, kw_only=True):
@@ -124,30 +130,66 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     error: ErrorDetail
 
 
+# --- OpenAPI pieces ----------------------------------------------------------------------
+
+ERROR_TEXTS = {
+    "400": "Invalid input",
+    "401": "Missing or wrong master key",
+    "403": "No master key is configured",
+    "404": "No such key",
+    "409": "The key is revoked",
+    "413": "Body too large",
+    "503": "Database unavailable",
+}
+"""The description of each error status in the documents."""
+
+TIME_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "date"},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": RELATIVE.pattern.join("^$")},
+    ]
+}
+"""What ``parse_time`` accepts, as JSON Schema."""
+
+
+def schemas_of(structs: list[type[msgspec.Struct]]) -> dict[str, Any]:
+    """The components' schemas of ``structs``, referenced as ``#/components/schemas/…``."""
+    _, schemas = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
+    return schemas
+
+
+def json_body(name: str, description: str) -> dict[str, Any]:
+    """A response whose JSON body is the component ``name``."""
+    schema = {"$ref": f"#/components/schemas/{name}"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error_bodies(*statuses: str) -> dict[str, Any]:
+    """Responses for ``statuses``, each an ``ErrorBody`` described by ``ERROR_TEXTS``."""
+    return {status: json_body("ErrorBody", ERROR_TEXTS[status]) for status in statuses}
+
+
+def query_param(
+    name: str, schema: dict[str, Any], description: str | None = None
+) -> dict[str, Any]:
+    """An optional query parameter."""
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description is not None:
+        param["description"] = description
+    return param
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API; request and response schemas are generated
     from the very structs that decode and encode the bodies."""
-    structs = [CreateKey, Key, NewKey, KeyList, UsageReport, ErrorBody]
-    _, schemas = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
-
-    def body(name: str, description: str) -> dict[str, Any]:
-        schema = {"$ref": f"#/components/schemas/{name}"}
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
+    schemas = schemas_of([CreateKey, Key, NewKey, KeyList, UsageReport, ErrorBody])
 
     def op(op_id: str, summary: str, ok: tuple[str, str, str], *errors: str, **extra: Any) -> Any:
-        responses = {ok[0]: body(ok[1], ok[2])}
-        for status in (*errors, "401", "403", "503"):
-            responses[status] = body("ErrorBody", _ERRORS[status])
+        responses = {ok[0]: json_body(ok[1], ok[2]), **error_bodies(*errors, "401", "403", "503")}
         return {"operationId": op_id, "summary": summary, "responses": responses, **extra}
 
     key_id = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-    since = {
-        "anyOf": [
-            {"type": "string", "format": "date"},
-            {"type": "string", "format": "date-time"},
-            {"type": "string", "pattern": RELATIVE.pattern.join("^$")},
-        ]
-    }
     create_body = {
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateKey"}}},
@@ -159,14 +201,7 @@ def openapi_document() -> dict[str, Any]:
                 "List keys",
                 ("200", "KeyList", "The keys"),
                 "400",
-                parameters=[
-                    {
-                        "name": "include_revoked",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "boolean", "default": False},
-                    }
-                ],
+                parameters=[query_param("include_revoked", {"type": "boolean", "default": False})],
             ),
             "post": op(
                 "createKey",
@@ -203,17 +238,10 @@ def openapi_document() -> dict[str, Any]:
                 ("200", "UsageReport", "Totals per group"),
                 "400",
                 parameters=[
-                    {
-                        "name": "by",
-                        "in": "query",
-                        "required": False,
-                        "schema": {
-                            "type": "string",
-                            "enum": ["key", "model", "day"],
-                            "default": "key",
-                        },
-                    },
-                    {"name": "since", "in": "query", "required": False, "schema": since},
+                    query_param(
+                        "by", {"type": "string", "enum": ["key", "model", "day"], "default": "key"}
+                    ),
+                    query_param("since", TIME_SCHEMA),
                 ],
             )
         },
@@ -231,14 +259,3 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}, {"apiKey": []}],
     }
-
-
-_ERRORS = {
-    "400": "Invalid input",
-    "401": "Missing or wrong master key",
-    "403": "No master key is configured",
-    "404": "No such key",
-    "409": "The key is revoked",
-    "413": "Body too large",
-    "503": "Database unavailable",
-}

@@ -27,12 +27,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..store import Store
 from ..store.keys import utcnow
 from ..store.stats import (
     AUTO_DAY_AFTER,
@@ -51,8 +49,15 @@ from ..store.stats import (
     spend_report,
     stats_report,
 )
-from .admin import _METHODS, AdminAPI, _bad, _json
-from .admin_schema import RELATIVE, ErrorBody, parse_time
+from .admin_http import METHODS, AdminGate, bad_request, json_response, time_param
+from .admin_schema import (
+    TIME_SCHEMA,
+    ErrorBody,
+    error_bodies,
+    json_body,
+    query_param,
+    schemas_of,
+)
 
 __all__ = [
     "CLIENT_ENDED",
@@ -72,13 +77,6 @@ __all__ = [
 ]
 
 
-def _time_param(request: Request, name: str) -> datetime | Response | None:
-    try:
-        return parse_time(request.query_params.get(name))
-    except ValueError:
-        return _bad(f"{name} must be YYYY-MM-DD, an RFC 3339 date-time, or like 7d or 24h.", name)
-
-
 def _minus(moment: datetime, delta: timedelta) -> datetime:
     try:
         return moment - delta
@@ -96,10 +94,11 @@ def _earliest(until: datetime, bucket: str) -> datetime:
 
 
 class AdminStats:
-    """The dashboard's read-only routes over an ``AdminAPI``: its store (read at each
-    request, so a store attached later is picked up), master key and error shapes."""
+    """The dashboard's read-only routes behind an admin gate (the ``AdminAPI``): its
+    store (read at each request, so a store attached later is picked up), master key and
+    error shapes."""
 
-    def __init__(self, admin: AdminAPI) -> None:
+    def __init__(self, admin: AdminGate) -> None:
         self.admin = admin
 
     @property
@@ -107,22 +106,18 @@ class AdminStats:
         """Starlette routes; mount them before ``admin.routes`` (its catch-all)."""
         table = [("/admin/stats", self.stats), ("/admin/stats/spend", self.spend)]
         return [
-            Route(path, self.admin._dispatch({"GET": handler}, True), methods=_METHODS)
+            Route(path, self.admin.dispatch({"GET": handler}, True), methods=METHODS)
             for path, handler in table
         ]
-
-    def _store(self) -> Store:
-        assert self.admin.store is not None  # checked by the dispatcher
-        return self.admin.store
 
     async def stats(self, request: Request) -> Response:
         bucket = request.query_params.get("bucket")
         if bucket is not None and bucket not in BUCKET_SIZES:
-            return _bad("bucket must be hour or day.", "bucket")
-        since = _time_param(request, "since")
+            return bad_request("bucket must be hour or day.", "bucket")
+        since = time_param(request, "since")
         if isinstance(since, Response):
             return since
-        until = _time_param(request, "until")
+        until = time_param(request, "until")
         if isinstance(until, Response):
             return until
         until = until or utcnow()
@@ -134,17 +129,17 @@ class AdminStats:
         since = max(since, _earliest(until, bucket))
         key_id = request.query_params.get("key_id")
         if key_id is not None and not 1 <= len(key_id) <= MAX_KEY_ID:
-            return _bad(f"key_id must be 1 to {MAX_KEY_ID} characters.", "key_id")
-        async with self._store().engine.connect() as conn:
+            return bad_request(f"key_id must be 1 to {MAX_KEY_ID} characters.", "key_id")
+        async with self.admin.ready_store().engine.connect() as conn:
             report = await stats_report(conn, since, until, bucket, key_id)  # type: ignore[arg-type]
-        return _json(report)
+        return json_response(report)
 
     async def spend(self, request: Request) -> Response:
-        async with self._store().engine.connect() as conn:
-            return _json(await spend_report(conn))
+        async with self.admin.ready_store().engine.connect() as conn:
+            return json_response(await spend_report(conn))
 
 
-def stats_routes(admin: AdminAPI) -> list[Route]:
+def stats_routes(admin: AdminGate) -> list[Route]:
     """Shorthand for ``AdminStats(admin).routes``."""
     return AdminStats(admin).routes
 
@@ -153,69 +148,42 @@ def stats_routes(admin: AdminAPI) -> list[Route]:
 
 
 def _openapi() -> dict[str, Any]:
-    structs = [StatsReport, SpendReport, ErrorBody]
-    _, schemas = msgspec.json.schema_components(structs, ref_template="#/components/schemas/{name}")
-
-    def body(name: str, description: str) -> dict[str, Any]:
-        schema = {"$ref": f"#/components/schemas/{name}"}
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-    errors = {
-        "400": "Invalid input",
-        "401": "Missing or wrong master key",
-        "403": "No master key is configured",
-        "503": "Database unavailable",
-    }
-    time = {
-        "anyOf": [
-            {"type": "string", "format": "date"},
-            {"type": "string", "format": "date-time"},
-            {"type": "string", "pattern": RELATIVE.pattern.join("^$")},
-        ]
-    }
-
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": schema,
-            "description": description,
-        }
-
+    errors = ("400", "401", "403", "503")
     stats = {
         "operationId": "stats",
         "summary": "Time series per model: requests, tokens, cost, error rate, TTFT p50/p95",
         "parameters": [
-            query("since", time, "Start (default: 24 h, or 30 days by day, before until)"),
-            query("until", time, "End, exclusive (default: now)"),
-            query(
+            query_param(
+                "since", TIME_SCHEMA, "Start (default: 24 h, or 30 days by day, before until)"
+            ),
+            query_param("until", TIME_SCHEMA, "End, exclusive (default: now)"),
+            query_param(
                 "bucket",
                 {"type": "string", "enum": list(BUCKET_SIZES)},
                 "Bucket size (default: hour for spans up to 3 days, else day)",
             ),
-            query(
+            query_param(
                 "key_id",
                 {"type": "string", "minLength": 1, "maxLength": MAX_KEY_ID},
                 "Only this key's requests",
             ),
         ],
         "responses": {
-            "200": body("StatsReport", "Series per model, one value per bucket"),
-            **{status: body("ErrorBody", text) for status, text in errors.items()},
+            "200": json_body("StatsReport", "Series per model, one value per bucket"),
+            **error_bodies(*errors),
         },
     }
     spend = {
         "operationId": "spend",
         "summary": "Spend per key in its current budget period and in total",
         "responses": {
-            "200": body("SpendReport", "Every key's spend"),
-            **{s: body("ErrorBody", t) for s, t in errors.items() if s != "400"},
+            "200": json_body("SpendReport", "Every key's spend"),
+            **error_bodies(*errors[1:]),
         },
     }
     return {
         "paths": {"/admin/stats": {"get": stats}, "/admin/stats/spend": {"get": spend}},
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas_of([StatsReport, SpendReport, ErrorBody])},
     }
 
 

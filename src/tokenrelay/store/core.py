@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..limits.fields import LIMIT_NAMES
 from . import usage as usage_sql
 from .db import create_engine
 from .keys import (
@@ -73,10 +74,7 @@ class Store:
             name=spec.name.strip(BLANK),
             prefix=display_prefix(secret),
             models=list(spec.models) if spec.models is not None else None,
-            rpm=spec.rpm,
-            tpm=spec.tpm,
-            max_concurrent=spec.max_concurrent,
-            budget_usd=spec.budget_usd,
+            **{name: getattr(spec, name) for name in LIMIT_NAMES},
             budget_period=spec.budget_period,
             expires_at=spec.expires_at,
             created_at=utcnow().replace(microsecond=0),

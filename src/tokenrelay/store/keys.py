@@ -12,14 +12,15 @@ compared again with ``hmac.compare_digest``. Humans see only a short ``prefix`` 
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..ids import token_hex
 from ..limits.base import BUDGET_PERIODS, Limits
+from ..limits.fields import LIMIT_FIELDS, LIMIT_NAMES
 
 SECRET_PREFIX = "tr-"
 SECRET_CHARS = 40
@@ -51,11 +52,12 @@ def as_utc(value: datetime) -> datetime:
 
 
 def new_secret() -> str:
+    # A credential, not an id: straight from ``secrets``, never from the ids' pool.
     return SECRET_PREFIX + secrets.token_urlsafe(30)
 
 
 def new_key_id() -> str:
-    return "key_" + secrets.token_hex(8)
+    return "key_" + token_hex(8)
 
 
 def hash_secret(secret: str) -> str:
@@ -103,14 +105,10 @@ class KeySpec:
                     raise ValueError(
                         f"models: each entry must be 1 to {MAX_MODEL_PATTERN} characters"
                     )
-        for name in ("rpm", "tpm", "max_concurrent"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or value < 1 or value >= 2**31):
-                raise ValueError(f"{name}: must be a whole number from 1 to {2**31 - 1}")
-        if self.budget_usd is not None and not (
-            math.isfinite(self.budget_usd) and 0 <= self.budget_usd <= 1e12
-        ):
-            raise ValueError("budget_usd: must be a number from 0 to 1e12")
+        for limit in LIMIT_FIELDS:
+            problem = limit.problem(getattr(self, limit.name))
+            if problem is not None:
+                raise ValueError(problem)
         if self.budget_period not in BUDGET_PERIODS:
             raise ValueError(f"budget_period: must be one of {', '.join(BUDGET_PERIODS)}")
         if self.expires_at is not None:
@@ -143,10 +141,7 @@ class ApiKey:
             name=m["name"],
             prefix=m["prefix"],
             models=list(m["models"]) if m["models"] is not None else None,
-            rpm=m["rpm"],
-            tpm=m["tpm"],
-            max_concurrent=m["max_concurrent"],
-            budget_usd=m["budget_usd"],
+            **{name: m[name] for name in LIMIT_NAMES},
             budget_period=m["budget_period"],
             expires_at=m["expires_at"],
             created_at=m["created_at"],
@@ -171,7 +166,8 @@ class ApiKey:
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.rpm, self.tpm, self.max_concurrent, self.budget_usd, self.budget_period)
+        values = {name: getattr(self, name) for name in LIMIT_NAMES}
+        return Limits(**values, budget_period=self.budget_period)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of the admin API and ``keys list --json``."""
@@ -184,10 +180,7 @@ class ApiKey:
             "name": self.name,
             "prefix": self.prefix,
             "models": self.models,
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "max_concurrent": self.max_concurrent,
-            "budget_usd": self.budget_usd,
+            **{name: getattr(self, name) for name in LIMIT_NAMES},
             "budget_period": self.budget_period,
             "expires_at": iso(self.expires_at),
             "created_at": iso(self.created_at),

@@ -3,7 +3,9 @@ test checks that a migrated database matches these definitions exactly.
 
 Times are naive UTC ``DateTime`` columns (one convention for SQLite and PostgreSQL).
 ``usage.key_id`` has no foreign key: a usage record must be writable in any order and
-survive anything that happens to its key, and open-mode requests have no key.
+survive anything that happens to its key, and open-mode requests have no key. The
+limit columns of ``api_keys`` are ``limits.fields.LIMIT_FIELDS`` (the migrations that
+built them stay as written).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from sqlalchemy import (
     String,
     Table,
 )
+
+from ..limits.fields import LIMIT_FIELDS
 
 metadata = MetaData()
 
@@ -40,10 +44,10 @@ api_keys = Table(
     Column("hash", String(64), nullable=False, unique=True),
     Column("prefix", String(32), nullable=False),
     Column("models", JSON, nullable=True),
-    Column("rpm", Integer, nullable=True),
-    Column("tpm", BigInteger, nullable=True),
-    Column("max_concurrent", Integer, nullable=True),
-    Column("budget_usd", Float, nullable=True),
+    *(
+        Column(f.name, (BigInteger if f.wide else Integer) if f.whole else Float, nullable=True)
+        for f in LIMIT_FIELDS
+    ),
     Column("budget_period", String(16), nullable=False),
     Column("expires_at", DateTime, nullable=True),
     Column("created_at", DateTime, nullable=False),

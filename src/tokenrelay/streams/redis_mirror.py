@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..events import Error, GatewayError
+from ..ids import token_hex
 from .hub import PING, gone
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class RedisMirror:
         # below knows which shape each command returns with decode_responses off.
         self.redis: Any = aioredis.from_url(url)
         self.retention = max(1, int(retention))
-        self.replica = secrets.token_hex(6)
+        self.replica = token_hex(6)
         self._error_frame = error_frame
         self._pending: list[tuple[str, Any]] = []
         self._pending_frames = 0

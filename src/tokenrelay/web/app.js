@@ -1,3 +1,4 @@
+// @ts-check
 // The chat page. Model output is untrusted: it only ever reaches the DOM through
 // markdown.js (nodes built from an allow-list, text as text nodes) or textContent.
 import { APIError, frameBatcher, streamChat } from './tokenrelay.js';

@@ -1,3 +1,4 @@
+// @ts-check
 // What the chat page and the demo page share: the API key, the model list, the theme
 // toggle and the clipboard.
 import { APIError } from './tokenrelay.js';

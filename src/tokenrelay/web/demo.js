@@ -1,3 +1,4 @@
+// @ts-check
 // The live demo: every network read of an SSE stream as it arrives (with its arrival
 // time, line ends made visible) beside the text streamChat renders from the same stream.
 import { APIError, frameBatcher, streamChat } from './tokenrelay.js';

@@ -1,3 +1,4 @@
+// @ts-check
 // markdown.js: a small Markdown renderer for untrusted text (model output).
 //
 // Safe by construction: the parser never produces HTML. It builds a tree of plain

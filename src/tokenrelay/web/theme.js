@@ -1,3 +1,4 @@
+// @ts-check
 // Applies the saved colour theme before the first paint (a classic, render-blocking
 // script on purpose: modules run too late and the page would flash). The toggle lives
 // in app.js / demo.js; with no saved choice the page follows prefers-color-scheme.

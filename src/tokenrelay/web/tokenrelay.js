@@ -1,3 +1,4 @@
+// @ts-check
 // tokenrelay.js: the browser SDK of the tokenrelay gateway. An ES module, no build step.
 //
 //   import { streamChat } from '/static/tokenrelay.js';
