@@ -39,7 +39,7 @@ DEFAULT_TIMEOUTS = {"connect": 10.0, "first_token": 600.0, "idle": 120.0, "total
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str
     base_url: str
-    protocol: Literal["openai", "anthropic", "gemini"] = "openai"
+    protocol: Literal["openai", "anthropic", "gemini", "openai-responses"] = "openai"
     api_key: str | None = None
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
     headers: dict[str, str] = {}

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope
 from .. import __version__
 from ..events import GatewayError
 from ..metrics import CONTENT_TYPE
-from ..protocols import anthropic, openai
+from ..protocols import anthropic, openai, responses
 from ..protocols.base import ClientProtocol
 from ..streams.hub import parse_event_id
 from .relay import Gateway
@@ -36,6 +36,8 @@ def protocol_of(request: Request) -> ClientProtocol:
 def protocol_for(path: str, headers: Headers) -> ClientProtocol:
     if path.startswith(("/anthropic/", "/v1/messages")) or "anthropic-version" in headers:
         return anthropic
+    if path in ("/v1/responses", "/responses"):
+        return responses
     return openai
 
 
@@ -176,6 +178,8 @@ class API:
         routes += [
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/responses", self.chat, methods=["POST"]),
+            Route("/responses", self.chat, methods=["POST"]),
             Route("/models", self.models, methods=["GET"]),
         ]
         return routes

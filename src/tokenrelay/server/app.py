@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from ..config import Config, TimeoutsConfig
 from ..events import Error
 from ..metrics import Metrics
-from ..protocols import anthropic, gemini, openai
+from ..protocols import anthropic, gemini, openai, responses
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
 from ..providers.local import LocalProvider
@@ -28,7 +28,12 @@ from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
 
-UPSTREAM_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
+UPSTREAM_CODECS: dict[str, Any] = {
+    "openai": openai,
+    "anthropic": anthropic,
+    "gemini": gemini,
+    responses.name: responses,
+}
 
 
 def _timeouts(t: TimeoutsConfig) -> Timeouts:
@@ -61,7 +66,11 @@ def build_router(config: Config) -> Router:
     return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown), text_only)
 
 
-CLIENT_CODECS: dict[str, Any] = {"openai": openai, "anthropic": anthropic}
+CLIENT_CODECS: dict[str, Any] = {
+    "openai": openai,
+    "anthropic": anthropic,
+    responses.name: responses,
+}
 
 
 def error_frame(protocol: str, error: Error) -> bytes:
@@ -123,6 +132,8 @@ class Front:
             ("POST", "/chat/completions"),
             ("POST", "/v1/messages"),
             ("POST", "/anthropic/v1/messages"),
+            ("POST", "/v1/responses"),
+            ("POST", "/responses"),
         }
     )
 
