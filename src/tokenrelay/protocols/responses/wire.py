@@ -63,7 +63,10 @@ def status_of(reason: str | None) -> tuple[str, dict[str, str] | None]:
 def usage_to_wire(usage: Usage) -> dict[str, Any]:
     wire: dict[str, Any] = {
         "input_tokens": usage.input,
-        "input_tokens_details": {"cached_tokens": usage.cached},
+        "input_tokens_details": {
+            "cached_tokens": usage.cached,
+            "cache_write_tokens": usage.cache_write,
+        },
         "output_tokens": usage.output,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning},
         "total_tokens": usage.input + usage.output,
