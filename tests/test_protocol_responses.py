@@ -582,7 +582,7 @@ def requests(draw: st.DrawFn) -> ChatRequest:
             parts: list[Any] = []
             if draw(st.booleans()):
                 parts.append(ReasoningPart(draw(texts), draw(texts)))
-            parts += [TextPart(draw(texts))] + calls
+            parts += [TextPart(draw(texts)), *calls]
             messages.append(Message("assistant", parts))
             if calls:
                 messages.append(
