@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import anthropic, gemini, openai
+from . import anthropic, gemini, openai, responses
 
 SOURCES: tuple[tuple[str, str, Iterable[tuple[str, str, str]]], ...] = (
     ("OpenAI-compatible upstream", "protocols/openai_translate.py DROPPED", openai.DROPPED),
     ("Anthropic upstream", "protocols/anthropic_translate.py ADJUSTMENTS", anthropic.ADJUSTMENTS),
     ("Gemini upstream", "protocols/gemini.py DROPPED", gemini.DROPPED),
+    (
+        "OpenAI Responses (client and upstream)",
+        "protocols/responses/translate.py DROPPED",
+        responses.DROPPED,
+    ),
 )
 
 
