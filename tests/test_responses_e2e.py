@@ -211,3 +211,25 @@ def test_the_route_without_v1_and_the_stream_headers(gateway: Gateway) -> None:
         assert r.headers["x-stream-id"]
         raw = r.read()
     assert raw.count(b"event: response.") >= 8 and b"id: " in raw
+
+
+def test_custom_tools_are_called_as_custom_tools(oa: Any, fake: FakeUpstream) -> None:
+    """A custom (free-form) tool reaches a non-Responses upstream as a function tool
+    taking one string (``DROPPED``); its call comes back to the client as a
+    ``custom_tool_call`` with that string, and goes upstream again as a call with it."""
+    tools: Any = [{"type": "custom", "name": "apply_patch", "description": "Apply a patch"}]
+    patch = "*** Begin Patch\n*** End Patch"
+    ask: Any = [{"role": "user", "content": "/call apply_patch " + json.dumps({"input": patch})}]
+    with oa.responses.stream(model="fake/tools", input=ask, tools=tools) as stream:
+        kinds = [e.type for e in stream]
+        response = stream.get_final_response()
+    [call] = response.output
+    assert call.type == "custom_tool_call" and call.input == patch and call.name == "apply_patch"
+    assert "response.custom_tool_call_input.done" in kinds
+    fake.clear()
+    result: Any = {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "done"}
+    oa.responses.create(model="fake/echo", input=[*ask, call, result], tools=tools)
+    messages = _log_body(fake, "echo")["messages"]
+    [sent] = messages[1]["tool_calls"]
+    assert json.loads(sent["function"]["arguments"]) == {"input": patch}
+    assert messages[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "done"}

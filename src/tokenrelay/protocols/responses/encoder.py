@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from ...events import (
     ChatRequest,
     Error,
@@ -28,9 +30,45 @@ from ...events import (
 from ...fold import Tally, estimate_usage
 from ..base import InBandEnd
 from ..blocks import Args, CloseCall, Op, OpenCall, ToolCallSequencer
-from .wire import ENCRYPTED, Envelope, error_event, frame, json_encode, name, new_id, status_of
+from .request import CUSTOM_INPUT
+from .wire import (
+    ENCRYPTED,
+    Envelope,
+    error_event,
+    frame,
+    json_decode,
+    json_encode,
+    name,
+    new_id,
+    status_of,
+)
 
 _MESSAGE, _REASONING, _CALL = "message", "reasoning", "function_call"
+_CUSTOM = "custom_tool_call"
+
+
+def custom_tools(request: ChatRequest | None) -> frozenset[str]:
+    """The names of the client's custom (free-form) tools: the upstream saw them as
+    function tools taking one string, ``input`` (``DROPPED``); their calls go back to
+    the client as ``custom_tool_call`` items with that string."""
+    source = request.source if request is not None else None
+    if source is None or source.protocol != name or not isinstance(source.body.get("tools"), list):
+        return frozenset()
+    return frozenset(
+        t["name"]
+        for t in source.body["tools"]
+        if isinstance(t, dict) and t.get("type") == "custom" and isinstance(t.get("name"), str)
+    )
+
+
+def custom_input(arguments: str) -> str:
+    """The free-form input of a custom tool call from its function-call arguments."""
+    try:
+        value = json_decode(arguments) if arguments.strip() else {}
+    except msgspec.DecodeError:
+        return arguments
+    found = value.get(CUSTOM_INPUT) if isinstance(value, dict) else None
+    return found if isinstance(found, str) else arguments
 
 
 def wants_encrypted(request: ChatRequest | None) -> bool:
@@ -79,6 +117,15 @@ class _Item:
                 "content": [_text_part(text)],
                 "role": "assistant",
             }
+        if self.kind == _CUSTOM:
+            return {
+                "id": self.id,
+                "type": _CUSTOM,
+                "status": "completed",
+                "call_id": self.call_id,
+                "input": custom_input(text),
+                "name": self.name,
+            }
         if self.kind == _CALL:
             return {
                 "id": self.id,
@@ -106,6 +153,7 @@ class ResponsesStreamEncoder(InBandEnd):
         self.ended = False
         self.envelope = Envelope(model, request)
         self.encrypted = wants_encrypted(request)
+        self.custom = custom_tools(request)
         self._seq = 0
         self._begun = False
         self._next = 0  # the output_index of the next item
@@ -156,7 +204,7 @@ class ResponsesStreamEncoder(InBandEnd):
                 added["encrypted_content"] = None
         else:
             added = {"id": item.id, "type": "function_call", "status": "in_progress"}
-        if kind != _CALL:
+        if kind not in (_CALL, _CUSTOM):
             out.append(
                 self._event(
                     "response.output_item.added", {"item": added, "output_index": item.index}
@@ -223,24 +271,26 @@ class ResponsesStreamEncoder(InBandEnd):
             if isinstance(op, Args):
                 item = self._calls[op.key]
                 item.pieces.append(op.text)
-                out.append(
-                    self._delta(b"response.function_call_arguments.delta", b"", op.text, item)
-                )
+                if item.kind == _CALL:  # a custom tool's input goes out whole, at its end
+                    out.append(
+                        self._delta(b"response.function_call_arguments.delta", b"", op.text, item)
+                    )
             elif isinstance(op, OpenCall):
                 if self._open is not None:
                     self._close_open(out)
-                item = self._new_item(out, _CALL, "fc")
+                custom = (op.name or "") in self.custom
+                item = self._new_item(out, _CUSTOM if custom else _CALL, "ctc" if custom else "fc")
                 self._calls[op.key] = item
                 item.call_id = op.id or new_id("call")
                 item.name = op.name or ""
                 added = {
                     "id": item.id,
-                    "type": "function_call",
+                    "type": item.kind,
                     "status": "in_progress",
-                    "arguments": "",
                     "call_id": item.call_id,
                     "name": item.name,
                 }
+                added["input" if custom else "arguments"] = ""
                 out.append(
                     self._event(
                         "response.output_item.added", {"item": added, "output_index": item.index}
@@ -248,6 +298,9 @@ class ResponsesStreamEncoder(InBandEnd):
                 )
             elif isinstance(op, CloseCall):
                 item = self._calls.pop(op.key)
+                if item.kind == _CUSTOM:
+                    self._custom_done(out, item)
+                    continue
                 done = {
                     "arguments": "".join(item.pieces),
                     "item_id": item.id,
@@ -256,6 +309,13 @@ class ResponsesStreamEncoder(InBandEnd):
                 }
                 out.append(self._event("response.function_call_arguments.done", done))
                 self._finish_item(out, item)
+
+    def _custom_done(self, out: list[bytes], item: _Item) -> None:
+        text = custom_input("".join(item.pieces))
+        where = {"item_id": item.id, "output_index": item.index}
+        out.append(self._event("response.custom_tool_call_input.delta", {"delta": text, **where}))
+        out.append(self._event("response.custom_tool_call_input.done", {"input": text, **where}))
+        self._finish_item(out, item)
 
     def _opened(self, out: list[bytes], kind: str) -> _Item:
         item = self._open
