@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from support.procs import FakeUpstream, Gateway, UPSTREAM_KEY
+from support.procs import UPSTREAM_KEY, FakeUpstream, Gateway
 
 from tokenrelay.fake.scenes import signature
 from tokenrelay.protocols import responses as codec
@@ -121,7 +121,11 @@ def test_claude_thinking_comes_back_as_encrypted_content_and_round_trips(
     again: Any = [*first, *response.output, {"role": "user", "content": "and then?"}]
     oa.responses.create(model="fakeant/echo", input=again, reasoning={"effort": "low"})
     assistant = _log_body(fake, "echo")["messages"][1]["content"]
-    assert assistant[0] == {"type": "thinking", "thinking": thought, "signature": signature(thought)}
+    assert assistant[0] == {
+        "type": "thinking",
+        "thinking": thought,
+        "signature": signature(thought),
+    }
 
 
 def test_responses_encrypted_reasoning_round_trips_through_an_anthropic_client(
@@ -180,12 +184,18 @@ def test_text_format_json_schema_becomes_the_upstreams_response_format(
 
 
 def test_max_output_tokens_ends_incomplete(oa: Any) -> None:
-    response = oa.responses.create(model="local/echo", input="one two three four", max_output_tokens=2)
+    response = oa.responses.create(
+        model="local/echo", input="one two three four", max_output_tokens=2
+    )
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.output_text == "one two "
-    events = list(oa.responses.create(model="fakeresp/echo?limit=1", input="a b c", max_output_tokens=1, stream=True))
+    events = list(
+        oa.responses.create(
+            model="fakeresp/echo?limit=1", input="a b c", max_output_tokens=1, stream=True
+        )
+    )
     assert events[-1].type == "response.incomplete"
 
 
