@@ -173,7 +173,8 @@ def test_decoder_errors_incomplete_and_truncation() -> None:
         "type": "response.incomplete",
         "response": {"incomplete_details": {"reason": "max_output_tokens"}, "usage": usage},
     }
-    assert run(created, incomplete)[1:] == [Usage(5, 7, reasoning=2), Finish("length")]
+    final = Start("", "", extra={codec.wire.FINAL: incomplete["response"]})
+    assert run(created, incomplete)[1:] == [Usage(5, 7, reasoning=2), final, Finish("length")]
     failed = {
         "type": "response.failed",
         "response": {"error": {"code": "server_error", "message": "x"}},
@@ -390,6 +391,14 @@ def test_sdk_sees_incomplete_and_error_events() -> None:
 
 
 # --- non-streaming body and errors --------------------------------------------------
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=FIXTURE_IDS)
+def test_non_streaming_same_protocol_body_is_the_upstreams_final_response(path: Path) -> None:
+    raw = _read(path)
+    body = codec.encode_response(_decode(_frames(raw)), "client-model")
+    final = json.loads(_frames(raw)[-1].data)["response"]
+    assert body == {**final, "model": "client-model"}
 
 
 def test_encode_response_is_the_fold_as_a_response() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...fold import Fold
-from .wire import Envelope, new_id, status_of
+from .wire import FINAL, Envelope, new_id, status_of
 
 
 def output_items(fold: Fold) -> list[dict[str, Any]]:
@@ -48,7 +48,11 @@ def output_items(fold: Fold) -> list[dict[str, Any]]:
 
 
 def encode_response(fold: Fold, model: str) -> dict[str, Any]:
-    """The ``response`` object of a finished (non-streamed) answer."""
+    """The ``response`` object of a finished (non-streamed) answer: a Responses
+    upstream's own final object (only ``model`` rewritten), else built from the fold."""
+    final = fold.extra.get(FINAL)
+    if isinstance(final, dict):
+        return {**final, "model": model}
     choice = fold.ordered_choices()[0]
     status, incomplete = status_of(choice.finish_reason)
     envelope = Envelope(model, None, fold.id if fold.id.startswith("resp_") else None)

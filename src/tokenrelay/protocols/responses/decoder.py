@@ -6,7 +6,8 @@ are separated by a blank line), its ``encrypted_content`` from the reasoning ite
 ``response.output_item.done`` (the final value: the ``.added`` one may differ) as the
 canonical signature; function calls are numbered in order of appearance (the k-th
 ``function_call`` item is tool call k, its ``call_id`` the call's id). The terminal
-event gives the finish reason (``tool_calls`` when the output has calls) and the usage.
+event gives the finish reason (``tool_calls`` when the output has calls), the usage, and
+a last ``Start`` carrying the final ``response`` object (``wire.FINAL``).
 Events of items the canon cannot hold (built-in tool calls) are skipped.
 """
 
@@ -19,6 +20,7 @@ import msgspec
 from ...events import Event, Finish, ReasoningDelta, Start, TextDelta, ToolCallDelta
 from ...sse import ServerSentEvent
 from .wire import (
+    FINAL,
     FINISH_FROM_INCOMPLETE,
     MALFORMED,
     TRUNCATED,
@@ -122,6 +124,8 @@ class ResponsesStreamDecoder:
             self._errored = True
             out.append(error_from_wire(response.get("error") or {"message": "response failed"}))
         else:
+            r = response
+            out.append(Start(str(r.get("id") or ""), str(r.get("model") or ""), extra={FINAL: r}))
             details = response.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, dict) else None
             finish = "stop"

@@ -64,6 +64,7 @@ class ResponsesPassthrough(InBandEnd):
         self._done = False
         self._model = '"model":' + json_encode(model).decode()
         self._seq = 0  # the next sequence number, after the upstream's last
+        self._id = ""  # the upstream's response id
         self._calls = False
 
     def encode(self, frames: list[ServerSentEvent]) -> list[bytes]:
@@ -89,6 +90,7 @@ class ResponsesPassthrough(InBandEnd):
             ):
                 self._calls = True
             if e.response is not None:
+                self._id = self._id or e.response.id
                 data = _MODEL.sub(lambda _: self._model, data, count=1)
                 if kind in TERMINAL:
                     self._end(kind, e.response)
@@ -137,6 +139,7 @@ class ResponsesPassthrough(InBandEnd):
         self.ended = True
         self.tally.finish_reason = self.tally.finish_reason or "stop"
         response = {
+            "id": self._id,
             "object": "response",
             "status": "incomplete",
             "incomplete_details": {"reason": "cancelled"},

@@ -24,6 +24,12 @@ name = "openai-responses"
 json_encode = msgspec.json.Encoder().encode
 json_decode = msgspec.json.decode
 
+FINAL = "responses.final"
+"""``Start.extra`` key of a Responses upstream's final ``response`` object: the decoder
+gives it with the terminal event, so a non-streaming answer to a Responses client on a
+Responses upstream is that object (built-in tool items, annotations and all), not a
+rebuild from the canon."""
+
 ENCRYPTED = "reasoning.encrypted_content"
 """The ``include`` entry that asks for reasoning items' ``encrypted_content``."""
 
