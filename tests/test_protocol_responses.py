@@ -641,3 +641,43 @@ def test_request_round_trip(request: ChatRequest) -> None:
     assert decoded.extra == {"store": False, "include": ["reasoning.encrypted_content"]}
     expected = msgspec.structs.replace(request, extra=decoded.extra)
     assert msgspec.structs.replace(decoded, source=None) == expected
+
+
+def test_custom_tool_calls_are_custom_tool_call_items() -> None:
+    tools = [{"type": "custom", "name": "apply_patch"}, {"type": "function", "name": "f"}]
+    events: list[Event] = [
+        ToolCallDelta(0, "c1", "apply_patch", '{"input": "*** Begin'),
+        ToolCallDelta(0, arguments=' Patch"}'),
+        ToolCallDelta(1, "c2", "f", "{}"),
+        Finish("tool_calls"),
+    ]
+    frames = _frames(_encode([events], tools=tools))
+    _check_wire(frames)
+    data = [json.loads(f.data) for f in frames]
+    kinds = [d["type"] for d in data]
+    assert "response.custom_tool_call_input.done" in kinds
+    assert kinds.count("response.function_call_arguments.delta") == 1  # only f's
+    output = data[-1]["response"]["output"]
+    assert [(o["type"], o["call_id"]) for o in output] == [
+        ("custom_tool_call", "c1"),
+        ("function_call", "c2"),
+    ]
+    assert output[0]["input"] == "*** Begin Patch"
+
+
+def test_a_stop_by_the_user_ends_the_stream_properly() -> None:
+    tally = Tally()
+    encoder = codec.stream_encoder(_request(), "m", tally)
+    out = b"".join(encoder.encode([TextDelta("half")])) + b"".join(encoder.close(cancelled=True))
+    frames = _frames(out)
+    _check_wire(frames)
+    last = json.loads(frames[-1].data)
+    assert last["type"] == "response.completed"
+    assert last["response"]["output"][0]["content"][0]["text"] == "half"
+    assert last["response"]["usage"]["estimated"] is True and tally.finish_reason == "stop"
+    created = b'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_1","model":"u"},"sequence_number":0}\n\n'
+    p = codec.passthrough(ChatRequest("m", []), "m", Tally())
+    p.encode(_frames(created))
+    end = json.loads(_frames(b"".join(p.close(cancelled=True)))[0].data)
+    assert end["type"] == "response.incomplete" and end["response"]["id"] == "resp_1"
+    assert end["sequence_number"] == 1
