@@ -1,4 +1,5 @@
-"""The three wire formats the fake upstream speaks: synthetic streams, non-streaming
+"""Three of the wire formats the fake upstream speaks (the Responses one is in
+``responses_wire.py``): synthetic streams, non-streaming
 bodies, error bodies and in-band error events, plus what it reads from a request.
 
 A stream is built as a list of whole SSE events (bytes, one per write). Text chunks are

@@ -1,9 +1,11 @@
-"""The client-facing API: chat in both protocols, models, streams, health, error shapes.
+"""The client-facing API: chat in every client protocol, models, streams, health, error
+shapes.
 
-The protocol of a request is told by its path: ``/v1/messages`` and everything under
-``/anthropic`` speak Anthropic (the ``anthropic`` SDK with ``base_url=…/anthropic``
-posts to ``/anthropic/v1/messages``); a request carrying ``anthropic-version`` is
-answered in Anthropic's shape too; everything else speaks OpenAI.
+The protocol of a request is told by its path: ``/v1/responses`` speaks OpenAI's
+Responses API; ``/v1/messages`` and everything under ``/anthropic`` speak Anthropic
+(the ``anthropic`` SDK with ``base_url=…/anthropic`` posts to
+``/anthropic/v1/messages``); a request carrying ``anthropic-version`` is answered in
+Anthropic's shape too; everything else speaks OpenAI.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class API:
         return await self.serve_chat(request.scope, request.receive)
 
     async def serve_chat(self, scope: Scope, receive: Receive) -> ASGIApp:
-        """A chat request in either protocol, straight from ASGI (the hot path: no
+        """A chat request in any client protocol, straight from ASGI (the hot path: no
         Starlette ``Request``)."""
         headers = Headers(scope=scope)
         protocol = protocol_for(scope["path"], headers)
