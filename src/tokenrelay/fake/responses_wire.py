@@ -126,12 +126,7 @@ def responses_scene(
         elif kind == "function_call":
             for piece in pieces:
                 emit("response.function_call_arguments.delta", delta=piece, **where)
-            emit(
-                "response.function_call_arguments.done",
-                arguments=item["arguments"],
-                **where,
-                name=item["name"],
-            )
+            emit("response.function_call_arguments.done", arguments=item["arguments"], **where)
         else:
             summary = item["summary"][0]
             part = {"type": "summary_text", "text": ""}

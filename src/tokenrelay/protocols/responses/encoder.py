@@ -304,7 +304,6 @@ class ResponsesStreamEncoder(InBandEnd):
                 done = {
                     "arguments": "".join(item.pieces),
                     "item_id": item.id,
-                    "name": item.name,
                     "output_index": item.index,
                 }
                 out.append(self._event("response.function_call_arguments.done", done))
