@@ -188,6 +188,8 @@ class ResponsesStreamEncoder(InBandEnd):
     # --- items --------------------------------------------------------------------------
 
     def _new_item(self, out: list[bytes], kind: str, prefix: str) -> _Item:
+        """A new item at the next ``output_index``; a message or reasoning item is
+        announced here, a call by ``_tool_ops`` (which knows its id and name)."""
         item = _Item(kind, new_id(prefix), self._next)
         self._next += 1
         if kind == _MESSAGE:
@@ -203,13 +205,10 @@ class ResponsesStreamEncoder(InBandEnd):
             if self.encrypted:
                 added["encrypted_content"] = None
         else:
-            added = {"id": item.id, "type": "function_call", "status": "in_progress"}
-        if kind not in (_CALL, _CUSTOM):
-            out.append(
-                self._event(
-                    "response.output_item.added", {"item": added, "output_index": item.index}
-                )
-            )
+            return item
+        out.append(
+            self._event("response.output_item.added", {"item": added, "output_index": item.index})
+        )
         if kind == _MESSAGE:
             part = {
                 "content_index": 0,
