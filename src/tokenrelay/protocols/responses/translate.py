@@ -1,10 +1,10 @@
 """The Responses API as an upstream: a canonical request as a ``POST /responses`` body,
 and the table of what this wire cannot carry (dropped or adjusted on purpose).
 
-The gateway calls it stateless: ``store: false`` and ``include:
-["reasoning.encrypted_content"]``, so reasoning comes back encrypted in the stream and
-round-trips through any client as the canonical reasoning signature, without state on
-either side. A request that arrived in this protocol is forwarded as the client wrote
+The gateway calls it stateless: ``store: false``, and ``include:
+["reasoning.encrypted_content"]`` when the request asks for reasoning (or carries signed
+reasoning), so reasoning comes back encrypted in the stream and round-trips through any
+client as the canonical reasoning signature, without state on either side. A request that arrived in this protocol is forwarded as the client wrote
 it, ``model`` and ``stream`` set.
 """
 
@@ -95,8 +95,10 @@ DROPPED: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "store",
-        "false (the gateway asks for encrypted reasoning instead)",
-        "the gateway is stateless towards its upstreams",
+        "false; include: [reasoning.encrypted_content] when the request asks for "
+        "reasoning or carries signed reasoning",
+        "the gateway is stateless towards its upstreams; OpenAI refuses that include "
+        "for models that do not reason",
     ),
     ("extra (fields of another protocol)", "dropped", "they mean nothing on this wire"),
 )
@@ -231,7 +233,11 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
                 else {"type": "function", "name": choice}
             )
         body["store"] = False
-        body["include"] = [ENCRYPTED]
+        signed = any(
+            isinstance(p, ReasoningPart) and p.signature for m in request.messages for p in m.parts
+        )
+        if effort is not None or signed:
+            body["include"] = [ENCRYPTED]
     body["model"] = model
     body["stream"] = True
     return body
