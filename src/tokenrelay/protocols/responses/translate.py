@@ -68,6 +68,11 @@ DROPPED: tuple[tuple[str, str, str], ...] = (
     ),
     ("stop, seed, n", "dropped for a Responses upstream", "the Responses API has none of them"),
     (
+        "max_tokens below 16",
+        "sent as max_output_tokens as it is (OpenAI answers 400 below 16, verbatim)",
+        "raising it would give more tokens than asked; other servers have no minimum",
+    ),
+    (
         "Tool.strict None",
         "sent as strict: false",
         "Responses makes function tools strict by default, which rejects ordinary schemas",
