@@ -243,3 +243,29 @@ def test_custom_tools_are_called_as_custom_tools(oa: Any, fake: FakeUpstream) ->
     [sent] = messages[1]["tool_calls"]
     assert json.loads(sent["function"]["arguments"]) == {"input": patch}
     assert messages[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "done"}
+
+
+def test_a_responses_stream_resumes_in_its_own_protocol(gateway: Gateway) -> None:
+    """The stream hub serves Responses streams as any other: re-attached after a frame
+    (``Last-Event-ID``), the client gets exactly the events after it, still in the
+    Responses wire, their ``sequence_number``s continuing."""
+    from tokenrelay.sse import SSEDecoder
+
+    def events(response: httpx.Response) -> list[tuple[str | None, dict[str, Any]]]:
+        decoder = SSEDecoder()
+        out = [(e.id, json.loads(e.data)) for c in response.iter_raw() for e in decoder.feed(c)]
+        return out
+
+    body = {"model": "local/echo", "input": "one two three four five six", "stream": True}
+    with httpx.stream("POST", f"{gateway.base_url}/responses", json=body, timeout=10) as r:
+        stream_id = r.headers["x-stream-id"]
+        whole = events(r)
+    assert [d["sequence_number"] for _, d in whole] == list(range(len(whole)))
+    ids = [i for i, _ in whole]
+    cut = next(k for k in range(4, len(ids)) if ids[k] != ids[k - 1]) - 1  # a frame's last event
+    url = f"{gateway.base_url}/streams/{stream_id}"
+    with httpx.stream("GET", url, headers={"Last-Event-ID": str(ids[cut])}, timeout=10) as r:
+        assert r.status_code == 200
+        rest = events(r)
+    assert [d for _, d in rest] == [d for _, d in whole[cut + 1 :]]
+    assert rest[-1][1]["type"] == "response.completed"
