@@ -1,9 +1,9 @@
 """Translation between every client protocol and every upstream protocol, end to end:
-real gateway and fake-upstream processes, the official ``openai`` and ``anthropic`` SDKs
-as clients.
+real gateway and fake-upstream processes, the official ``openai`` (Chat Completions and
+Responses) and ``anthropic`` SDKs as clients.
 
 a. Every recorded provider stream, replayed by the fake upstream in its own wire format,
-   consumed through both client APIs (streamed and not): text, reasoning, signatures,
+   consumed through the three client APIs (streamed and not): text, reasoning, signatures,
    tool calls, stop reason and usage equal what the recording holds (expected values
    from ``support.assemble``, which walks the raw JSON).
 b. One scenario suite for every pair client protocol x upstream protocol, the upstream
@@ -37,26 +37,34 @@ from support.assemble import (
     expect_openai,
     openai_chunks,
     openai_completion,
+    payloads,
     recorded,
     wire_of,
 )
 from support.paths import fixture_files, fixtures_dir
 from support.procs import FakeUpstream, Gateway
+from support.responses_assemble import (
+    STOP_OF_CANON,
+    events_answer,
+    expect_responses,
+    response_answer,
+)
 
 from tokenrelay.protocols.anthropic import wire as anthropic_wire
 from tokenrelay.protocols.gemini import codec as gemini
 from tokenrelay.protocols.gemini import stream as gemini_stream
 from tokenrelay.protocols.openai import codec as openai_codec
 from tokenrelay.protocols.openai import stream as openai_stream
+from tokenrelay.protocols.responses import codec as responses_codec
 
 pytestmark = pytest.mark.timeout(60)
 
-PROVIDER = {"openai": "fake", "anthropic": "fakeant", "gemini": "fakegem"}
+PROVIDER = {"openai": "fake", "anthropic": "fakeant", "gemini": "fakegem", "responses": "fakeresp"}
 
-# The OpenAI *Responses* API recordings (openai/responses_*.sse) are another API
-# (/v1/responses, typed output items), not Chat Completions: the gateway does not serve
-# or call it, so they are not replayed here.
-RECORDINGS = [p for p in fixture_files() if not p.name.startswith("responses_")]
+# The OpenAI Responses recordings (openai/responses_*.sse) are replayed by the fake as a
+# Responses upstream (``fakeresp``), the others in their own wire.
+RECORDINGS = fixture_files()
+INCLUDE = ["reasoning.encrypted_content"]
 
 
 @dataclass
@@ -139,14 +147,21 @@ def test_the_stop_tables_agree_with_the_codecs() -> None:
         assert anthropic_wire.FINISH_TO_WIRE[canon] == word
     for word, canon in TO_CANON["gemini"].items():
         assert gemini_stream.FINISH_FROM_WIRE[word] == canon
+    for word, canon in TO_CANON["responses"].items():
+        assert responses_codec.wire.status_of(canon) == (
+            ("completed", None) if word == "completed" else ("incomplete", {"reason": word})
+        )
+    for canon, word in STOP_OF_CANON.items():
+        status, details = responses_codec.wire.status_of(canon)
+        assert word == (details["reason"] if details else status)
 
 
 def test_every_recording_is_replayed() -> None:
     folder = fixtures_dir()
     dirs = {p.parent.name for p in RECORDINGS}
     assert dirs == {"anthropic", "azure", "deepseek", "gemini", "openai", "openrouter"}
-    skipped = sorted(p.name for p in folder.glob("*/*.sse") if p not in RECORDINGS)
-    assert skipped and all(name.startswith("responses_") for name in skipped)
+    assert sorted(folder.glob("*/*.sse")) == RECORDINGS
+    assert sum(wire_of(p) == "responses" for p in RECORDINGS) == 4
 
 
 # --- a. recordings through both client APIs ----------------------------------------------
@@ -213,6 +228,26 @@ def test_recording_through_the_anthropic_api(ends: Ends, path: Path, streamed: b
     check(got, exp)
 
 
+@pytest.mark.parametrize("streamed", [True, False], ids=["stream", "create"])
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recording_through_the_responses_api(ends: Ends, path: Path, streamed: bool) -> None:
+    """``responses.stream()`` (raw events, and ``get_final_response()`` agreeing with
+    them) and non-streaming ``responses.create``: a Responses recording on a Responses
+    upstream is the passthrough, every other one is translated."""
+    fixtures_dir()
+    exp = expect_responses(recorded(path))
+    if wire_of(path) == "responses" and not streamed:
+        # the body is the upstream's final response, whose reasoning OpenAI encrypted
+        # anew (each event that carries it has its own encryption of it)
+        final = payloads(path)[-1][1]["response"]["output"]
+        encrypted = [o["encrypted_content"] for o in final if o.get("encrypted_content")]
+        exp.signature = "".join(encrypted) or None
+    got = _ask_responses(
+        ends.oa, {"model": replay_model(path), "input": "replay", "include": INCLUDE}, streamed
+    )
+    check(got, exp)
+
+
 def _raw(ends: Ends, client: str, model: str) -> bytes:
     gateway = ends.gateway
     if client == "openai":
@@ -254,8 +289,10 @@ def test_gemini_signatures_reach_the_client_where_its_protocol_has_a_slot(
 
 CLIENTS = ["openai", "anthropic"]
 UPSTREAMS = ["openai", "anthropic", "gemini"]
-ALL = [(c, u) for c in CLIENTS for u in [*UPSTREAMS, "local"]]  # scenarios local/echo serves
-REMOTE = [(c, u) for c in CLIENTS for u in UPSTREAMS]  # scenarios it cannot (thinking, faults)
+EVERY_CLIENT = [*CLIENTS, "responses"]
+EVERY_UPSTREAM = [*UPSTREAMS, "responses"]
+ALL = [(c, u) for c in EVERY_CLIENT for u in [*EVERY_UPSTREAM, "local"]]  # local/echo serves
+REMOTE = [(c, u) for c in EVERY_CLIENT for u in EVERY_UPSTREAM]  # it cannot (thinking, faults)
 MODES = pytest.mark.parametrize("streamed", [True, False], ids=["stream", "create"])
 
 
@@ -339,6 +376,27 @@ def anthropic_messages(turns: list[Turn]) -> list[dict[str, Any]]:
     return out
 
 
+def responses_input(turns: list[Turn]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for t in turns:
+        if t.role == "tool":
+            out.append({"type": "function_call_output", "call_id": t.call_id, "output": t.text})
+        elif t.role == "assistant":
+            if t.text:
+                out.append({"role": "assistant", "content": t.text})
+            out += [
+                {"type": "function_call", "call_id": i, "name": n, "arguments": json.dumps(a)}
+                for i, n, a in t.calls
+            ]
+        elif t.images:
+            parts = [{"type": "input_text", "text": t.text}]
+            parts += [{"type": "input_image", "image_url": url} for url in t.images]
+            out.append({"role": "user", "content": parts})
+        else:
+            out.append({"role": "user", "content": t.text})
+    return out
+
+
 def expected_turns(turns: list[Turn], wire: str) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The conversation as ``support.assemble.asked`` reads it back from ``wire``:
     Gemini carries no call ids and names its results (``gemini.DROPPED`` entry
@@ -393,21 +451,25 @@ GEMINI_TOOLS = [
 ]
 TOOL_CHOICE_WIRE: dict[str, dict[str, Any]] = {
     "auto": {
+        "responses": "auto",
         "openai": "auto",
         "anthropic": {"type": "auto"},
         "gemini": {"functionCallingConfig": {"mode": "AUTO"}},
     },
     "none": {
+        "responses": "none",
         "openai": "none",
         "anthropic": {"type": "none"},
         "gemini": {"functionCallingConfig": {"mode": "NONE"}},
     },
     "required": {
+        "responses": "required",
         "openai": "required",
         "anthropic": {"type": "any"},
         "gemini": {"functionCallingConfig": {"mode": "ANY"}},
     },
     "get_time": {
+        "responses": {"type": "function", "name": "get_time"},
         "openai": {"type": "function", "function": {"name": "get_time"}},
         "anthropic": {"type": "tool", "name": "get_time"},
         "gemini": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}},
@@ -466,6 +528,24 @@ def ask(
         if thinking:
             kwargs["reasoning_effort"] = "medium"
         answer = _ask_openai(ends.oa, kwargs, streamed)
+    elif client == "responses":  # no stop sequences on this wire (DROPPED "stop")
+        kwargs = {"model": model, "input": responses_input(turns), "include": INCLUDE}
+        if system:
+            kwargs["instructions"] = system
+        if tools:
+            kwargs["tools"] = [
+                {"type": "function", "name": n, "description": d, "parameters": p}
+                for n, d, p in TOOLS
+            ]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = TOOL_CHOICE_WIRE[tool_choice]["responses"]
+        if serial:
+            kwargs["parallel_tool_calls"] = False
+        if max_tokens is not None:
+            kwargs["max_output_tokens"] = max_tokens
+        if thinking:
+            kwargs["reasoning"] = {"effort": "medium", "summary": "auto"}
+        answer = _ask_responses(ends.oa, kwargs, streamed)
     else:
         kwargs = {"model": model, "messages": anthropic_messages(turns)}
         kwargs["max_tokens"] = max_tokens if max_tokens is not None else 4096
@@ -514,6 +594,47 @@ def _ask_openai(client: openai.OpenAI, kwargs: dict[str, Any], streamed: bool) -
     return openai_chunks(chunks, got)
 
 
+def _ask_responses(client: openai.OpenAI, kwargs: dict[str, Any], streamed: bool) -> Answer:
+    got = Answer()
+    if not streamed:
+        try:
+            response = client.responses.create(**kwargs)
+        except openai.APIError as exc:
+            got.error = exc.message
+            return got
+        assert response.model == kwargs["model"]
+        return response_answer(response)
+    events: list[Any] = []
+    try:
+        with client.responses.stream(**kwargs) as stream:
+            events.extend(stream)
+            got = events_answer(events)
+            if got.error is not None or got.stop not in STOP_OF_CANON.values():
+                return got  # failed or cut: the SDK has no final response to give
+            assert got.stop == "completed" or events[-1].type == "response.incomplete"
+            if got.stop != "completed":
+                return got
+            final = stream.get_final_response()
+    except openai.APIError as exc:
+        got.error = exc.message
+        return events_answer(events, got)
+    # the SDK's own accumulation agrees with the raw events (OpenAI re-encrypts the
+    # reasoning for each event that carries it: the recording's values differ)
+    assert final.model == kwargs["model"]
+    mine = response_answer(final)
+    assert (mine.text, mine.reasoning, bool(mine.signature), mine.stop, mine.usage) == (
+        got.text,
+        got.reasoning,
+        bool(got.signature),
+        got.stop,
+        got.usage,
+    )
+    assert [(c.id, c.name, c.input) for c in mine.calls] == [
+        (c.id, c.name, c.input) for c in got.calls
+    ]
+    return got
+
+
 def _ask_anthropic(client: anthropic.Anthropic, kwargs: dict[str, Any], streamed: bool) -> Answer:
     got = Answer()
     if not streamed:
@@ -546,13 +667,15 @@ def _ask_anthropic(client: anthropic.Anthropic, kwargs: dict[str, Any], streamed
 
 
 def stop_word(client: str, canon: str) -> str:
+    if client == "responses":
+        return STOP_OF_CANON[canon]
     return CANON_TO_ANTHROPIC[canon] if client == "anthropic" else canon
 
 
 def usage_of(client: str, answer: Answer) -> tuple[int, int]:
     """(input, output) tokens in either client protocol's words."""
     u = answer.usage
-    if client == "anthropic":
+    if client in ("anthropic", "responses"):
         return u["input_tokens"], u["output_tokens"]
     return u["prompt_tokens"], u["completion_tokens"]
 
@@ -604,7 +727,12 @@ def test_multi_turn(ends: Ends, pair: tuple[str, str], streamed: bool) -> None:
 
 
 SYSTEM = "You are terse. Answer in English."
-SYSTEM_AT = {"openai": "messages[0]", "anthropic": "system", "gemini": "systemInstruction"}
+SYSTEM_AT = {
+    "openai": "messages[0]",
+    "anthropic": "system",
+    "gemini": "systemInstruction",
+    "responses": "instructions",
+}
 
 
 @MODES
@@ -661,7 +789,11 @@ def test_tools_with_parallel_calls(ends: Ends, pair: tuple[str, str], streamed: 
     assert got.stop == stop_word(client, "tool_calls")
     # the ids the upstream gave are the ids the client gets (Gemini and local/echo give
     # none: the gateway makes them up); on the Anthropic wire, with Anthropic's prefix
-    prefix = {"openai": "call_chatcmpl-fake", "anthropic": "toolu_msg_fake"}.get(upstream)
+    prefix = {
+        "openai": "call_chatcmpl-fake",
+        "anthropic": "toolu_msg_fake",
+        "responses": "call_fake",
+    }.get(upstream)
     if prefix is not None:
         ids = [str(c.id) for c in got.calls]
         if client == "anthropic" and upstream != "anthropic":
@@ -674,7 +806,7 @@ def test_tools_with_parallel_calls(ends: Ends, pair: tuple[str, str], streamed: 
 
 
 @MODES
-@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("client", EVERY_CLIENT)
 def test_interleaved_parallel_calls_from_an_openai_upstream(
     ends: Ends, client: str, streamed: bool
 ) -> None:
@@ -721,7 +853,7 @@ def test_tool_choice_and_parallel_switch(
     if serial and choice != "none":
         if upstream == "anthropic":
             wire = {**wire, "disable_parallel_tool_use": True}
-        elif upstream == "openai":
+        elif upstream in ("openai", "responses"):
             assert ex.body["parallel_tool_calls"] is False
         else:
             assert _dropped("parallel_tool_calls") == "dropped"
@@ -803,22 +935,25 @@ def test_thinking(ends: Ends, pair: tuple[str, str], streamed: bool) -> None:
     assert got.error is None and got.text == HELLO and got.reasoning == thought
     # The OpenAI wire has no signature: an Anthropic client gets none from an OpenAI
     # upstream, and an OpenAI client never sees one.
-    signed = client == "anthropic" and upstream != "openai"
+    signed = client in ("anthropic", "responses") and upstream != "openai"
     assert got.signature == (signature(thought) if signed else None)
     assert got.stop == stop_word(client, "stop")
     assert usage_of(client, got) == (words(HELLO), words(thought) + words(HELLO))
-    if client == "openai":  # Anthropic counts thinking inside output_tokens only
+    if client != "anthropic":  # Anthropic counts thinking inside output_tokens only
         assert got.usage["reasoning_tokens"] == (0 if upstream == "anthropic" else words(thought))
     body = ex.body
     if upstream == "anthropic":
-        budget = anthropic_codec.EFFORT_BUDGET["medium"] if client == "openai" else 2048
+        budget = anthropic_codec.EFFORT_BUDGET["medium"] if client != "anthropic" else 2048
         assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
-        if client == "openai":  # ADJUSTMENTS "max_tokens unset": default + the budget
+        if client != "anthropic":  # ADJUSTMENTS "max_tokens unset": default + the budget
             assert body["max_tokens"] == anthropic_codec.DEFAULT_MAX_TOKENS + budget
     elif upstream == "gemini":
-        budget = gemini.REASONING_BUDGETS["medium"] if client == "openai" else 2048
+        budget = gemini.REASONING_BUDGETS["medium"] if client != "anthropic" else 2048
         config = body["generationConfig"]["thinkingConfig"]
         assert config == {"thinkingBudget": budget, "includeThoughts": True}
+    elif upstream == "responses":  # DROPPED "reasoning_effort / reasoning_budget"
+        effort = "low" if client == "anthropic" else "medium"
+        assert body["reasoning"] == {"effort": effort, "summary": "auto"}
     elif client == "openai":
         assert body["reasoning_effort"] == "medium"
 
@@ -857,7 +992,9 @@ def test_max_tokens_stop_and_stop_sequences(
     assert usage_of(client, got) == (6, 3)
     if ex.asked is not None:
         assert ex.asked.max_tokens == 3
-        assert ex.asked.stop == ["STOP-HERE", "\n\n"]
+        # no stop sequences on the Responses wire, either way (DROPPED "stop")
+        dropped = "responses" in pair
+        assert ex.asked.stop == (None if dropped else ["STOP-HERE", "\n\n"])
 
 
 @MODES
@@ -879,6 +1016,10 @@ def test_a_stop_sequence_ends_the_text_before_it(
         stop=["nowhere", "STOP-HERE"],
     )
     got = ex.answer
+    if "responses" in pair:  # no stop sequences on this wire: DROPPED "stop"
+        assert any(f.startswith("stop") for f, _, _ in responses_codec.DROPPED)
+        assert got.text == "one two STOP-HERE three" and "stop" not in ex.body
+        return
     assert got.text == "one two "
     named = client == "anthropic" and upstream in ("anthropic", "local")
     assert got.stop == ("stop_sequence" if named else stop_word(client, "stop"))
@@ -919,7 +1060,7 @@ def test_images_by_url_and_base64(ends: Ends, pair: tuple[str, str], streamed: b
 
 # events before the fault: two text tokens in every wire (OpenAI: role chunk first;
 # Anthropic: message_start, content_block_start, ping first)
-TWO_TOKENS = {"openai": 3, "anthropic": 5, "gemini": 2}
+TWO_TOKENS = {"openai": 3, "anthropic": 5, "gemini": 2, "responses": 6}
 
 
 @pytest.mark.parametrize("fault", ["drop_after", "error_after"])
@@ -940,6 +1081,7 @@ def test_upstream_error_mid_stream(ends: Ends, pair: tuple[str, str], fault: str
             "openai": "The server had an error (fake in-band).",
             "anthropic": "Overloaded",
             "gemini": "The model is overloaded. Please try again later.",
+            "responses": "The server had an error (fake in-band).",
         }[upstream]
         assert message in got.error
     else:

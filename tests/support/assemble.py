@@ -38,6 +38,11 @@ TO_CANON: dict[str, dict[str, str]] = {
         "refusal": "content_filter",
     },
     "gemini": {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter"},
+    "responses": {
+        "completed": "stop",
+        "max_output_tokens": "length",
+        "content_filter": "content_filter",
+    },
 }
 CANON_TO_OPENAI = {w: w for w in ("stop", "length", "tool_calls", "content_filter")}
 CANON_TO_ANTHROPIC = {
@@ -71,7 +76,7 @@ class Usage:
 
 @dataclass
 class Recorded:
-    wire: str  # openai | anthropic | gemini
+    wire: str  # openai | anthropic | gemini | responses
     text: str = ""
     reasoning: str = ""
     signature: str | None = None  # Anthropic signature_delta / Gemini text-part signature
@@ -86,8 +91,8 @@ class Recorded:
         if self.stop is None:
             return None
         canon = TO_CANON[self.wire][self.stop]
-        if self.wire == "gemini" and canon == "stop" and self.calls:
-            canon = "tool_calls"  # Gemini says STOP after function calls
+        if self.wire in ("gemini", "responses") and canon == "stop" and self.calls:
+            canon = "tool_calls"  # Gemini says STOP after function calls, Responses completed
         return canon
 
 
@@ -109,6 +114,8 @@ class Answer:
 
 
 def wire_of(path: Path) -> str:
+    if path.name.startswith("responses_"):
+        return "responses"
     return {"anthropic": "anthropic", "gemini": "gemini"}.get(path.parent.name, "openai")
 
 
@@ -133,6 +140,10 @@ def recorded(path: Path) -> Recorded:
         _anthropic(rec, events)
     elif wire == "gemini":
         _gemini(rec, events)
+    elif wire == "responses":
+        from .responses_assemble import walk_recording
+
+        walk_recording(rec, events)
     else:
         _openai(rec, events)
     return rec
@@ -491,6 +502,10 @@ def asked(wire: str, body: dict[str, Any]) -> Asked:
         _asked_gemini(out, body)
     elif wire == "anthropic":
         _asked_anthropic(out, body)
+    elif wire == "responses":
+        from .responses_assemble import asked_responses
+
+        asked_responses(out, body)
     else:
         _asked_openai(out, body)
     return out

@@ -118,8 +118,9 @@ class Gateway:
 
 
 def gateway_config(fake: FakeUpstream, **overrides: Any) -> dict[str, Any]:
-    """A gateway config with the fake upstream as three providers, one per upstream wire
-    format: ``fake`` (OpenAI), ``fakeant`` (Anthropic), ``fakegem`` (Gemini)."""
+    """A gateway config with the fake upstream as four providers, one per upstream wire
+    format: ``fake`` (OpenAI), ``fakeant`` (Anthropic), ``fakegem`` (Gemini), ``fakeresp``
+    (OpenAI Responses)."""
     key = "${FAKE_UPSTREAM_KEY}"
     config: dict[str, Any] = {
         "env_providers": False,
@@ -144,6 +145,13 @@ def gateway_config(fake: FakeUpstream, **overrides: Any) -> dict[str, Any]:
                 "name": "fakegem",
                 "protocol": "gemini",
                 "base_url": f"{fake.base_url}/v1beta",
+                "api_key": key,
+                "models": ["*"],
+            },
+            {
+                "name": "fakeresp",
+                "protocol": "openai-responses",
+                "base_url": f"{fake.base_url}/v1",
                 "api_key": key,
                 "models": ["*"],
             },

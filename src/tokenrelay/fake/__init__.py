@@ -2,6 +2,7 @@
 of the providers' hosted APIs.
 
 Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``), ``POST /v1/messages``,
+``POST /v1/responses`` (and ``/responses``),
 ``POST /v1beta/models/{model}:streamGenerateContent?alt=sse`` and ``:generateContent``,
 ``GET /v1/models``; ``GET``/``DELETE /_fake/log`` (the request log as JSON / clear it
 and the ``fail_times`` counters), ``GET /_fake/stats``, ``GET /_fake/health``.

@@ -21,6 +21,7 @@ from . import counting, scenes, wire
 from .httpio import Reply, Request, RequestRecord
 from .options import Script, ScriptError, parse_model
 from .plan import BAD_UTF8, End, StreamPlan, build_plan, read_replay, split_events
+from .responses_wire import responses_body, responses_scene
 from .wire import Proto
 
 __all__ = ["Router"]
@@ -36,6 +37,8 @@ _CHAT_PATHS: dict[str, Proto] = {
     "/chat/completions": "openai",
     "/v1/messages": "anthropic",
     "/messages": "anthropic",
+    "/v1/responses": "responses",
+    "/responses": "responses",
 }
 _COUNT_PATHS = ("/v1/messages/count_tokens", "/messages/count_tokens")
 _MODEL_LIST_PATHS = ("/v1/models", "/models", "/v1beta/models")
@@ -285,6 +288,14 @@ class Router:
             return scenes.gemini_scene(
                 scene, ident=f"fake{number}", model=script.model, no_done=script.no_done
             )
+        if proto == "responses":
+            return responses_scene(
+                scene,
+                ident=f"fake{number}",
+                model=script.model,
+                created=int(time.time()),
+                no_done=script.no_done,
+            )
         return scenes.openai_scene(
             scene,
             ident=f"chatcmpl-fake{number}",
@@ -315,6 +326,14 @@ class Router:
                 prompt=prompt,
                 no_done=script.no_done,
                 counts=not script.no_usage,
+            )
+        if proto == "responses":
+            return responses_scene(
+                scenes.Scene(prompt=prompt, texts=texts),
+                ident=f"fake{number}",
+                model=script.model,
+                created=int(time.time()),
+                no_done=script.no_done,
             )
         return wire.openai_stream(
             texts,
@@ -348,6 +367,13 @@ class Router:
         output = len(texts)
         if script.malformed_at is not None:
             data = b'{"broken'
+        elif proto == "responses":
+            data = responses_body(
+                scenes.Scene(prompt=prompt, texts=texts, stop=finish),
+                ident=f"fake{number}",
+                model=script.model,
+                created=int(time.time()),
+            )
         elif proto == "anthropic":
             data = wire.anthropic_body(
                 text,

@@ -1,6 +1,6 @@
 """Generated scenarios beyond plain text: parallel tool calls (``tools``), reasoning with
 a signature (``think``), and the max-tokens and stop-sequence stops (``limit=1``), in the
-three wire formats.
+four wire formats (the Responses one in ``responses_wire.py``).
 
 A ``Scene`` is what the answer holds (reasoning pieces and their signature, text pieces,
 tool calls, the stop); ``openai_scene``, ``anthropic_scene`` and ``gemini_scene`` write
@@ -95,7 +95,7 @@ def offered_tools(proto: Proto, body: dict[str, Any]) -> list[str]:
             for declaration in _list(tool.get("functionDeclarations")):
                 if isinstance(declaration, dict) and isinstance(declaration.get("name"), str):
                     names.append(declaration["name"])
-        elif proto == "anthropic":
+        elif proto in ("anthropic", "responses"):
             if isinstance(tool.get("name"), str):
                 names.append(tool["name"])
         else:
@@ -112,6 +112,8 @@ def max_output_tokens(proto: Proto, body: dict[str, Any]) -> int | None:
         value = config.get("maxOutputTokens") if isinstance(config, dict) else None
     elif proto == "anthropic":
         value = body.get("max_tokens")
+    elif proto == "responses":
+        value = body.get("max_output_tokens")
     else:
         value = body.get("max_completion_tokens")
         if value is None:
@@ -124,6 +126,8 @@ def stop_sequences(proto: Proto, body: dict[str, Any]) -> list[str]:
     if proto == "gemini":
         config = body.get("generationConfig")
         value = config.get("stopSequences") if isinstance(config, dict) else None
+    elif proto == "responses":
+        return []  # the Responses API has no stop sequences
     else:
         value = body.get("stop_sequences" if proto == "anthropic" else "stop")
     if isinstance(value, str):

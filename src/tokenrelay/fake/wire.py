@@ -1,4 +1,5 @@
-"""The three wire formats the fake upstream speaks: synthetic streams, non-streaming
+"""Three of the wire formats the fake upstream speaks (the Responses one is in
+``responses_wire.py``): synthetic streams, non-streaming
 bodies, error bodies and in-band error events, plus what it reads from a request.
 
 A stream is built as a list of whole SSE events (bytes, one per write). Text chunks are
@@ -28,7 +29,7 @@ __all__ = [
     "split_words",
 ]
 
-Proto = Literal["openai", "anthropic", "gemini"]
+Proto = Literal["openai", "anthropic", "gemini", "responses"]
 
 _encode = msgspec.json.Encoder().encode
 _WORD = re.compile(r"\S+\s*")
@@ -69,11 +70,34 @@ def _turns(proto: Proto, body: dict[str, Any]) -> list[tuple[str, list[str]]]:
             if isinstance(content, dict):
                 turns.append((str(content.get("role", "user")), _texts(content.get("parts"))))
         return turns
+    if proto == "responses":
+        return _responses_turns(body)
     if proto == "anthropic" and "system" in body:
         turns.append(("system", _texts(body["system"])))
     for message in _list(body.get("messages")):
         if isinstance(message, dict):
             turns.append((str(message.get("role", "")), _texts(message.get("content"))))
+    return turns
+
+
+def _responses_turns(body: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """A Responses body's turns: ``instructions``, then ``input`` (a string, or items:
+    messages, ``function_call_output`` items as tool turns; other items carry no text)."""
+    turns: list[tuple[str, list[str]]] = []
+    if isinstance(body.get("instructions"), str):
+        turns.append(("system", [body["instructions"]]))
+    items = body.get("input")
+    if isinstance(items, str):
+        return [*turns, ("user", [items])]
+    for item in _list(items):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = str(item.get("role", ""))
+            turns.append(("system" if role == "developer" else role, _texts(item.get("content"))))
+        elif kind == "function_call_output":
+            turns.append(("tool", _texts(item.get("output"))))
     return turns
 
 
@@ -400,6 +424,16 @@ def inband_error(proto: Proto) -> bytes:
     if proto == "gemini":
         body = error_body(proto, 503, "The model is overloaded. Please try again later.")
         return b"data: " + body + b"\r\n\r\n"
+    if proto == "responses":
+        return _named(
+            "error",
+            {
+                "type": "error",
+                "code": "server_error",
+                "message": "The server had an error (fake in-band).",
+                "param": None,
+            },
+        )
     return b"data: " + error_body(proto, 500, "The server had an error (fake in-band).") + b"\n\n"
 
 

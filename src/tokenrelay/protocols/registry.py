@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from . import anthropic, gemini, openai
+from . import anthropic, gemini, openai, responses
 from .base import ClientProtocol, ProtocolSpec, UpstreamProtocol
 
 BUILTIN: tuple[ProtocolSpec, ...] = (
     openai.PROTOCOL,  # first client protocol: the default shape of any other route
     anthropic.PROTOCOL,
     gemini.PROTOCOL,
+    responses.PROTOCOL,
 )
 
 

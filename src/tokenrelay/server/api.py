@@ -82,7 +82,7 @@ class API:
         return await self.serve_chat(request.scope, request.receive)
 
     async def serve_chat(self, scope: Scope, receive: Receive) -> ASGIApp:
-        """A chat request in either protocol, straight from ASGI (the hot path: no
+        """A chat request in any client protocol, straight from ASGI (the hot path: no
         Starlette ``Request``)."""
         headers = Headers(scope=scope)
         protocol = protocol_for(scope["path"], headers, self.ingress)

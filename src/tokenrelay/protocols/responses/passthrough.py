@@ -1,0 +1,148 @@
+"""The same-protocol passthrough: a Responses client on a Responses upstream.
+
+Each event is forwarded as the upstream wrote it (its ``event:`` name, ``obfuscation``,
+``logprobs``, items of built-in tools, fields newer than this code), with only the
+``model`` of the ``response`` objects rewritten to the name the client asked for. Each
+event is validated through a small view that also fills the tally; a malformed one ends
+the stream with an ``error`` event instead of reaching the client's JSON parser.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from ...events import Error
+from ...fold import Tally
+from ...sse import ServerSentEvent
+from ...sse import encode as sse_encode
+from ..base import InBandEnd
+from .decoder import TERMINAL
+from .wire import (
+    FINISH_FROM_INCOMPLETE,
+    MALFORMED,
+    TRUNCATED,
+    error_event,
+    error_from_wire,
+    json_encode,
+    usage_from_wire,
+)
+
+
+class _ResponseView(msgspec.Struct):
+    id: str = ""
+    status: str | None = None
+    usage: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class _View(msgspec.Struct):
+    type: str = ""
+    delta: str | None = None
+    sequence_number: int | None = None
+    item: dict[str, Any] | None = None
+    response: _ResponseView | None = None
+    code: Any = None
+    message: str | None = None
+
+
+_view = msgspec.json.Decoder(_View).decode
+_MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+class ResponsesPassthrough(InBandEnd):
+    """Upstream Responses events -> the same events for a Responses client."""
+
+    payloads = False  # the events' names matter: whole ServerSentEvents
+
+    def __init__(self, model: str, tally: Tally) -> None:
+        self.tally = tally
+        self.ended = False
+        self._done = False
+        self._model = '"model":' + json_encode(model).decode()
+        self._seq = 0  # the next sequence number, after the upstream's last
+        self._id = ""  # the upstream's response id
+        self._calls = False
+
+    def encode(self, frames: list[ServerSentEvent]) -> list[bytes]:
+        out: list[bytes] = []
+        tally = self.tally
+        for frame in frames:
+            data = frame.data
+            try:
+                e = _view(data)
+            except msgspec.ValidationError:
+                e = _View()  # valid JSON of an unexpected shape: forward, learn nothing
+            except msgspec.DecodeError:
+                out.extend(self.fail(MALFORMED))
+                break
+            if e.sequence_number is not None:
+                self._seq = e.sequence_number + 1
+            kind = e.type or frame.event or ""
+            if e.delta is not None:
+                tally.output_chars += len(e.delta)
+            elif (
+                kind == "response.output_item.added"
+                and (e.item or {}).get("type") == "function_call"
+            ):
+                self._calls = True
+            if e.response is not None:
+                self._id = self._id or e.response.id
+                data = _MODEL.sub(lambda _: self._model, data, count=1)
+                if kind in TERMINAL:
+                    self._end(kind, e.response)
+            out.append(sse_encode(data, event=frame.event))
+            if kind == "error":  # forwarded as written; it ends the stream
+                tally.error = error_from_wire({"code": e.code, "message": e.message})
+                self.ended = True
+                break
+        if out:
+            tally.started = True
+        return out
+
+    def _end(self, kind: str, response: _ResponseView) -> None:
+        self._done = True
+        tally = self.tally
+        usage = usage_from_wire(response.usage)
+        if usage is not None:
+            tally.usage = usage
+        if kind == "response.failed":
+            tally.error = error_from_wire(response.error or {"message": "response failed"})
+        elif kind == "response.incomplete":
+            reason = (response.incomplete_details or {}).get("reason")
+            tally.finish_reason = FINISH_FROM_INCOMPLETE.get(str(reason), "length")
+        else:
+            tally.finish_reason = "tool_calls" if self._calls else "stop"
+
+    def fail(self, error: Error) -> list[bytes]:
+        if self.ended:
+            return []
+        self.ended = True
+        self.tally.error = error
+        self._seq += 1
+        return [error_event(error, self._seq - 1)]
+
+    def close(self, cancelled: bool = False) -> list[bytes]:
+        """Nothing after the terminal event; an ``error`` event if the upstream stopped
+        short. A stop by the user ends with ``response.incomplete`` (reason
+        ``cancelled``): the output so far was the upstream's and was forwarded."""
+        if self.ended:
+            return []
+        if self._done or self.tally.error:
+            self.ended = True
+            return []
+        if not cancelled:
+            return self.fail(TRUNCATED)
+        self.ended = True
+        self.tally.finish_reason = self.tally.finish_reason or "stop"
+        response = {
+            "id": self._id,
+            "object": "response",
+            "status": "incomplete",
+            "incomplete_details": {"reason": "cancelled"},
+        }
+        data = {"type": "response.incomplete", "response": response, "sequence_number": self._seq}
+        return [sse_encode(json_encode(data), event="response.incomplete")]
