@@ -8,6 +8,7 @@ answered in Anthropic's shape too; everything else speaks OpenAI.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.datastructures import Headers
@@ -24,6 +25,7 @@ from ..protocols import anthropic, openai
 from ..protocols.base import ClientProtocol
 from ..streams.hub import parse_event_id
 from .relay import Gateway
+from .scrape import scrape_refusal
 
 log = logging.getLogger("tokenrelay")
 access = logging.getLogger("tokenrelay.access")
@@ -154,7 +156,12 @@ class API:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def metrics(self, request: Request) -> Response:
-        return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE)
+        refusal = scrape_refusal(self.gateway.config, request.headers, request.client)
+        if refusal is not None:
+            return error_response(request, refusal)
+        # off the event loop: a scrape must not hold up the streams (labels are bounded too)
+        body = await asyncio.to_thread(self.gateway.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE)
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = [

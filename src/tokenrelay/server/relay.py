@@ -83,14 +83,17 @@ class Exchange:
         deployment = self.attempts.deployment if self.attempts else "-"
         if self.metrics is not None:
             m = self.metrics
-            m.child(m.requests, self.model, deployment, self.protocol, outcome).inc()
+            model = m.labels.model(self.model)  # bounded: a name not served is "other"
+            m.child(
+                m.requests, model, m.labels.deployment(deployment), self.protocol, outcome
+            ).inc()
             if ttft is not None:
-                m.child(m.ttft, self.model).observe(ttft)
+                m.child(m.ttft, model).observe(ttft)
             if usage is not None:
-                m.child(m.tokens, self.model, "in").inc(usage.input)
-                m.child(m.tokens, self.model, "out").inc(usage.output)
+                m.child(m.tokens, model, "in").inc(usage.input)
+                m.child(m.tokens, model, "out").inc(usage.output)
             if self.attempts is not None and self.attempts.fallback_used:
-                m.child(m.fallbacks, self.model).inc()
+                m.child(m.fallbacks, model).inc()
         log.info(
             "%s %s model=%s deployment=%s stream=%s status=%d outcome=%s ttft_ms=%s ms=%.1f "
             "finish=%s tokens_in=%s tokens_out=%s resumes=%d attempts=%s",
@@ -186,7 +189,7 @@ class Gateway:
                 self.router.plan(request.model, images=request.has_images()),
                 self.config.retries,
                 exchange.request_id,
-                self.metrics.retries,
+                self.metrics.retried,
             )
             exchange.attempts = attempts
         except GatewayError as error:
@@ -241,7 +244,11 @@ class Relay:
     async def _run(self, upstream: Upstream, target: Target, watchdog: Watchdog) -> None:
         attempts, exchange = self.attempts, self.exchange
         metrics = exchange.metrics
-        gap = metrics.child(metrics.gap, exchange.model) if metrics is not None else None
+        gap = (
+            metrics.child(metrics.gap, metrics.labels.model(exchange.model))
+            if metrics is not None
+            else None
+        )
         clock = time.perf_counter
         delivered = False
         while True:
