@@ -322,7 +322,9 @@ def test_resume_through_the_anthropic_sdk_raw_response(gw: Gateway) -> None:
 def test_an_idle_gateway_lets_expired_streams_go(workdir: Path, fake: FakeUpstream) -> None:
     gateway = start_gateway(workdir, gateway_config(fake, streams={"grace": 0, "retention": 1}))
     try:
-        with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=BODY) as r:
+        with httpx.stream(
+            "POST", f"{gateway.base_url}/chat/completions", json=BODY, headers=RESUMES
+        ) as r:
             stream_id = r.headers["x-stream-id"]
             read_frames(r)
         time.sleep(2.5)  # no request in between: only the periodic sweep can evict it
