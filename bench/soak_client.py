@@ -251,6 +251,7 @@ def post_request(port: int, model: str) -> bytes:
         "Accept: text/event-stream",
         "Content-Type: application/json",
         *AUTH_LINES,
+        "X-Tokenrelay-Resume: 1",  # these clients resume: ids and the grace
         f"Content-Length: {len(body)}",
         "Connection: close",
     ]

@@ -170,7 +170,8 @@ def stream_ids(
         "POST",
         f"{gw.base_url}/chat/completions",
         json=body,
-        headers={"Authorization": f"Bearer {key}"},
+        # a client that resumes (its drop is read on for the grace), as tokenrelay's SDKs
+        headers={"Authorization": f"Bearer {key}", "X-Tokenrelay-Resume": "1"},
         timeout=20,
     ) as r:
         decoder = SSEDecoder()

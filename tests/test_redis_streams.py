@@ -21,6 +21,9 @@ from tokenrelay.sse import SSEDecoder
 WORDS = " ".join(f"w{i}" for i in range(60))
 BODY = {"model": "local/echo", "stream": True, "messages": [{"role": "user", "content": WORDS}]}
 
+# These clients resume (as tokenrelay's SDKs): ids on their frames, and the grace.
+RESUMES = {"X-Tokenrelay-Resume": "1"}
+
 
 def pair_config(fake: FakeUpstream, redis_url: str, grace: float) -> dict[str, Any]:
     return gateway_config(
@@ -64,7 +67,9 @@ def text_of(frames: list[tuple[str | None, Any]]) -> str:
 def start_on(
     gw: Gateway, body: dict[str, Any], keep: int
 ) -> tuple[str, list[tuple[str | None, Any]]]:
-    with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=10) as r:
+    with httpx.stream(
+        "POST", f"{gw.base_url}/chat/completions", json=body, headers=RESUMES, timeout=10
+    ) as r:
         return r.headers["x-stream-id"], frames_of(r, keep)
 
 
@@ -148,7 +153,7 @@ def test_anthropic_streams_resume_in_their_own_protocol(replicas: tuple[Gateway,
         "stream": True,
         "messages": [{"role": "user", "content": WORDS}],
     }
-    with httpx.stream("POST", f"{a.url}/v1/messages", json=body, timeout=10) as r:
+    with httpx.stream("POST", f"{a.url}/v1/messages", json=body, headers=RESUMES, timeout=10) as r:
         stream_id = r.headers["x-stream-id"]
         decoder = SSEDecoder()
         first = []

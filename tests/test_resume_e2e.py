@@ -21,6 +21,8 @@ from tokenrelay.sse import SSEDecoder
 
 WORDS = " ".join(f"w{i}" for i in range(40))
 BODY = {"model": "local/echo", "stream": True, "messages": [{"role": "user", "content": WORDS}]}
+# A client that declares it resumes (tokenrelay's SDKs send this): ids, and the grace.
+RESUMES = {"X-Tokenrelay-Resume": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,9 @@ def read_frames(response: httpx.Response, limit: int | None = None) -> list[tupl
 
 
 def start_and_drop(gw: Gateway, after_frames: int) -> tuple[str, list[tuple[str, Any]]]:
-    with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=BODY, timeout=10) as r:
+    with httpx.stream(
+        "POST", f"{gw.base_url}/chat/completions", json=BODY, headers=RESUMES, timeout=10
+    ) as r:
         stream_id = r.headers["x-stream-id"]
         frames = read_frames(r, after_frames)
     return stream_id, frames
@@ -67,7 +71,9 @@ def assert_whole(frames: list[tuple[str, Any]], stream_id: str) -> None:
 
 
 def test_frames_carry_stream_ids(gw: Gateway) -> None:
-    with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=BODY, timeout=10) as r:
+    with httpx.stream(
+        "POST", f"{gw.base_url}/chat/completions", json=BODY, headers=RESUMES, timeout=10
+    ) as r:
         stream_id = r.headers["x-stream-id"]
         assert stream_id.startswith("st_") and len(stream_id) > 20
         frames = read_frames(r)
@@ -123,7 +129,9 @@ def test_unknown_stream_is_404_and_bad_position_400(gw: Gateway) -> None:
 
 
 def test_resume_through_the_openai_sdk_raw_response(gw: Gateway) -> None:
-    client = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0)
+    client = openai.OpenAI(
+        base_url=gw.base_url, api_key="k", max_retries=0, default_headers=RESUMES
+    )
     raw = client.chat.completions.with_raw_response.create(
         model="local/echo", messages=[{"role": "user", "content": WORDS}], stream=True
     )
@@ -172,7 +180,10 @@ def test_nobody_back_in_time_closes_the_upstream(workdir: Path, fake: FakeUpstre
     try:
         model = f"fake/gen/400?gap=0.05&ttft=0.00{time.monotonic_ns() % 10**6:06d}"
         with httpx.stream(
-            "POST", f"{gateway.base_url}/chat/completions", json={**BODY, "model": model}
+            "POST",
+            f"{gateway.base_url}/chat/completions",
+            json={**BODY, "model": model},
+            headers=RESUMES,
         ) as r:
             read_frames(r, 3)
             left_at = time.time()
@@ -209,7 +220,9 @@ def calls_of(payloads: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
 
 def read_with_drops(gw: Gateway, body: dict[str, Any], cuts: list[int]) -> list[tuple[str, Any]]:
     """A client that drops after ``cuts[i]`` frames each time and resumes each time."""
-    with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=body, timeout=10) as r:
+    with httpx.stream(
+        "POST", f"{gw.base_url}/chat/completions", json=body, headers=RESUMES, timeout=10
+    ) as r:
         stream_id = r.headers["x-stream-id"]
         frames = read_frames(r, cuts[0] if cuts else None)
     for cut in [*cuts[1:], None]:
@@ -276,7 +289,9 @@ def test_metrics_count_streams_resumes_and_cancels(gw: Gateway) -> None:
 def test_resume_through_the_anthropic_sdk_raw_response(gw: Gateway) -> None:
     import anthropic
 
-    client = anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0)
+    client = anthropic.Anthropic(
+        base_url=gw.url, api_key="k", max_retries=0, default_headers=RESUMES
+    )
     body: dict[str, Any] = {
         "model": "local/echo",
         "max_tokens": 500,
@@ -307,7 +322,9 @@ def test_resume_through_the_anthropic_sdk_raw_response(gw: Gateway) -> None:
 def test_an_idle_gateway_lets_expired_streams_go(workdir: Path, fake: FakeUpstream) -> None:
     gateway = start_gateway(workdir, gateway_config(fake, streams={"grace": 0, "retention": 1}))
     try:
-        with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=BODY) as r:
+        with httpx.stream(
+            "POST", f"{gateway.base_url}/chat/completions", json=BODY, headers=RESUMES
+        ) as r:
             stream_id = r.headers["x-stream-id"]
             read_frames(r)
         time.sleep(2.5)  # no request in between: only the periodic sweep can evict it

@@ -533,7 +533,8 @@ def test_eventsource_reconnects_through_the_resume_route(browser: Any, web: Gate
         "stream": True,
         "messages": [{"role": "user", "content": answer}],
     }
-    with httpx.stream("POST", f"{web.base_url}/chat/completions", json=body) as r:
+    resumes = {"X-Tokenrelay-Resume": "1"}  # a client that resumes: its leaving has the grace
+    with httpx.stream("POST", f"{web.base_url}/chat/completions", json=body, headers=resumes) as r:
         stream_id = r.headers["x-stream-id"]  # leave at once: the stream goes on (grace)
     proxy = _CuttingProxy(web.proc.port, cut_after=1500)
     context = browser.new_context()

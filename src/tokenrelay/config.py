@@ -115,6 +115,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         None  # keys and usage: sqlite:///path (default ./tokenrelay.db) or postgresql://
     )
     master_key: str | None = None  # administration; without it: open mode (loopback only)
+    metrics_token: str | None = None  # a scrape token for /metrics (besides the master key)
     auth_cache_ttl: float = (
         5.0  # seconds a key lookup is cached (a revoke elsewhere takes this long)
     )

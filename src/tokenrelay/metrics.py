@@ -4,11 +4,18 @@ Counters and histograms are updated once per request or once per upstream read (
 per chunk); gauges of streams and circuit states are read from the hub and the router
 when ``/metrics`` is scraped. Labels carry model and deployment names only: never a
 key, a prompt or a stream id.
+
+Labels are bounded: a model label is a name the gateway serves by name (configured,
+listed, or a provider's listed bare name); any other name a client sends (a provider
+with ``"*"`` passes anything through) counts as ``other``, its deployment as
+``<provider>/*``. So the number of series does not grow with what clients send, and a
+scrape stays small; it is rendered off the event loop all the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -23,13 +30,33 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BREAKER = {"closed": 0, "half_open": 1, "open": 2}
+OTHER = "other"  # the model label of every name not served by name
 M = TypeVar("M", Counter, Histogram)
 
 
+@dataclass(slots=True)
+class Labels:
+    """The names that may be label values; everything else goes to one bucket."""
+
+    models: frozenset[str] = frozenset()
+    deployments: frozenset[str] = frozenset()
+
+    def model(self, name: str) -> str:
+        return name if name in self.models else OTHER
+
+    def deployment(self, name: str) -> str:
+        if name in self.deployments or name == "-":
+            return name
+        return name.partition("/")[0] + "/*"
+
+
 class _StateCollector(Collector):
-    def __init__(self, hub: StreamHub, deployments: Callable[[], list[Deployment]]) -> None:
+    def __init__(
+        self, hub: StreamHub, deployments: Callable[[], list[Deployment]], metrics: Metrics
+    ) -> None:
         self._hub = hub
         self._deployments = deployments
+        self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
         live = self._hub.live()
@@ -49,9 +76,15 @@ class _StateCollector(Collector):
             "Requests in flight per deployment.",
             labels=["deployment"],
         )
-        for d in self._deployments():
-            circuit.add_metric([d.name], _BREAKER[d.breaker.state])
-            in_flight.add_metric([d.name], d.in_flight)
+        states: dict[str, int] = {}
+        flying: dict[str, int] = {}
+        for d in self._deployments():  # a bucket: its worst state, its sum in flight
+            label = self._metrics.labels.deployment(d.name)
+            states[label] = max(states.get(label, 0), _BREAKER[d.breaker.state])
+            flying[label] = flying.get(label, 0) + d.in_flight
+        for label, state in states.items():
+            circuit.add_metric([label], state)
+            in_flight.add_metric([label], flying[label])
         lost = CounterMetricFamily(
             "tokenrelay_streams_detached",
             "Times a stream being produced lost its last reader (a client dropped).",
@@ -112,6 +145,15 @@ class Metrics:
         # (metric, label values) -> child: prometheus_client's labels() validates and
         # locks on every call; a request's bookkeeping asks for five of them.
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self.labels = Labels()
+
+    def name(self, models: Iterable[str], deployments: Iterable[str]) -> None:
+        """The model and deployment names that get a label of their own."""
+        self.labels = Labels(frozenset(models), frozenset(deployments))
+
+    def retried(self, deployment: str) -> None:
+        """An attempt on ``deployment`` failed and was retried."""
+        self.child(self.retries, self.labels.deployment(deployment)).inc()
 
     def child(self, metric: M, *values: str) -> M:
         """``metric.labels(*values)``, remembered."""
@@ -122,7 +164,7 @@ class Metrics:
         return found
 
     def watch(self, hub: StreamHub, deployments: Callable[[], list[Deployment]]) -> None:
-        self.registry.register(_StateCollector(hub, deployments))
+        self.registry.register(_StateCollector(hub, deployments, self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -49,6 +49,8 @@ class AsyncChat:
         client = self._client
         wire = wire_for(protocol or client.protocol)
         headers = {**wire.headers(client.api_key), **(extra_headers or {})}
+        if stream:  # this SDK resumes a dropped stream: ids on its frames, and the grace
+            headers.setdefault("X-Tokenrelay-Resume", "1")
         return wire, wire.body(model, messages, params, stream), headers
 
     def stream(

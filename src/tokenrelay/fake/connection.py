@@ -194,6 +194,15 @@ class Connection(asyncio.Protocol):
         self._record = record
         self._keep_alive = keep_alive
         self._idx = 0
+        if reply.head_delay > 0:
+            self._timer = self._loop.call_later(reply.head_delay, self._respond, reply, http11)
+        else:
+            self._respond(reply, http11)
+
+    def _respond(self, reply: Reply, http11: bool) -> None:
+        self._timer = None
+        if self._closed:
+            return
         if reply.stream is not None:
             self._start_stream(reply, http11)
         elif reply.delay > 0:

@@ -35,7 +35,8 @@ class Reply:
     """What to send: a plain body, or a stream plan. ``delay`` is waited before the
     first byte of a plain body; a stream sends its head at once and its first event
     after ``delay`` (time to first token), then one event every ``gap`` seconds.
-    ``end`` applies to plain bodies (a stream plan has its own)."""
+    ``end`` applies to plain bodies (a stream plan has its own). ``head_delay`` is
+    waited before anything is sent, the status line included."""
 
     status: int = 200
     body: bytes = b""
@@ -43,6 +44,7 @@ class Reply:
     headers: list[tuple[str, str]] = field(default_factory=list)
     stream: StreamPlan | None = None
     delay: float = 0.0
+    head_delay: float = 0.0
     gap: float = 0.0
     end: End = "finish"
     model: str | None = None

@@ -26,6 +26,8 @@ starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
 
 ========================  ==================================================================
 ``ttft=S``                seconds before the first event (non-streaming: before the body)
+``head_after=S``          seconds before the response's status line and headers (3600:
+                          an upstream that never answers); ``ttft`` counts after them
 ``gap=S``                 seconds between events
 ``drop_after=K``          send K events, then close the TCP connection without the chunked
                           terminator (non-streaming: half the body, then close)
@@ -97,6 +99,7 @@ class Script:
     provider: str = ""
     stem: str = ""
     ttft: float = 0.0
+    head_after: float = 0.0
     gap: float = 0.0
     drop_after: int | None = None
     stall_after: int | None = None
@@ -177,7 +180,7 @@ def parse_model(model: str) -> Script:
     for key, value in pairs:
         if key in fields:
             raise ScriptError(f"option {key} given twice")
-        if key in ("ttft", "gap"):
+        if key in ("ttft", "gap", "head_after"):
             fields[key] = _seconds(key, value)
         elif key in _INT_OPTIONS:
             fields[key] = _int(key, value)

@@ -221,6 +221,7 @@ class Router:
             headers=request_id,
             stream=plan,
             delay=script.ttft,
+            head_delay=script.head_after,
             gap=script.gap,
             model=model,
         )
@@ -408,7 +409,9 @@ class Router:
             end = "stall"
         elif script.drop_after is not None:
             end = "drop"
-        return Reply(body=data, delay=script.ttft, end=end, model=script.model)
+        return Reply(
+            body=data, delay=script.ttft, head_delay=script.head_after, end=end, model=script.model
+        )
 
 
 def _include_usage(body: dict[str, Any]) -> bool:

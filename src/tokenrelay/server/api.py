@@ -6,6 +6,7 @@ speak it, so does a request carrying its marker header; everything else speaks O
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.datastructures import Headers
@@ -22,6 +23,7 @@ from ..protocols.base import ClientProtocol
 from ..protocols.registry import REGISTRY, Ingress
 from ..streams.hub import parse_event_id
 from .relay import Gateway
+from .scrape import scrape_refusal
 
 log = logging.getLogger("tokenrelay")
 access = logging.getLogger("tokenrelay.access")
@@ -142,7 +144,12 @@ class API:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def metrics(self, request: Request) -> Response:
-        return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE)
+        refusal = scrape_refusal(self.gateway.config, request.headers, request.client)
+        if refusal is not None:
+            return error_response(request, refusal)
+        # off the event loop: a scrape must not hold up the streams (labels are bounded too)
+        body = await asyncio.to_thread(self.gateway.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE)
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = [

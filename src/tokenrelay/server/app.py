@@ -64,6 +64,17 @@ def build_router(config: Config) -> Router:
     return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown), text_only)
 
 
+def served_names(config: Config, router: Router) -> tuple[list[str], list[str]]:
+    """The model and deployment names served by name (the metrics' labels): configured,
+    listed, and the providers' listed bare names; not what a "*" provider passes on."""
+    listed = [m for m, _ in router.listed()]
+    bare = [m for p in router.providers.values() for m in p.models() if m != "*"]
+    named = [d if isinstance(d, str) else d.model for m in config.models for d in m.deployments] + [
+        f for m in config.models for f in m.fallbacks
+    ]
+    return [*listed, *bare, *named], [*listed, *named]
+
+
 def error_frame(protocol: str, error: Error) -> bytes:
     """An in-stream error frame in a client protocol (for streams read from Redis)."""
     return REGISTRY.client(protocol).error_frame(error)
@@ -81,6 +92,7 @@ def create_app(config: Config) -> Front:
         mirror = RedisMirror(config.redis_url, s.retention, error_frame)
     hub = StreamHub(settings, mirror)
     metrics = Metrics()
+    metrics.name(*served_names(config, router))
     metrics.watch(hub, router.deployments)
     accounts = Accounts(config)
     gateway = Gateway(config, router, hub, metrics, accounts)

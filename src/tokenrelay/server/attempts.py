@@ -18,9 +18,8 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from prometheus_client import Counter
 
 from ..config import RetryConfig
 from ..events import ChatRequest, GatewayError
@@ -56,7 +55,7 @@ class Attempts:
     plan: Plan
     config: RetryConfig
     request_id: str
-    retries: Counter | None = None
+    retries: Callable[[str], None] | None = None  # counts a retry of a deployment
     log: list[str] = field(default_factory=list)
     current: Candidate | None = None
     watchdog: Watchdog | None = None
@@ -183,7 +182,7 @@ class Attempts:
         if retryable(error):
             deployment.breaker.failure()
             if self.retries is not None:
-                self.retries.labels(deployment.name).inc()
+                self.retries(deployment.name)
             wait = _retry_after(error)
             if wait:
                 deployment.cooling_until = time.monotonic() + wait

@@ -26,10 +26,11 @@ from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
-from ..streams.hub import Stream, StreamHub, parse_event_id
+from ..streams.hub import Reader, Stream, StreamHub, parse_event_id
 from .accounts import Accounts, Admission
 from .attempts import Attempts, retryable
-from .streaming import RETRY, SSEResponse, race_disconnect
+from .opening import Opening
+from .streaming import RETRY, SSEResponse, declares_resume, race_disconnect
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -90,14 +91,17 @@ class Exchange:
         deployment = self.attempts.deployment if self.attempts else "-"
         if self.metrics is not None:
             m = self.metrics
-            m.child(m.requests, self.model, deployment, self.protocol, outcome).inc()
+            model = m.labels.model(self.model)  # bounded: a name not served is "other"
+            m.child(
+                m.requests, model, m.labels.deployment(deployment), self.protocol, outcome
+            ).inc()
             if ttft is not None:
-                m.child(m.ttft, self.model).observe(ttft)
+                m.child(m.ttft, model).observe(ttft)
             if usage is not None:
-                m.child(m.tokens, self.model, "in").inc(usage.input)
-                m.child(m.tokens, self.model, "out").inc(usage.output)
+                m.child(m.tokens, model, "in").inc(usage.input)
+                m.child(m.tokens, model, "out").inc(usage.output)
             if self.attempts is not None and self.attempts.fallback_used:
-                m.child(m.fallbacks, self.model).inc()
+                m.child(m.fallbacks, model).inc()
         log.info(
             "%s %s model=%s deployment=%s stream=%s status=%d outcome=%s ttft_ms=%s ms=%.1f "
             "finish=%s tokens_in=%s tokens_out=%s resumes=%d attempts=%s",
@@ -144,18 +148,20 @@ class Gateway:
         after: int,
         retry: bool = False,
         request_id: str | None = None,
+        resumable: bool = True,
     ) -> SSEResponse:
-        """A reader of ``stream`` from frame ``after`` on (a resume when ``after`` > 0)."""
+        """A reader of ``stream`` from frame ``after`` on (a resume when ``after`` > 0).
+        ``resumable``: the client declared it resumes (ids on its frames, and the grace
+        when it leaves); every resume is."""
         if after > 0:
             stream.resumes += 1
             self.metrics.stream_events.labels("resumed").inc()
         request_id = request_id or f"req_{token_hex(12)}"
         headers = [(b"x-stream-id", stream.id.encode()), (b"x-request-id", request_id.encode())]
-        return SSEResponse(
-            stream.read(after, self.config.keepalive_interval),
-            headers,
-            prelude=RETRY if retry else b"",
-        )
+        reader = stream.read(after, self.config.keepalive_interval)
+        if not resumable and isinstance(reader, Reader):
+            reader.resumable = False  # (a resume always is: only a new stream's reader)
+        return SSEResponse(reader, headers, prelude=RETRY if retry else b"")
 
     async def chat(
         self, protocol: ClientProtocol, body: bytes, headers: Mapping[str, str]
@@ -172,7 +178,7 @@ class Gateway:
             principal = await self.accounts.principal(headers)
             resume = parse_event_id(headers.get("last-event-id"))
             if resume is not None:  # the original request re-sent to resume its stream
-                found = await self.hub.find(resume[0], principal.owner)
+                found = await self.hub.find(resume[0], principal.owner)  # resumable
                 return self.attach(found, resume[1])
             try:
                 data = _json_decode(body)
@@ -192,21 +198,16 @@ class Gateway:
                 self.router.plan(request.model, images=request.has_images()),
                 self.config.retries,
                 exchange.request_id,
-                self.metrics.retries,
+                self.metrics.retried,
             )
             exchange.attempts = attempts
-            upstream = await attempts.open(request)
         except GatewayError as error:
             return self.error_response(protocol, error, exchange)
         relay = Relay(request, attempts, exchange)
         if not request.stream:
-            return _FoldResponse(self, protocol, relay, upstream)
-        stream = self.hub.create(principal.owner, protocol.name)
-        target = _StreamTarget(stream, protocol, request, exchange.tally)
-        response = self.attach(stream, 0, request_id=exchange.request_id)
-        response.production = _Production(relay, upstream, target, stream)
-        response.headers += attempts.headers()
-        return response
+            return _FoldResponse(self, protocol, relay)
+        start = _StreamStart(self, protocol, relay, principal.owner, declares_resume(headers))
+        return Opening(attempts, request, start, self.config.keepalive_interval)
 
 
 class Target(Protocol):
@@ -252,7 +253,11 @@ class Relay:
     async def _run(self, upstream: Upstream, target: Target, watchdog: Watchdog) -> None:
         attempts, exchange = self.attempts, self.exchange
         metrics = exchange.metrics
-        gap = metrics.child(metrics.gap, exchange.model) if metrics is not None else None
+        gap = (
+            metrics.child(metrics.gap, metrics.labels.model(exchange.model))
+            if metrics is not None
+            else None
+        )
         clock = time.perf_counter
         delivered = False
         while True:
@@ -406,6 +411,80 @@ class _Production:
         exchange.finish(outcome)
 
 
+@dataclass(slots=True)
+class _StreamStart:
+    """A streaming request while its upstream is being opened (``Opening``): the
+    response it gets once the upstream answered or failed, or its stream begun early
+    (the upstream is slow to answer: headers and pings go out meanwhile)."""
+
+    gateway: Gateway
+    protocol: ClientProtocol
+    relay: Relay
+    owner: str | None
+    resumable: bool
+    stream: Stream | None = None
+    response: SSEResponse | None = None
+
+    def _target(self, stream: Stream) -> _StreamTarget:
+        exchange = self.relay.exchange
+        return _StreamTarget(stream, self.protocol, self.relay.request, exchange.tally)
+
+    def begin(self, producer: asyncio.Task[Any] | None) -> SSEResponse:
+        """The response begins now, before the upstream's headers: a stream whose
+        producer is the task still opening the upstream (a stop or drain cancels it)."""
+        gateway, exchange = self.gateway, self.relay.exchange
+        self.stream = stream = gateway.hub.create(self.owner, self.protocol.name)
+        stream.producer = producer
+        self.response = gateway.attach(
+            stream, 0, request_id=exchange.request_id, resumable=self.resumable
+        )
+        return self.response
+
+    def opened(self, upstream: Upstream) -> SSEResponse:
+        """The upstream answered: the response that produces the stream from it."""
+        begun = self.response is not None
+        response = self.response or self.begin(None)
+        if not begun:  # (a response begun early sent its headers before any attempt ended)
+            response.headers += self.relay.attempts.headers()
+        stream = self.stream
+        assert stream is not None
+        response.production = _Production(self.relay, upstream, self._target(stream), stream)
+        return response
+
+    def failed(self, error: GatewayError) -> ASGIApp:
+        """Every attempt failed: an error response, or in-band once the stream began."""
+        exchange = self.relay.exchange
+        if self.stream is None or self.response is None:
+            return self.gateway.error_response(self.protocol, error, exchange)
+        self._target(self.stream).fail(error)
+        self.stream.finish()
+        self.stream.producer = None
+        exchange.finish(error.kind, error.status)
+        return self.response
+
+    def gone(self) -> None:
+        """The client left (or the stream was stopped or interrupted) before the
+        upstream answered: no further attempt; the request is accounted for."""
+        attempts, exchange, stream = self.relay.attempts, self.relay.exchange, self.stream
+        attempts.stop()
+        attempts.done()
+        if stream is None:
+            exchange.finish("disconnected", 499)
+            return
+        target = self._target(stream)
+        if stream.interrupted:
+            target.fail(SHUTTING_DOWN)
+        elif stream.cancelled:
+            target.encoder = self.protocol.stream_encoder(
+                self.relay.request, self.relay.request.model, target.tally
+            )
+            target.cancel()
+        stream.cancelled = stream.cancelled or not stream.interrupted
+        stream.finish()
+        stream.producer = None
+        exchange.finish("interrupted" if stream.interrupted else "cancelled")
+
+
 class _FoldTarget:
     """Delivers into a fold: nothing reaches the client until the answer is whole, so
     any failure can still be retried."""
@@ -447,18 +526,20 @@ class _FoldResponse:
     """A non-streaming answer: the fold of the upstream stream, computed while watching
     for the client's disconnect (which closes the upstream at once)."""
 
-    def __init__(
-        self, gateway: Gateway, protocol: ClientProtocol, relay: Relay, upstream: Upstream
-    ) -> None:
+    def __init__(self, gateway: Gateway, protocol: ClientProtocol, relay: Relay) -> None:
         self.gateway = gateway
         self.protocol = protocol
         self.relay = relay
-        self.upstream = upstream
+        self.upstream: Upstream | None = None
         self.target = _FoldTarget(relay.exchange.tally)
 
     async def _answer(self) -> Response:
         target = self.target
         exchange = self.relay.exchange
+        try:  # opened here, so that a client gone meanwhile stops every attempt
+            self.upstream = await self.relay.attempts.open(self.relay.request)
+        except GatewayError as error:
+            return self.gateway.error_response(self.protocol, error, exchange)
         await self.relay.run(self.upstream, target)
         fold = target.fold
         target.account()
@@ -476,7 +557,8 @@ class _FoldResponse:
         response = await race_disconnect(self._answer(), receive)
         if response is None:
             self.relay.attempts.stop()
-            await self.upstream.aclose()
+            if self.upstream is not None:
+                await self.upstream.aclose()
             self.relay.attempts.done()
             self.target.account()  # what was read before the client left is charged
             self.relay.exchange.finish("disconnected", 499)

@@ -17,7 +17,7 @@ is always closed in ``finally``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
 from starlette.types import Receive, Scope, Send
@@ -29,6 +29,17 @@ T = TypeVar("T")
 
 # Asks EventSource to reconnect after 1 s instead of its default 3 s (resume route only).
 RETRY = b"retry: 1000\n\n"
+
+# The declaration of a client that resumes (tokenrelay's SDKs send it): its frames carry
+# ``id:`` lines and, if it drops, its stream is read on for the grace. Any other client
+# gets the provider's wire (no ``id:``, no ``retry:``) and leaving closes the upstream.
+RESUME_HEADER = "x-tokenrelay-resume"
+
+
+def declares_resume(headers: Mapping[str, str]) -> bool:
+    """The request declares that its client resumes (``X-Tokenrelay-Resume: 1``)."""
+    return headers.get(RESUME_HEADER, "").strip().lower() in ("1", "true", "yes")
+
 
 SSE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -67,6 +78,7 @@ class SSEResponse:
         self.headers = SSE_HEADERS + (headers or [])
         self.prelude = prelude
         self.production = production
+        self.started = False  # the headers (and prelude) already went out (``Opening``)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = channel_of(scope) if scope["method"] != "HEAD" else None
@@ -82,7 +94,7 @@ class SSEResponse:
         if production is not None:
             production.start()
         pump = asyncio.ensure_future(self._pump(send))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
         try:
             await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -121,7 +133,8 @@ class SSEResponse:
 
         channel.watch(reader.close)
         try:
-            await send(self._start([*self.headers, (b"transfer-encoding", b"chunked")]))
+            if not self.started:
+                await send(self._start([*self.headers, (b"transfer-encoding", b"chunked")]))
             reader.follow(channel.write, fall_behind)
             await production.run()
             reader.on_behind = None
@@ -138,7 +151,17 @@ class SSEResponse:
     def _start(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
         return {"type": "http.response.start", "status": 200, "headers": headers}
 
+    def head(self, chunked: bool) -> dict[str, Any]:
+        """The start message, for one who sends it early (then ``started``): ``chunked``
+        on a gateway channel, whose writes are chunks."""
+        extra = [(b"transfer-encoding", b"chunked")] if chunked else []
+        return self._start([*self.headers, *extra])
+
     async def _pump(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if self.started:
+            await _copy(self.body, send)
+            await send(_end())
+            return
         await send(self._start(headers or self.headers))
         if self.prelude:
             await send({"type": "http.response.body", "body": self.prelude, "more_body": True})
@@ -155,7 +178,7 @@ async def _copy(body: AsyncIterator[bytes], send: Send) -> None:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 
-async def _wait_disconnect(receive: Receive) -> None:
+async def wait_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -165,7 +188,7 @@ async def _wait_disconnect(receive: Receive) -> None:
 async def race_disconnect(work: Coroutine[Any, Any, T], receive: Receive) -> T | None:
     """Run ``work`` unless the client disconnects first (then cancel it, return None)."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    watcher = asyncio.ensure_future(wait_disconnect(receive))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -8,8 +8,14 @@ for a retention window after the stream ends. When the last reader leaves an unf
 stream, a grace timer starts: nobody back in time, and the producer is cancelled (which
 closes the upstream); ``grace = 0`` cancels at once.
 
-Every frame carries ``id: <stream>:<seq>``: the id line is put in front of each whole
-SSE event the encoder made, so any protocol's frames can be numbered the same way.
+The grace is only for readers that can come back: a reader is ``resumable`` when its
+client declared it resumes (tokenrelay's SDKs, the page, a resume itself, the GET route);
+when the last reader leaves and it was not resumable, the producer is cancelled at once.
+
+Every frame is kept as ``id: <stream>:<seq>`` + the event: the id line is put in front of
+each whole SSE event the encoder made, so any protocol's frames can be numbered the same
+way. Resumable readers get the frames so; the others get the provider's wire, without
+the id lines (the live frames as the encoder made them; a backlog stripped of them).
 """
 
 from __future__ import annotations
@@ -144,6 +150,7 @@ class Stream:
             seq += 1
             new.append(prefix + b"%d\n" % seq + item)
         data = new[0] if len(new) == 1 else b"".join(new)
+        plain = frames[0] if len(frames) == 1 else b"".join(frames)
         before = store.nbytes
         for frame in new:
             store.add(frame)
@@ -156,16 +163,16 @@ class Stream:
         if mirror is not None:
             mirror.published(self, first + 1, new)
         if self._waiting:
-            self._deliver(data)
+            self._deliver(data, plain)
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes, plain: bytes) -> None:
         """The new frames to the caught-up readers: written to their sinks at once, or
         their tasks woken to take them."""
         last = self.last_seq
         now = time.monotonic()  # not the loop's clock: get_running_loop() is a getpid()
         direct = []
         for reader in self._waiting:
-            if reader.push(data, last, now):
+            if reader.push(data if reader.resumable else plain, last, now):
                 direct.append(reader)
             else:
                 reader.wake(False)
@@ -228,16 +235,25 @@ class Stream:
             self._grace_timer.cancel()
             self._grace_timer = None
 
-    def _detach(self) -> None:
+    def _detach(self, resumable: bool) -> None:
+        """A reader left. The last one leaving starts the grace if it can come back
+        (it declared it resumes); otherwise the upstream is closed at once: the one
+        rule, here."""
         self.readers -= 1
         if self.readers > 0 or self.done:
             return
         self._hub.detached += 1
-        grace = self._hub.settings.grace
+        grace = self._hub.settings.grace if resumable else 0.0
         if grace <= 0:
             self.cancel()
         else:
             self._grace_timer = asyncio.get_running_loop().call_later(grace, self._grace_over)
+
+    def orphaned(self, resumable: bool) -> None:
+        """The client of a reader that had not begun left (its upstream was still being
+        opened): the same rule as a reader leaving."""
+        self.readers += 1
+        self._detach(resumable)
 
     def _grace_over(self) -> None:
         self._grace_timer = None
@@ -266,9 +282,10 @@ class Stream:
             self.cancel()
         return "cancelled" if self.cancelled else "finished"
 
-    def read(self, after: int, keepalive: float) -> Reader:
+    def read(self, after: int, keepalive: float, resumable: bool = True) -> Reader:
         """Every frame after sequence number ``after``, then the live ones, until the
         stream ends; a ``: ping`` comment whenever ``keepalive`` seconds pass quietly.
+        ``resumable``: the frames carry their ids, and leaving starts the grace.
         Raises ``GatewayError`` at once (before any byte) if ``after`` cannot be served."""
         if after < self.base:
             raise gone(self.id, f"frames up to {self.base} are no longer kept")
@@ -277,7 +294,7 @@ class Stream:
                 "invalid_request", f"Stream {self.id} has no frame {after} yet.", param="after"
             )
         self._cancel_grace()
-        return Reader(self, after, keepalive)
+        return Reader(self, after, keepalive, resumable)
 
 
 class StreamHub:

@@ -18,6 +18,7 @@ its ``on_behind`` callback starts the task that carries on the slow way.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from .hub import Stream
 
 PING = encode_comment("ping")
+# The id line the hub puts in front of every event it keeps (no other line of an
+# encoded event begins with "id: ": the encoders write only data, event and comments).
+_ID_LINE = re.compile(rb"^id: [^\n]*\n", re.MULTILINE)
 
 # Bytes -> True when they were written at once; False: not written, use the slow way.
 Sink = Callable[[bytes], bool]
@@ -42,16 +46,19 @@ class Reader:
         "keepalive",
         "on_behind",
         "pos",
+        "resumable",
         "since",
         "sink",
         "stream",
         "waiter",
     )
 
-    def __init__(self, stream: Stream, pos: int, keepalive: float) -> None:
+    def __init__(self, stream: Stream, pos: int, keepalive: float, resumable: bool = True) -> None:
         self.stream = stream
         self.pos = pos
         self.keepalive = keepalive
+        # Declared it resumes: gets the frames' ids, and its leaving starts the grace.
+        self.resumable = resumable
         self.sink: Sink | None = None
         self.on_behind: Callable[[], None] | None = None  # while following without a task
         self.waiter: asyncio.Future[bool] | None = None
@@ -76,7 +83,7 @@ class Reader:
                     break
                 data = stream.store.after(self.pos)
                 self.pos = last
-                return data
+                return data if self.resumable else _ID_LINE.sub(b"", data)
             if stream.done:
                 break
             self.waiter = asyncio.get_running_loop().create_future()
@@ -146,7 +153,7 @@ class Reader:
             self._started = False
             self.closed = True
             self.stream._unwait(self)
-            self.stream._detach()
+            self.stream._detach(self.resumable)
 
     async def aclose(self) -> None:
         self._leave()

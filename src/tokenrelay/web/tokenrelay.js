@@ -423,7 +423,9 @@ export async function* streamChat(options) {
     try {
       response = await open(`${base}/chat/completions`, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
+        // This SDK resumes a dropped stream: the gateway numbers its frames (id:) and
+        // keeps the stream going for the grace when the connection drops.
+        headers: { 'Content-Type': 'application/json', 'X-Tokenrelay-Resume': '1' },
         body: JSON.stringify({ model, messages, stream_options: { include_usage: true }, ...params, stream: true }),
       });
     } catch (err) {
