@@ -22,6 +22,7 @@ from ..pricing import PriceTable
 from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
 
 if TYPE_CHECKING:
+    from ..store.revocations import KeyChanges
     from .relay import Exchange
 
 log = logging.getLogger("tokenrelay.accounts")
@@ -51,10 +52,16 @@ class Accounts:
         self.limiter: Limiter | None = None
         self.prices = PriceTable(config.prices)
         self._pending: set[asyncio.Task[None]] = set()
+        self.key_changes: KeyChanges | None = None
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.database_url)
         self.auth.store = self.store
+        if self.config.redis_url:  # revokes and rotations heard from every replica
+            from ..store.revocations import KeyChanges
+
+            self.key_changes = KeyChanges(self.config.redis_url, self._heard)
+            self.key_changes.start()
         u = self.config.usage
         options = WriterOptions(
             batch_size=u.batch_size,
@@ -69,7 +76,20 @@ class Accounts:
             self.config.redis_url, self.store.spend_since, fail_open=self.config.limiter_fail_open
         )
 
+    def _heard(self, key_id: str) -> None:
+        self.auth.invalidate()
+        log.info("key %r changed: cached key lookups dropped", key_id)
+
+    def keys_changed(self) -> None:
+        """A key was revoked or rotated here: drop this replica's cached lookups, and
+        tell the others (with Redis) to drop theirs."""
+        self.auth.invalidate()
+        if self.key_changes is not None:
+            self.key_changes.publish("*")
+
     async def close(self) -> None:
+        if self.key_changes is not None:
+            await self.key_changes.aclose()
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
         if self.writer is not None:

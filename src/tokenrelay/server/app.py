@@ -84,7 +84,7 @@ def create_app(config: Config) -> Front:
     metrics.watch(hub, router.deployments)
     accounts = Accounts(config)
     gateway = Gateway(config, router, hub, metrics, accounts)
-    admin = AdminAPI(None, config.master_key, on_change=accounts.auth.invalidate)
+    admin = AdminAPI(None, config.master_key, on_change=accounts.keys_changed)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
