@@ -79,7 +79,7 @@ def create_app(config: Config) -> Front:
         from ..streams.redis_mirror import RedisMirror
 
         mirror = RedisMirror(config.redis_url, s.retention, error_frame)
-    hub = StreamHub(settings, mirror)
+    hub = StreamHub(settings, mirror, error_frame)
     metrics = Metrics()
     metrics.watch(hub, router.deployments)
     accounts = Accounts(config)
