@@ -129,7 +129,7 @@ class Accounts:
             )
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-        if self.writer is None or not exchange.model:
+        if self.writer is None or not exchange.decoded:
             return
         key = admission.principal.key if admission is not None else None
         counts = usage
