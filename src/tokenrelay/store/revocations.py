@@ -47,17 +47,19 @@ class KeyChanges:
         self._listener = asyncio.ensure_future(self._listen())
 
     async def _listen(self) -> None:
+        missed = False
         while True:
             try:
                 pubsub = self.redis.pubsub()
                 await pubsub.subscribe(CHANNEL)
-                # a change made while not subscribed was missed: forget everything
-                self.changed("*")
+                if missed:  # a change made while not subscribed: forget everything
+                    self.changed("*")
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self.changed(message["data"].decode(errors="replace"))
             except (RedisError, OSError) as exc:
                 log.warning("listening for key changes failed: %s", exc)
+                missed = True
                 await asyncio.sleep(1)
 
     def publish(self, key_id: str) -> None:
