@@ -16,14 +16,15 @@ A reader that finds the stream unfinished and the heartbeat gone gets the frames
 then an error frame saying the stream was interrupted: never a hang.
 
 Frames reach Redis a moment after the producer's own readers have them: the writer
-task flushes once per wake-up, off the producer's path. Awaiting Redis before each
-delivery would add a Redis round trip to every chunk a client waits for (a one-XADD pipeline
-through redis-py took 0.8-1.5 ms on the loaded 2-core test machine's loopback, measured;
-more between hosts), so the promise "a frame a client has
-seen is resumable everywhere" is kept on the reading side instead: a resume on another
-replica after a frame Redis does not hold yet, of a stream still live there, is
-answered and waits for it (XREAD after that frame); if the producer dies first the
-reader gets the ``stream_interrupted`` frame, never a 400.
+task flushes once per wake-up, off the producer's path. Awaiting Redis before
+each delivery would add a Redis round trip to every chunk a client waits for (a
+one-XADD pipeline through redis-py took 0.8-1.5 ms on the loaded 2-core test machine's
+loopback, measured; more between hosts), so the promise "a frame a client has seen is
+resumable everywhere" is kept on the reading side instead: a resume on another replica
+after a frame Redis does not hold yet, of a stream still live there, is answered and
+waits for it (XREAD after that frame); if the producer dies first the reader gets the
+``stream_interrupted`` frame, never a 400. Frames the producer gave up mirroring
+(Redis too far behind) end a remote reader with a ``stream_gone`` frame, never a gap.
 
 A reader blocks in ``XREAD`` for at most ``BLOCK`` seconds at a time, well inside
 redis-py's socket timeout (``SOCKET_TIMEOUT``): a longer block would be cut by the
@@ -74,6 +75,11 @@ STORE_LOST = Error(
     502,
     code="stream_store_unavailable",
 )
+
+
+def _unmirrored(stream: RemoteStream, seq: int, first: int) -> Error:
+    message = f"frames {seq + 1} to {first - 1} never reached Redis; re-send the request"
+    return gone(stream.id, message).event()
 
 
 def _key(stream_id: str, part: str) -> str:
@@ -285,6 +291,7 @@ class RedisMirror:
         meta = _key(stream.id, "meta")
         readers = _key(stream.id, "readers")
         position = f"0-{after}"
+        seq = after  # the last frame delivered
         block = max(10, int(min(keepalive, BLOCK) * 1000))
         clock = time.monotonic
         quiet = marked = 0.0
@@ -297,7 +304,12 @@ class RedisMirror:
             reply = await self.redis.xread({key: position}, block=block, count=1000)
             entries = reply[0][1] if reply else []
             if entries:
+                first = int(entries[0][0].split(b"-")[1])
+                if first != seq + 1:  # frames the producer gave up mirroring (MAX_PENDING)
+                    yield self._error_frame(stream.protocol, _unmirrored(stream, seq, first))
+                    return
                 position = entries[-1][0].decode()
+                seq = int(entries[-1][0].split(b"-")[1])
                 quiet = 0.0
                 yield b"".join(fields[b"f"] for _, fields in entries)
                 continue
@@ -310,7 +322,7 @@ class RedisMirror:
                 tail = await self.redis.xread({key: position}, count=1000)
                 if tail:
                     yield b"".join(fields[b"f"] for _, fields in tail[0][1])
-                elif position == f"0-{after}" and after > 0:
+                elif seq == after > 0:
                     last = await self.redis.xrevrange(key, count=1)
                     if not last or int(last[0][0].split(b"-")[1]) < after:
                         missing = GatewayError(
