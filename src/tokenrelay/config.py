@@ -117,7 +117,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     master_key: str | None = None  # administration; without it: open mode (loopback only)
     metrics_token: str | None = None  # a scrape token for /metrics (besides the master key)
     auth_cache_ttl: float = (
-        5.0  # seconds a key lookup is cached (a revoke elsewhere takes this long)
+        5.0  # seconds a key lookup is cached (a revoke elsewhere: this long, at once via Redis)
     )
     limiter_fail_open: bool = False  # Redis limits unreachable: 503 (false) or let requests in
     prices: dict[str, dict[str, Any]] = {}  # per model: input, output, cached_input (USD per 1M)

@@ -2,6 +2,10 @@
 straight on the database (``--database-url``, ``$TOKENRELAY_DATABASE_URL``, or the
 SQLite file ``./tokenrelay.db``), no running gateway needed.
 
+A revoke or rotate is also published to Redis (``--redis-url``,
+``$TOKENRELAY_REDIS_URL``), so every gateway sharing it drops its cached key lookups at
+once; without it, gateways apply the change within their ``auth_cache_ttl``.
+
 A new or rotated secret is the only thing written to standard output (details go to
 standard error), so ``KEY=$(tokenrelay keys create --name ci)`` captures just the key;
 ``--json`` prints everything as JSON instead. Exit status: 0 done, 1 no such key (or a
@@ -88,6 +92,11 @@ def add_subcommands(subparsers: Any) -> None:
     ):
         action = actions.add_parser(name, help=help_text)
         action.add_argument("key_id")
+        action.add_argument(
+            "--redis-url",
+            default=os.environ.get("TOKENRELAY_REDIS_URL"),
+            help="tell the gateways sharing this Redis at once (default: $TOKENRELAY_REDIS_URL)",
+        )
         _database_arg(action)
         action.set_defaults(func=_sync(func))
 
@@ -197,6 +206,7 @@ async def _revoke(store: Store, args: argparse.Namespace) -> None:
         key = await store.revoke_key(args.key_id)
     except KeyNotFound:
         raise _Exit(1, f"no key {args.key_id!r}") from None
+    await _announce(args, key.id)
     if args.json:
         print(json.dumps(key.to_dict(), indent=2))
     else:
@@ -210,7 +220,25 @@ async def _rotate(store: Store, args: argparse.Namespace) -> None:
         raise _Exit(1, f"no key {args.key_id!r}") from None
     except KeyRevoked:
         raise _Exit(1, f"the key {args.key_id!r} is revoked; create a new one") from None
+    await _announce(args, created.key.id)
     _show_secret(args, created.key, created.secret, "Rotated")
+
+
+async def _announce(args: argparse.Namespace, key_id: str) -> None:
+    """Tell the gateways (through Redis) to drop their cached lookups now; the change
+    is made either way, so a Redis that cannot be reached is only a warning."""
+    later = "gateways apply it within their auth_cache_ttl"
+    if not args.redis_url:
+        print(f"(no --redis-url: {later})", file=sys.stderr)
+        return
+    from redis.exceptions import RedisError
+
+    from .store.revocations import announce
+
+    try:
+        await announce(args.redis_url, key_id)
+    except (RedisError, OSError) as exc:
+        print(f"warning: Redis could not be told: {exc}; {later}", file=sys.stderr)
 
 
 async def _usage(store: Store, args: argparse.Namespace) -> None:

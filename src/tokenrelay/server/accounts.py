@@ -23,6 +23,7 @@ from ..pricing import PriceTable
 from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
 
 if TYPE_CHECKING:
+    from ..store.revocations import KeyChanges
     from .relay import Exchange
 
 log = logging.getLogger("tokenrelay.accounts")
@@ -52,10 +53,16 @@ class Accounts:
         self.limiter: Limiter | None = None
         self.prices = PriceTable(config.prices)
         self._pending: set[asyncio.Task[None]] = set()
+        self.key_changes: KeyChanges | None = None
 
     async def start(self) -> None:
         self.store = await Store.open(self.config.database_url)
         self.auth.store = self.store
+        if self.config.redis_url:  # revokes and rotations heard from every replica
+            from ..store.revocations import KeyChanges
+
+            self.key_changes = KeyChanges(self.config.redis_url, self._heard)
+            self.key_changes.start()
         u = self.config.usage
         options = WriterOptions(
             batch_size=u.batch_size,
@@ -70,7 +77,20 @@ class Accounts:
             self.config.redis_url, self.store.spend_since, fail_open=self.config.limiter_fail_open
         )
 
+    def _heard(self, key_id: str) -> None:
+        self.auth.invalidate()
+        log.info("key %r changed: cached key lookups dropped", key_id)
+
+    def keys_changed(self) -> None:
+        """A key was revoked or rotated here: drop this replica's cached lookups, and
+        tell the others (with Redis) to drop theirs."""
+        self.auth.invalidate()
+        if self.key_changes is not None:
+            self.key_changes.publish("*")
+
     async def close(self) -> None:
+        if self.key_changes is not None:
+            await self.key_changes.aclose()
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
         if self.writer is not None:
@@ -109,7 +129,7 @@ class Accounts:
             )
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-        if self.writer is None or not exchange.model:
+        if self.writer is None or not exchange.decoded:
             return
         key = admission.principal.key if admission is not None else None
         counts = usage

@@ -90,13 +90,13 @@ def create_app(config: Config) -> Front:
         from ..streams.redis_mirror import RedisMirror
 
         mirror = RedisMirror(config.redis_url, s.retention, error_frame)
-    hub = StreamHub(settings, mirror)
+    hub = StreamHub(settings, mirror, error_frame)
     metrics = Metrics()
     metrics.name(*served_names(config, router))
     metrics.watch(hub, router.deployments)
     accounts = Accounts(config)
     gateway = Gateway(config, router, hub, metrics, accounts)
-    admin = AdminAPI(None, config.master_key, on_change=accounts.auth.invalidate)
+    admin = AdminAPI(None, config.master_key, on_change=accounts.keys_changed)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -53,8 +53,9 @@ class Exchange:
 
     request_id: str
     protocol: str
-    model: str = ""
+    model: str = ""  # as asked, known once the body is JSON (for the log line of a 400 too)
     stream: bool = False
+    decoded: bool = False  # the request was valid: it gets a usage record
     started: float = field(default_factory=time.perf_counter)
     first_byte: float | None = None
     resumes: int = 0
@@ -107,7 +108,7 @@ class Exchange:
             "finish=%s tokens_in=%s tokens_out=%s resumes=%d attempts=%s",
             self.request_id,
             self.protocol,
-            self.model,
+            self.model or "-",
             deployment,
             self.stream,
             status,
@@ -186,6 +187,10 @@ class Gateway:
                 raise GatewayError(
                     "invalid_request", f"The request body is not valid JSON: {exc}"
                 ) from None
+            if isinstance(data, dict):  # for the log line, should the body be refused
+                model, stream = data.get("model"), data.get("stream")
+                exchange.model = model if isinstance(model, str) else ""
+                exchange.stream = stream is True
             request = protocol.decode_request(data)
             if protocol.FORWARDED_HEADERS and request.source is not None:
                 request.source.headers = {
@@ -193,6 +198,7 @@ class Gateway:
                 }
             exchange.model, exchange.stream = request.model, request.stream
             exchange.tally.request = request
+            exchange.decoded = True
             exchange.admission = await self.accounts.admit(principal, request)
             attempts = Attempts(
                 self.router.plan(request.model, images=request.has_images()),

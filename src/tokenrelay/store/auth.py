@@ -4,8 +4,9 @@ A credential is read from ``Authorization: Bearer <key>`` or ``x-api-key: <key>`
 OpenAI and the Anthropic way). Lookups are cached for ``cache_ttl`` seconds (found and
 not-found alike, at most ``cache_size`` entries), so a request costs one SHA-256 and a
 dictionary lookup; a revocation or rotation made by another process takes effect within
-that time (``invalidate()`` makes it immediate in this one). Status (revoked, expired)
-is judged on every request against the clock, not cached.
+that time, or at once when it is announced (``invalidate()``: with Redis, every replica
+hears of it, see ``revocations.py``). Status (revoked, expired) is judged on every
+request against the clock, not cached.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class Authenticator:
         self.cache_size = cache_size
         self.clock = clock
         self._cache: OrderedDict[str, tuple[ApiKey | None, float]] = OrderedDict()
+        self._generation = 0  # bumped by invalidate(): a lookup begun before is not kept
 
     @property
     def open_mode(self) -> bool:
@@ -147,6 +149,7 @@ class Authenticator:
         if cached is not None and cached[1] > now:
             self._cache.move_to_end(digest)
             return cached[0]
+        generation = self._generation
         try:
             key = await self.store.find_key(secret)
         except DRIVER_ERRORS:
@@ -158,6 +161,8 @@ class Authenticator:
                 code="key_store_unavailable",
                 headers={"Retry-After": "1"},
             ) from None
+        if generation != self._generation:
+            return key  # read while a change was announced: maybe from before it
         self._cache[digest] = (key, now + self.cache_ttl)
         self._cache.move_to_end(digest)
         while len(self._cache) > self.cache_size:
@@ -165,5 +170,6 @@ class Authenticator:
         return key
 
     def invalidate(self) -> None:
-        """Forget every cached lookup (after a local revoke or rotate)."""
+        """Forget every cached lookup (after a revoke or rotate, here or announced)."""
+        self._generation += 1
         self._cache.clear()

@@ -23,16 +23,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..events import GatewayError
+from ..events import Error, GatewayError
 from ..ids import token_urlsafe
 from .frames import Frames
 from .reader import PING, Reader
 
 if TYPE_CHECKING:
     from .redis_mirror import RedisMirror, RemoteStream
+
+# An in-stream error frame in a client protocol: (protocol name, error) -> bytes.
+ErrorFrame = Callable[[str, Error], bytes]
 
 __all__ = ["PING", "HubSettings", "Reader", "Stream", "StreamHub"]
 
@@ -301,10 +305,14 @@ class StreamHub:
     """The in-process stream store (the default backend)."""
 
     def __init__(
-        self, settings: HubSettings | None = None, mirror: RedisMirror | None = None
+        self,
+        settings: HubSettings | None = None,
+        mirror: RedisMirror | None = None,
+        error_frame: ErrorFrame | None = None,
     ) -> None:
         self.settings = settings or HubSettings()
         self.mirror = mirror
+        self.error_frame = error_frame
         self.background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -340,6 +348,19 @@ class StreamHub:
             for stream in list(self._live.values()):
                 if stream._waiting:
                     stream._ping_silent(now)
+
+    def behind(self, stream: Stream, pos: int) -> bytes | None:
+        """What a reader at ``pos`` that fell behind the frames kept gets: an error frame
+        in the stream's protocol (its frames up to ``stream.base`` are gone, so a resume
+        cannot fill the gap either: re-send the request), then the end."""
+        if self.error_frame is None:
+            return None
+        error = gone(
+            stream.id,
+            f"this reader fell behind: frames {pos + 1} to {stream.base} are no longer "
+            "kept (streams.max_stream_bytes); re-send the request",
+        )
+        return self.error_frame(stream.protocol, error.event())
 
     def local(self, stream_id: str) -> Stream | None:
         return self._live.get(stream_id) or self._finished_streams.get(stream_id)

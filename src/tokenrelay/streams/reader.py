@@ -80,7 +80,11 @@ class Reader:
             last = stream.last_seq
             if self.pos < last:
                 if self.pos < stream.base:  # this reader fell behind the bytes kept
-                    break
+                    self.closed = True  # (the next step ends it)
+                    frame = stream._hub.behind(stream, self.pos)
+                    if frame is None:
+                        break
+                    return frame
                 data = stream.store.after(self.pos)
                 self.pos = last
                 return data if self.resumable else _ID_LINE.sub(b"", data)

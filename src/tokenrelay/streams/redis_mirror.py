@@ -9,9 +9,27 @@ follows with ``XREAD BLOCK``.
 Keys (``tokenrelay:`` prefix): ``<id>:frames`` (the Redis Stream), ``<id>:meta`` (owner,
 protocol, state), ``<id>:alive`` (the producer's heartbeat, a short TTL refreshed every
 second), ``<id>:readers`` (a remote reader is attached: the producer's grace timer waits
-for it). Channel ``tokenrelay:cancel`` carries stop requests to the producing replica.
+for it). Channel ``tokenrelay:cancel`` carries stop requests to the producing replica,
+``tokenrelay:resumed`` the resumes another replica served (counted in the producer's
+usage record; one that lands after the record was written is not, as on one replica).
 A reader that finds the stream unfinished and the heartbeat gone gets the frames kept,
 then an error frame saying the stream was interrupted: never a hang.
+
+Frames reach Redis a moment after the producer's own readers have them: the writer
+task flushes once per wake-up, off the producer's path. Awaiting Redis before
+each delivery would add a Redis round trip to every chunk a client waits for (a
+one-XADD pipeline through redis-py took 0.8-1.5 ms on the loaded 2-core test machine's
+loopback, measured; more between hosts), so the promise "a frame a client has seen is
+resumable everywhere" is kept on the reading side instead: a resume on another replica
+after a frame Redis does not hold yet, of a stream still live there, is answered and
+waits for it (XREAD after that frame); if the producer dies first the reader gets the
+``stream_interrupted`` frame, never a 400. Frames the producer gave up mirroring
+(Redis too far behind) end a remote reader with a ``stream_gone`` frame, never a gap.
+
+A reader blocks in ``XREAD`` for at most ``BLOCK`` seconds at a time, well inside
+redis-py's socket timeout (``SOCKET_TIMEOUT``): a longer block would be cut by the
+client as a dead connection. Pings go out from the quiet time counted over those
+blocks, every ``keepalive`` seconds as on the producing replica.
 """
 
 from __future__ import annotations
@@ -19,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +55,13 @@ log = logging.getLogger("tokenrelay.streams")
 
 PREFIX = "tokenrelay:"
 CANCEL_CHANNEL = PREFIX + "cancel"
+RESUMED_CHANNEL = PREFIX + "resumed"
 HEARTBEAT = 1.0  # seconds between heartbeats of a live stream
 ALIVE_TTL = 4  # seconds without a heartbeat before a producer is taken for dead
 MAX_PENDING = 100_000  # frames waiting for Redis, beyond which mirroring gives up a batch
+SOCKET_TIMEOUT = 5.0  # redis-py's per-reply timeout: a reply slower than this is an error
+BLOCK = 1.0  # seconds one XREAD of a remote reader blocks: far inside SOCKET_TIMEOUT
+READER_TTL = 4  # seconds a remote reader's mark outlives its last XREAD
 
 INTERRUPTED = Error(
     "upstream",
@@ -46,6 +69,17 @@ INTERRUPTED = Error(
     502,
     code="stream_interrupted",
 )
+STORE_LOST = Error(
+    "upstream",
+    "The stream store (Redis) stopped answering; resume this stream (Last-Event-ID).",
+    502,
+    code="stream_store_unavailable",
+)
+
+
+def _unmirrored(stream: RemoteStream, seq: int, first: int) -> Error:
+    message = f"frames {seq + 1} to {first - 1} never reached Redis; re-send the request"
+    return gone(stream.id, message).event()
 
 
 def _key(stream_id: str, part: str) -> str:
@@ -73,11 +107,14 @@ class RemoteStream:
         self.resumes = 0
 
     def read(self, after: int, keepalive: float) -> AsyncIterator[bytes]:
+        """Frames after ``after``. A frame Redis does not hold yet of a live stream is
+        waited for (the client may have seen it before it was mirrored); of a finished
+        stream it never existed: 400."""
         if after < self.first:
             raise gone(self.id, f"frames up to {self.first} are no longer kept")
-        if after > self.last:
+        if after > self.last and self.done:
             raise GatewayError(
-                "invalid_request", f"Stream {self.id} has no frame {after} yet.", param="after"
+                "invalid_request", f"Stream {self.id} has no frame {after}.", param="after"
             )
         return self.mirror.follow(self, after, keepalive)
 
@@ -94,7 +131,7 @@ class RedisMirror:
     ) -> None:
         # Typed as Any: redis-py's reply types are unions of every RESP shape; the code
         # below knows which shape each command returns with decode_responses off.
-        self.redis: Any = aioredis.from_url(url)
+        self.redis: Any = aioredis.from_url(url, socket_timeout=SOCKET_TIMEOUT)
         self.retention = max(1, int(retention))
         self.replica = token_hex(6)
         self._error_frame = error_frame
@@ -190,16 +227,21 @@ class RedisMirror:
                 log.warning("stream heartbeat to Redis failed: %s", exc)
 
     async def _cancels(self) -> None:
+        """Stops and resumes asked for through other replicas, of streams made here."""
         while True:
             try:
                 pubsub = self.redis.pubsub()
-                await pubsub.subscribe(CANCEL_CHANNEL)
+                await pubsub.subscribe(CANCEL_CHANNEL, RESUMED_CHANNEL)
                 async for message in pubsub.listen():
                     if message.get("type") != "message" or self._hub is None:
                         continue
                     stream = self._hub.local(message["data"].decode())
-                    if stream is not None and not stream.done:
+                    if stream is None or stream.done:
+                        continue
+                    if message["channel"] == CANCEL_CHANNEL.encode():
                         stream.cancel()
+                    else:
+                        stream.resumes += 1
             except (RedisError, OSError) as exc:
                 log.warning("listening for stream cancels failed: %s", exc)
                 await asyncio.sleep(1)
@@ -230,27 +272,67 @@ class RedisMirror:
     async def follow(
         self, stream: RemoteStream, after: int, keepalive: float
     ) -> AsyncIterator[bytes]:
-        """Frames after ``after`` from Redis, then new ones as they are mirrored."""
+        """Frames after ``after`` from Redis, then new ones as they are mirrored, with a
+        ping after every ``keepalive`` seconds of quiet; the end of the stream, or an
+        error frame when its producer died or Redis stopped answering."""
+        try:
+            if after > 0:  # counted in the producer's usage record
+                await self.redis.publish(RESUMED_CHANNEL, stream.id)
+            async for data in self._follow(stream, after, keepalive):
+                yield data
+        except (RedisError, OSError) as exc:
+            log.warning("reading stream %s from Redis failed: %s", stream.id, exc)
+            yield self._error_frame(stream.protocol, STORE_LOST)
+
+    async def _follow(
+        self, stream: RemoteStream, after: int, keepalive: float
+    ) -> AsyncIterator[bytes]:
         key = _key(stream.id, "frames")
+        meta = _key(stream.id, "meta")
         readers = _key(stream.id, "readers")
-        position = f"0-{after}" if after > 0 else "0-0"
-        block = max(100, int(keepalive * 1000))
+        position = f"0-{after}"
+        seq = after  # the last frame delivered
+        block = max(10, int(min(keepalive, BLOCK) * 1000))
+        clock = time.monotonic
+        quiet = marked = 0.0
         while True:
-            await self.redis.set(readers, self.replica, ex=int(keepalive * 2) + 2)
+            now = clock()
+            if now - marked >= 1.0:  # the producer's grace waits while this mark is on
+                await self.redis.set(readers, self.replica, ex=READER_TTL)
+                marked = now
+            quiet = quiet or now
             reply = await self.redis.xread({key: position}, block=block, count=1000)
             entries = reply[0][1] if reply else []
             if entries:
+                first = int(entries[0][0].split(b"-")[1])
+                if first != seq + 1:  # frames the producer gave up mirroring (MAX_PENDING)
+                    yield self._error_frame(stream.protocol, _unmirrored(stream, seq, first))
+                    return
                 position = entries[-1][0].decode()
+                seq = int(entries[-1][0].split(b"-")[1])
+                quiet = 0.0
                 yield b"".join(fields[b"f"] for _, fields in entries)
                 continue
-            state = await self.redis.hget(_key(stream.id, "meta"), "state")
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(meta, "state")
+            pipe.exists(_key(stream.id, "alive"))
+            state, alive = await pipe.execute()
             if state == b"done":
                 # a last look: frames written between the read and the state check
                 tail = await self.redis.xread({key: position}, count=1000)
                 if tail:
                     yield b"".join(fields[b"f"] for _, fields in tail[0][1])
+                elif seq == after > 0:
+                    last = await self.redis.xrevrange(key, count=1)
+                    if not last or int(last[0][0].split(b"-")[1]) < after:
+                        missing = GatewayError(
+                            "invalid_request", f"Stream {stream.id} has no frame {after}."
+                        )
+                        yield self._error_frame(stream.protocol, missing.event())
                 return
-            if not await self.redis.exists(_key(stream.id, "alive")):
+            if not alive:
                 yield self._error_frame(stream.protocol, INTERRUPTED)
                 return
-            yield PING
+            if clock() - quiet >= keepalive:
+                quiet = 0.0
+                yield PING
