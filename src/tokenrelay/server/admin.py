@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..numbers import decimal
 from ..store import DRIVER_ERRORS, ApiKey, KeyNotFound, KeyRevoked, KeySpec, Store
 from ..store.auth import credential
 from .admin_schema import (
@@ -206,8 +207,8 @@ class AdminAPI:
         return self.store
 
     async def _body(self, request: Request) -> bytes | Response:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
+        declared = decimal(request.headers.get("content-length"))
+        if declared is not None and declared > self.max_body:
             return _error(
                 413,
                 f"The body is larger than {self.max_body} bytes.",
@@ -246,6 +247,8 @@ class AdminAPI:
             return _bad(f"Invalid request body: {exc}", found.group(1) if found else None)
         except msgspec.DecodeError as exc:
             return _bad(f"The request body is not valid JSON: {exc}")
+        except RecursionError:
+            return _bad("The request body is nested too deeply.")
         try:
             spec = KeySpec(
                 name=given.name,
