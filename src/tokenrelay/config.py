@@ -96,6 +96,24 @@ class UsageConfig(msgspec.Struct, forbid_unknown_fields=True):
     retry_max: float = 5.0
 
 
+class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The front door: which Host names and browser origins are served (server/door.py)
+    and how much a connection may cost before it has sent a request
+    (server/connections.py)."""
+
+    # Host names served besides IP addresses, localhost and the bind host ("*.x.y" for
+    # subdomains; "*": any). Checked in open mode, or whenever this lists a name.
+    allowed_hosts: list[str] = []
+    cors_origins: list[str] = []  # browser origins allowed cross-origin ("*": any)
+    max_connections_per_client: int = 256  # open at once from one address; 0: no limit
+    uncapped_clients: list[str] = msgspec.field(  # addresses the cap spares (CIDR)
+        default_factory=lambda: ["127.0.0.0/8", "::1"]
+    )
+    max_header_bytes: int = 64 * 1024  # request line and headers; more gets 431
+    header_timeout: float = 10.0  # seconds to send a request's headers, from its first byte
+    idle_timeout: float = 5.0  # seconds a connection with no request in flight stays open
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     providers: list[ProviderConfig] = []
     local: LocalConfig = msgspec.field(default_factory=LocalConfig)
@@ -117,6 +135,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     limiter_fail_open: bool = False  # Redis limits unreachable: 503 (false) or let requests in
     prices: dict[str, dict[str, Any]] = {}  # per model: input, output, cached_input (USD per 1M)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
 
 

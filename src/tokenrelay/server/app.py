@@ -24,6 +24,7 @@ from .accounts import Accounts
 from .admin import AdminAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
+from .door import Door
 from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
@@ -69,8 +70,9 @@ def error_frame(protocol: str, error: Error) -> bytes:
     return bytes(CLIENT_CODECS[protocol].error_frame(error))
 
 
-def create_app(config: Config) -> Front:
-    """The gateway as an ASGI app; ``app.state.gateway`` is its ``Gateway``."""
+def create_app(config: Config, host: str | None = None) -> Front:
+    """The gateway as an ASGI app; ``app.state.gateway`` is its ``Gateway``. ``host``:
+    the address it is bound to (a name there is a Host it serves, see ``door.py``)."""
     router = build_router(config)
     s = config.streams
     settings = HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes)
@@ -109,7 +111,8 @@ def create_app(config: Config) -> Front:
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.gateway = gateway
-    return Front(app, api)
+    door = Door(config.http, open_mode=config.master_key is None, bind_host=host)
+    return Front(app, api, door)
 
 
 class Front:
@@ -126,13 +129,19 @@ class Front:
         }
     )
 
-    def __init__(self, app: Starlette, api: API) -> None:
+    def __init__(self, app: Starlette, api: API, door: Door) -> None:
         self.app = app
         self.api = api
+        self.door = door
         self.state = app.state
         self.pacer = Pacer(api.gateway.config.starts_per_turn)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            admitted = await self.door(scope, receive, send)
+            if admitted is None:  # refused, or a preflight answered
+                return
+            send = admitted
         if scope["type"] == "http" and (scope["method"], scope["path"]) in self.HOT:
             await self.pacer.turn()
             try:
