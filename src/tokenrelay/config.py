@@ -7,6 +7,7 @@ load time. A bad file fails at start with a message that names the field.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -187,6 +188,13 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
             raise ConfigError(f"{where}.base_url: must start with http:// or https://")
         if not p.models:
             raise ConfigError(f"{where}.models: list at least one model, or '*' for any")
+    for i, network in enumerate(config.http.uncapped_clients):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: $.http.uncapped_clients[{i}]: {network!r} is not an address or CIDR"
+            ) from None
     if config.env_providers:
         config.providers.extend(_env_providers(env, names))
     config.master_key = config.master_key or env.get("TOKENRELAY_MASTER_KEY") or None
