@@ -67,6 +67,8 @@ class Guard:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return True
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # (a dual-stack socket's view of an IPv4 client)
         return not any(ip in network for network in self.uncapped)
 
     def enter(self, address: str) -> bool:
@@ -140,13 +142,19 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
-            self._deadline = self.loop.call_later(self.guard.header_timeout, self._expired)
         if self._in_headers:  # (the read that begins a request is not counted: one read)
             self._header_bytes += len(data)
         super().data_received(data)
         if self._in_headers and self._header_bytes > self.guard.max_header_bytes:
             self._too_large()
+        elif (
+            self._deadline is None
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.transport.is_closing()
+        ):
+            # bytes came and no request is being handled: its headers' time starts (a
+            # read that holds a whole request's headers, the usual case, arms nothing)
+            self._deadline = self.loop.call_later(self.guard.header_timeout, self._expired)
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused and not self.transport.is_closing():
