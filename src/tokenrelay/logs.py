@@ -34,7 +34,7 @@ def _escaped(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """``text`` with every control character written as an escape (one line)."""
-    return _CONTROL.sub(_escaped, text) if _CONTROL.search(text) else text
+    return text if text.isprintable() else _CONTROL.sub(_escaped, text)
 
 
 class Formatter(logging.Formatter):

@@ -24,7 +24,7 @@ from .accounts import Accounts
 from .admin import AdminAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
-from .door import Door
+from .door import Door, adding
 from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
@@ -138,10 +138,12 @@ class Front:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            admitted = await self.door(scope, receive, send)
-            if admitted is None:  # refused, or a preflight answered
-                return
-            send = admitted
+            verdict = self.door.admit(scope)
+            if verdict is not None:
+                if not isinstance(verdict, list):  # refused, or a preflight answered
+                    await verdict(scope, receive, send)
+                    return
+                send = adding(send, verdict)  # CORS headers for an allowed origin
         if scope["type"] == "http" and (scope["method"], scope["path"]) in self.HOT:
             await self.pacer.turn()
             try:
