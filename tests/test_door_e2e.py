@@ -328,6 +328,18 @@ def test_deeply_nested_json_is_a_400(tight: Gateway, keyed: Gateway) -> None:
     reply = httpx.post(f"{tight.base_url}/chat/completions", content=body % deep(1000))
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["type"] == "invalid_request_error"
+    # tool-call arguments are a JSON text inside the JSON: decoded when translated
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": deep(1000)}}
+    messages = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+    ]
+    for model in ("fakeant/gen/3", "fakegem/gen/3"):
+        translated = httpx.post(
+            f"{tight.base_url}/chat/completions", json={"model": model, "messages": messages}
+        )
+        assert translated.status_code == 400, translated.text
     admin = httpx.post(
         f"{keyed.url}/admin/keys",
         content='{"name": ' + deep(1000) + "}",
