@@ -115,7 +115,7 @@ def test_env_models_are_listed_for_both_apis(tmp_path: Path) -> None:
 
     env = {"ANTHROPIC_API_KEY": "sk-ant", "GEMINI_API_KEY": "g"}
     app = create_app(parse({"database_url": f"sqlite:///{tmp_path}/t.db"}, env=env))
-    with TestClient(app) as client:  # type: ignore[arg-type]
+    with TestClient(app, base_url="http://localhost") as client:  # type: ignore[arg-type]
         openai_ids = {m["id"] for m in client.get("/v1/models").json()["data"]}
         anthropic_ids = {m["id"] for m in client.get("/anthropic/v1/models").json()["data"]}
     for ids in (openai_ids, anthropic_ids):

@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(args.log_level)
-    app = create_app(config)
+    app = create_app(config, args.host)
     names = ", ".join(sorted(app.state.gateway.router.providers)) or "none"
     print(
         f"tokenrelay: serving on http://{args.host}:{args.port} (providers: {names})",

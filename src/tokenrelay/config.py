@@ -7,6 +7,7 @@ load time. A bad file fails at start with a message that names the field.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -100,6 +101,24 @@ class UsageConfig(msgspec.Struct, forbid_unknown_fields=True):
     retry_max: float = 5.0
 
 
+class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The front door: which Host names and browser origins are served (server/door.py)
+    and how much a connection may cost before it has sent a request
+    (server/connections.py)."""
+
+    # Host names served besides IP addresses, localhost and the bind host ("*.x.y" for
+    # subdomains; "*": any). Checked in open mode, or whenever this lists a name.
+    allowed_hosts: list[str] = []
+    cors_origins: list[str] = []  # browser origins allowed cross-origin ("*": any)
+    max_connections_per_client: int = 256  # open at once from one address; 0: no limit
+    uncapped_clients: list[str] = msgspec.field(  # addresses the cap spares (CIDR)
+        default_factory=lambda: ["127.0.0.0/8", "::1"]
+    )
+    max_header_bytes: int = 64 * 1024  # request line and headers; more gets 431
+    header_timeout: float = 10.0  # seconds to send a request's headers, from its first byte
+    idle_timeout: float = 5.0  # seconds a connection with no request in flight stays open
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     providers: list[ProviderConfig] = []
     local: LocalConfig = msgspec.field(default_factory=LocalConfig)
@@ -122,6 +141,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     limiter_fail_open: bool = False  # Redis limits unreachable: 503 (false) or let requests in
     prices: dict[str, dict[str, Any]] = {}  # per model: input, output, cached_input (USD per 1M)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
 
 
@@ -175,6 +195,13 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
             raise ConfigError(f"{where}.models: list at least one model, or '*' for any")
         if p.protocol not in (known := REGISTRY.upstream_names()):
             raise ConfigError(f"{where}.protocol: {p.protocol!r} is not one of {', '.join(known)}")
+    for i, network in enumerate(config.http.uncapped_clients):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: $.http.uncapped_clients[{i}]: {network!r} is not an address or CIDR"
+            ) from None
     if config.env_providers:
         config.providers.extend(_env_providers(env, names))
     config.master_key = config.master_key or env.get("TOKENRELAY_MASTER_KEY") or None

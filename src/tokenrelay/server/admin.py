@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..limits.fields import COUNT_NAMES, LIMIT_NAMES
+from ..numbers import decimal
 from ..store import ApiKey, KeyNotFound, KeyRevoked, KeySpec, Store
 from .admin_http import (
     METHODS,
@@ -112,8 +113,8 @@ class AdminAPI(AdminGate):
         return [Route(path, self.dispatch(h, auth), methods=METHODS) for path, h, auth in table]
 
     async def _body(self, request: Request) -> bytes | Response:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
+        declared = decimal(request.headers.get("content-length"))
+        if declared is not None and declared > self.max_body:
             return error_response(
                 413,
                 f"The body is larger than {self.max_body} bytes.",
@@ -150,6 +151,8 @@ class AdminAPI(AdminGate):
             return bad_request(f"Invalid request body: {exc}", found.group(1) if found else None)
         except msgspec.DecodeError as exc:
             return bad_request(f"The request body is not valid JSON: {exc}")
+        except RecursionError:
+            return bad_request("The request body is nested too deeply.")
         try:
             spec = KeySpec(**given)
         except ValueError as exc:

@@ -11,7 +11,7 @@ import logging
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope
@@ -19,11 +19,15 @@ from starlette.types import ASGIApp, Receive, Scope
 from .. import __version__
 from ..events import GatewayError
 from ..metrics import CONTENT_TYPE
+from ..numbers import decimal
 from ..protocols.base import ClientProtocol
 from ..protocols.registry import REGISTRY, Ingress
 from ..streams.hub import parse_event_id
+from .body import read_body
 from .relay import Gateway
 from .scrape import scrape_refusal
+
+__all__ = ["API", "read_body"]
 
 log = logging.getLogger("tokenrelay")
 access = logging.getLogger("tokenrelay.access")
@@ -48,31 +52,6 @@ def protocol_error(protocol: ClientProtocol, error: GatewayError) -> Response:
     return JSONResponse(body, error.status, error.headers or None)
 
 
-async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
-    """The request body, or a 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = headers.get("content-length")
-    too_large = GatewayError(
-        "request_too_large",
-        f"The request body is larger than the limit of {limit} bytes.",
-        code="request_too_large",
-    )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 class API:
     """The handlers, bound to one gateway."""
 
@@ -88,11 +67,7 @@ class API:
         Starlette ``Request``)."""
         headers = Headers(scope=scope)
         protocol = protocol_for(scope["path"], headers, self.ingress)
-        try:
-            body = await read_body(receive, headers, self.gateway.config.max_body_bytes)
-        except GatewayError as error:
-            return protocol_error(protocol, error)
-        return await self.gateway.chat(protocol, body, headers)
+        return await self.gateway.chat(protocol, receive, headers)
 
     async def models(self, request: Request) -> Response:
         try:
@@ -110,12 +85,19 @@ class API:
         then the live ones, in the protocol the stream was asked in."""
         stream_id = request.path_params["stream_id"]
         after = 0
-        event_id = parse_event_id(request.headers.get("last-event-id"))
-        if event_id is not None and event_id[0] == stream_id:
-            after = event_id[1]
-        elif request.query_params.get("after", "").isdigit():
-            after = int(request.query_params["after"])
         try:
+            event_id = parse_event_id(request.headers.get("last-event-id"))
+            query = request.query_params.get("after")
+            if event_id is not None and event_id[0] == stream_id:
+                after = event_id[1]
+            elif query is not None:
+                if (number := decimal(query)) is None:
+                    raise GatewayError(
+                        "invalid_request",
+                        "after must be a sequence number (ASCII digits).",
+                        param="after",
+                    )
+                after = number
             principal = await self.gateway.accounts.principal(request.headers)
             stream = await self.gateway.hub.find(stream_id, principal.owner)
             response = self.gateway.attach(stream, after, retry=True)

@@ -25,6 +25,7 @@ from .admin import AdminAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
 from .count_tokens import TokenCounter, count_routes
+from .door import Door, adding
 from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
@@ -80,8 +81,9 @@ def error_frame(protocol: str, error: Error) -> bytes:
     return REGISTRY.client(protocol).error_frame(error)
 
 
-def create_app(config: Config) -> Front:
-    """The gateway as an ASGI app; ``app.state.gateway`` is its ``Gateway``."""
+def create_app(config: Config, host: str | None = None) -> Front:
+    """The gateway as an ASGI app; ``app.state.gateway`` is its ``Gateway``. ``host``:
+    the address it is bound to (a name there is a Host it serves, see ``door.py``)."""
     router = build_router(config)
     s = config.streams
     settings = HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes)
@@ -122,7 +124,8 @@ def create_app(config: Config) -> Front:
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.gateway = gateway
-    return Front(app, api)
+    door = Door(config.http, open_mode=config.master_key is None, bind_host=host)
+    return Front(app, api, door)
 
 
 class Front:
@@ -130,14 +133,22 @@ class Front:
     directly: Starlette's middleware stack would wrap ``send`` three times, a cost paid
     on every chunk. Everything else goes through the Starlette app."""
 
-    def __init__(self, app: Starlette, api: API) -> None:
+    def __init__(self, app: Starlette, api: API, door: Door) -> None:
         self.app = app
         self.api = api
+        self.door = door
         self.hot = frozenset(api.ingress.chat)  # (method, path) of every chat route
         self.state = app.state
         self.pacer = Pacer(api.gateway.config.starts_per_turn)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            verdict = self.door.admit(scope)
+            if verdict is not None:
+                if not isinstance(verdict, list):  # refused, or a preflight answered
+                    await verdict(scope, receive, send)
+                    return
+                send = adding(send, verdict)  # CORS headers for an allowed origin
         if scope["type"] == "http" and (scope["method"], scope["path"]) in self.hot:
             await self.pacer.turn()
             try:

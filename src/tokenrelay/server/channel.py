@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from .connections import GuardedProtocol
 
 EXTENSION = "tokenrelay.channel"
 
@@ -59,8 +59,9 @@ def channel_of(scope: Any) -> Channel | None:
     return extensions.get(EXTENSION) if extensions else None
 
 
-class GatewayProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, offering each HTTP/1.1 request its ``Channel``."""
+class GatewayProtocol(GuardedProtocol):
+    """uvicorn's httptools protocol, bounded (``connections.py``), offering each
+    HTTP/1.1 request its ``Channel``."""
 
     channel: Channel
 

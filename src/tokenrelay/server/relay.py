@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,6 +30,7 @@ from ..router import Router
 from ..streams.hub import Reader, Stream, StreamHub, parse_event_id
 from .accounts import Accounts, Admission
 from .attempts import Attempts, retryable
+from .body import read_body
 from .opening import Opening
 from .streaming import RETRY, SSEResponse, declares_resume, race_disconnect
 from .watchdog import Watchdog
@@ -43,6 +45,9 @@ SHUTTING_DOWN = GatewayError(
     "The gateway is shutting down; resume this stream (Last-Event-ID) or retry elsewhere.",
     status=503,
     code="shutting_down",
+)
+TOO_DEEP = GatewayError(
+    "invalid_request", "The request body is nested too deeply.", code="nested_too_deeply"
 )
 _json_decode = msgspec.json.decode
 
@@ -164,9 +169,9 @@ class Gateway:
             reader.resumable = False  # (a resume always is: only a new stream's reader)
         return SSEResponse(reader, headers, prelude=RETRY if retry else b"")
 
-    async def chat(
-        self, protocol: ClientProtocol, body: bytes, headers: Mapping[str, str]
-    ) -> ASGIApp:
+    async def chat(self, protocol: ClientProtocol, receive: Receive, headers: Headers) -> ASGIApp:
+        """A chat request: its key is checked from the headers before a byte of the
+        body is read (an unauthenticated client cannot make the gateway hold its body)."""
         exchange = Exchange(
             f"req_{token_hex(12)}",
             protocol.name,
@@ -177,6 +182,7 @@ class Gateway:
             if self.draining:
                 raise SHUTTING_DOWN
             principal = await self.accounts.principal(headers)
+            body = await read_body(receive, headers, self.config.max_body_bytes)
             resume = parse_event_id(headers.get("last-event-id"))
             if resume is not None:  # the original request re-sent to resume its stream
                 found = await self.hub.find(resume[0], principal.owner)  # resumable
@@ -209,6 +215,8 @@ class Gateway:
             exchange.attempts = attempts
         except GatewayError as error:
             return self.error_response(protocol, error, exchange)
+        except RecursionError:  # decoding, reading or re-encoding a body nested too deeply
+            return self.error_response(protocol, TOO_DEEP, exchange)
         relay = Relay(request, attempts, exchange)
         if not request.stream:
             return _FoldResponse(self, protocol, relay)

@@ -15,6 +15,7 @@ import uvicorn
 
 from .app import Front
 from .channel import GatewayProtocol
+from .connections import Guard
 from .relay import Gateway
 
 
@@ -42,12 +43,15 @@ class GatewayServer(uvicorn.Server):
 
 
 def serve(app: Front, host: str, port: int, log_level: str, drain: float) -> None:
+    http = app.state.gateway.config.http
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http=GatewayProtocol,  # uvicorn's httptools protocol with a direct channel
+        # uvicorn's httptools protocol, bounded, with a direct channel
+        http=GatewayProtocol.guarded(Guard.of(http)),
+        timeout_keep_alive=http.idle_timeout,
         access_log=False,  # the gateway logs each request itself, once, when it ends
         proxy_headers=False,  # nothing here uses the client address
         log_level=log_level,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from ..events import Error, GatewayError
 from ..ids import token_urlsafe
+from ..numbers import decimal
 from .frames import Frames
 from .reader import PING, Reader
 
@@ -65,13 +66,20 @@ def not_found(stream_id: str) -> GatewayError:
 
 
 def parse_event_id(value: str | None) -> tuple[str, int] | None:
-    """``"<stream>:<seq>"`` -> (stream, seq); None when absent or not of that form."""
+    """``"<stream>:<seq>"`` -> (stream, seq); None when absent. Anything else is a 400:
+    a client that sends an id means to resume, and a guess would replay or regenerate."""
     if not value:
         return None
-    stream_id, sep, seq = value.strip().rpartition(":")
-    if not sep or not stream_id or not seq.isdigit():
-        return None
-    return stream_id, int(seq)
+    stream_id, sep, text = value.strip().rpartition(":")
+    seq = decimal(text)
+    if not sep or not stream_id or seq is None:
+        raise GatewayError(
+            "invalid_request",
+            "Last-Event-ID must be <stream id>:<sequence number> as the stream sent it.",
+            param="last-event-id",
+            code="invalid_event_id",
+        )
+    return stream_id, seq
 
 
 class Stream:
