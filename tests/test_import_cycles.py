@@ -16,8 +16,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tokenrelay"
 KNOWN: set[frozenset[str]] = {
     # issue 12 point 3: Exchange.finish calls accounts.settle, which reads Exchange
     frozenset({"tokenrelay.server.relay", "tokenrelay.server.accounts"}),
-    # issue 12 point 4: admin and admin_stats share private helpers
-    frozenset({"tokenrelay.server.admin", "tokenrelay.server.admin_stats"}),
     # type-only: reader and redis_mirror name hub.Stream, hub names them back
     frozenset(
         {"tokenrelay.streams.hub", "tokenrelay.streams.reader", "tokenrelay.streams.redis_mirror"}

@@ -38,14 +38,16 @@ def test_the_routes_are_the_ones_listed_by_hand_before() -> None:
         ("POST", "/chat/completions"),
         ("POST", "/v1/messages"),
         ("POST", "/anthropic/v1/messages"),
+        ("POST", "/v1/responses"),
+        ("POST", "/responses"),
     }
     assert set(ingress.paths("models")) == {"/v1/models", "/models", "/anthropic/v1/models"}
     assert ingress.prefixes() == ["/anthropic"]
 
 
 def test_the_roles() -> None:
-    assert [p.name for p in REGISTRY.clients()] == ["openai", "anthropic"]
-    assert REGISTRY.upstream_names() == ["openai", "anthropic", "gemini"]
+    assert [p.name for p in REGISTRY.clients()] == ["openai", "anthropic", "openai-responses"]
+    assert REGISTRY.upstream_names() == ["openai", "anthropic", "gemini", "openai-responses"]
     with pytest.raises(KeyError):
         REGISTRY.client("gemini")
     with pytest.raises(ValueError, match="registered already"):

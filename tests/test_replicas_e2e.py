@@ -27,6 +27,8 @@ from tokenrelay.sse import SSEDecoder
 WORDS = " ".join(f"w{i}" for i in range(400))
 BODY = {"model": "local/echo", "stream": True, "messages": [{"role": "user", "content": WORDS}]}
 SRC = Path(__file__).resolve().parents[1] / "src"
+# these clients resume: they declare it, so their frames carry ids
+RESUMES = {"X-Tokenrelay-Resume": "1"}
 
 
 @pytest.fixture
@@ -82,7 +84,9 @@ def test_a_long_pause_read_through_b_gets_pings_and_a_proper_end(
     try:
         model = "fake/gen/3?ttft=6.5"
         body = {**BODY, "model": model}
-        with httpx.stream("POST", f"{a.base_url}/chat/completions", json=body, timeout=30) as held:
+        with httpx.stream(
+            "POST", f"{a.base_url}/chat/completions", json=body, headers=RESUMES, timeout=30
+        ) as held:
             stream_id = held.headers["x-stream-id"]
             with httpx.stream("GET", f"{b.base_url}/streams/{stream_id}", timeout=30) as r:
                 assert r.status_code == 200
@@ -114,7 +118,9 @@ def test_a_frame_seen_on_a_is_resumable_on_b_before_redis_has_it(
     a, b = pair(workdir, fake, own_redis.url)
     control = redis.Redis.from_url(own_redis.url)
     try:
-        with httpx.stream("POST", f"{a.base_url}/chat/completions", json=BODY, timeout=30) as r:
+        with httpx.stream(
+            "POST", f"{a.base_url}/chat/completions", json=BODY, headers=RESUMES, timeout=30
+        ) as r:
             stream_id = r.headers["x-stream-id"]
             decoder = SSEDecoder()
             seen: list[tuple[str, Any]] = []
@@ -151,7 +157,9 @@ def test_a_killed_producer_gives_b_an_error_frame(
     a, b = pair(workdir, fake, own_redis.url)
     control = redis.Redis.from_url(own_redis.url)
     try:
-        with httpx.stream("POST", f"{a.base_url}/chat/completions", json=BODY, timeout=30) as r:
+        with httpx.stream(
+            "POST", f"{a.base_url}/chat/completions", json=BODY, headers=RESUMES, timeout=30
+        ) as r:
             stream_id = r.headers["x-stream-id"]
             decoder = SSEDecoder()
             seen: list[str] = []
@@ -190,7 +198,9 @@ def test_resumes_through_b_are_counted_in_as_usage_record(
 ) -> None:
     a, b = pair(workdir, fake, own_redis.url)
     try:
-        with httpx.stream("POST", f"{a.base_url}/chat/completions", json=BODY, timeout=30) as r:
+        with httpx.stream(
+            "POST", f"{a.base_url}/chat/completions", json=BODY, headers=RESUMES, timeout=30
+        ) as r:
             stream_id = r.headers["x-stream-id"]
             request_id = r.headers["x-request-id"]
             first = events_of(r, 4)

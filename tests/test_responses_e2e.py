@@ -17,6 +17,9 @@ from support.procs import UPSTREAM_KEY, FakeUpstream, Gateway
 from tokenrelay.fake.scenes import signature
 from tokenrelay.protocols.responses import codec
 
+# a client that declares it resumes gets ids on its frames (README, "Resume")
+RESUMES = {"X-Tokenrelay-Resume": "1"}
+
 pytestmark = pytest.mark.timeout(60)
 
 INCLUDE: Any = ["reasoning.encrypted_content"]
@@ -215,7 +218,9 @@ def test_errors_are_in_the_openai_shape(gateway: Gateway, oa: Any) -> None:
 
 def test_the_route_without_v1_and_the_stream_headers(gateway: Gateway) -> None:
     body = {"model": "local/echo", "input": "a b", "stream": True}
-    with httpx.stream("POST", f"{gateway.url}/responses", json=body, timeout=10) as r:
+    with httpx.stream(
+        "POST", f"{gateway.url}/responses", json=body, headers=RESUMES, timeout=10
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["x-stream-id"]
@@ -257,7 +262,9 @@ def test_a_responses_stream_resumes_in_its_own_protocol(gateway: Gateway) -> Non
         return out
 
     body = {"model": "local/echo", "input": "one two three four five six", "stream": True}
-    with httpx.stream("POST", f"{gateway.base_url}/responses", json=body, timeout=10) as r:
+    with httpx.stream(
+        "POST", f"{gateway.base_url}/responses", json=body, headers=RESUMES, timeout=10
+    ) as r:
         stream_id = r.headers["x-stream-id"]
         whole = events(r)
     assert [d["sequence_number"] for _, d in whole] == list(range(len(whole)))

@@ -291,7 +291,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _toy_stream(base: str, path: str, model: str) -> list[dict[str, Any] | str]:
     body = {"engine": model, "turns": [{"who": "user", "say": MESSAGE}], "live": True}
-    with httpx.stream("POST", base + path, json=body, headers=bearer("sk-client")) as response:
+    with httpx.stream(
+        "POST", base + path, json=body, headers={**bearer("sk-client"), "X-Tokenrelay-Resume": "1"}
+    ) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         raw = response.read()

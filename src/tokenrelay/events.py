@@ -294,3 +294,10 @@ def kind_for_status(status: int) -> str:
     if status == 529:
         return "overloaded"
     return "upstream"
+
+
+def too_deep() -> GatewayError:
+    """A request nested too deeply to decode or translate (a 400, never retried)."""
+    return GatewayError(
+        "invalid_request", "The request body is nested too deeply.", code="nested_too_deeply"
+    )

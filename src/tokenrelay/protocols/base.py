@@ -188,6 +188,8 @@ class ProtocolSpec:
     auth: AuthHeaders = bearer
     decode_body: BodyDecoder | None = None
     translation: Translation | None = None
+    # the provider recordings in this wire, as globs under shared/fixtures/streams/
+    recordings: tuple[str, ...] = ()
 
     def paths(self, kind: str) -> list[str]:
         """The paths of this protocol's routes of ``kind``, plain and prefixed."""

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ..events import ChatRequest, Event, GatewayError
+from ..events import ChatRequest, Event, GatewayError, too_deep
 from ..protocols.base import UpstreamProtocol
 from ..sse import ServerSentEvent, SSEDataDecoder, SSEDecoder
 from .betas import BetaFilter
@@ -128,7 +128,10 @@ class HTTPProvider:
         source = request.source
         if source is not None and source.protocol != codec.name:
             source.check_translatable()  # a body the canon could not read: no translation
-        body = _json_encode(codec.encode_request(request, model))
+        try:
+            body = _json_encode(codec.encode_request(request, model))
+        except RecursionError:  # tool arguments (JSON in the JSON) nested too deeply
+            raise too_deep() from None
         url = codec.url(self.endpoint.base_url, model, True)
         headers = self._headers
         if source is not None and source.headers and source.protocol == codec.name:

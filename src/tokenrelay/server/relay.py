@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config
-from ..events import ChatRequest, GatewayError, Usage
+from ..events import ChatRequest, GatewayError, Usage, too_deep
 from ..fold import Fold, Tally, charged_usage
 from ..ids import token_hex
 from ..metrics import Metrics
@@ -45,9 +45,6 @@ SHUTTING_DOWN = GatewayError(
     "The gateway is shutting down; resume this stream (Last-Event-ID) or retry elsewhere.",
     status=503,
     code="shutting_down",
-)
-TOO_DEEP = GatewayError(
-    "invalid_request", "The request body is nested too deeply.", code="nested_too_deeply"
 )
 _json_decode = msgspec.json.decode
 
@@ -216,7 +213,7 @@ class Gateway:
         except GatewayError as error:
             return self.error_response(protocol, error, exchange)
         except RecursionError:  # decoding, reading or re-encoding a body nested too deeply
-            return self.error_response(protocol, TOO_DEEP, exchange)
+            return self.error_response(protocol, too_deep(), exchange)
         relay = Relay(request, attempts, exchange)
         if not request.stream:
             return _FoldResponse(self, protocol, relay)

@@ -24,4 +24,5 @@ PROTOCOL = ProtocolSpec(
     translation=Translation(
         "Anthropic upstream", "protocols/anthropic/translate.py ADJUSTMENTS", codec.ADJUSTMENTS
     ),
+    recordings=("anthropic/*.sse",),
 )

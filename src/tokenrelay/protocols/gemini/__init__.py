@@ -12,4 +12,5 @@ PROTOCOL = ProtocolSpec(
     upstream=codec,
     auth=codec.headers,
     translation=Translation("Gemini upstream", "protocols/gemini/codec.py DROPPED", codec.DROPPED),
+    recordings=("gemini/*.sse",),
 )

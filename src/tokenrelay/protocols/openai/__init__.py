@@ -23,4 +23,5 @@ PROTOCOL = ProtocolSpec(
     translation=Translation(
         "OpenAI-compatible upstream", "protocols/openai/translate.py DROPPED", codec.DROPPED
     ),
+    recordings=("openai/chat_*.sse", "deepseek/*.sse", "azure/*.sse", "openrouter/*.sse"),
 )

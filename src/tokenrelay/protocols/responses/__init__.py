@@ -20,4 +20,5 @@ PROTOCOL = ProtocolSpec(
         "protocols/responses/translate.py DROPPED",
         codec.DROPPED,
     ),
+    recordings=("openai/responses_*.sse",),
 )

@@ -365,7 +365,7 @@ class ResponsesStreamEncoder(InBandEnd):
                 break
         if out:
             tally.started = True
-        return [b"".join(out)] if out else []
+        return out
 
     def _reasoning(self, out: list[bytes], event: ReasoningDelta) -> None:
         if event.text:
@@ -412,7 +412,7 @@ class ResponsesStreamEncoder(InBandEnd):
         usage = charged_usage(tally)
         response = self.envelope.response(status, self._outcome(), usage, incomplete)
         out.append(self._event(f"response.{status}", {"response": response}))
-        return [b"".join(out)]
+        return out
 
     def fail(self, error: Error) -> list[bytes]:
         """An ``error`` event, then ``response.failed`` with what was produced so far."""
@@ -429,4 +429,4 @@ class ResponsesStreamEncoder(InBandEnd):
             "failed", self._outcome(), self.tally.usage, None, failure
         )
         out.append(self._event("response.failed", {"response": response}))
-        return [b"".join(out)]
+        return out
