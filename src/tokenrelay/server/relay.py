@@ -158,7 +158,11 @@ class Gateway:
         )
 
     async def chat(
-        self, protocol: ClientProtocol, body: bytes, headers: Mapping[str, str]
+        self,
+        protocol: ClientProtocol,
+        body: bytes,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
     ) -> ASGIApp:
         exchange = Exchange(
             f"req_{token_hex(12)}",
@@ -180,7 +184,7 @@ class Gateway:
                 raise GatewayError(
                     "invalid_request", f"The request body is not valid JSON: {exc}"
                 ) from None
-            request = protocol.decode_request(data)
+            request = protocol.decode_request(data, params)
             if protocol.FORWARDED_HEADERS and request.source is not None:
                 request.source.headers = {
                     h: v for h in protocol.FORWARDED_HEADERS if (v := headers.get(h))
@@ -204,6 +208,8 @@ class Gateway:
         stream = self.hub.create(principal.owner, protocol.name)
         target = _StreamTarget(stream, protocol, request, exchange.tally)
         response = self.attach(stream, 0, request_id=exchange.request_id)
+        if request.source is not None and request.source.array:
+            response.json_array()
         response.production = _Production(relay, upstream, target, stream)
         response.headers += attempts.headers()
         return response
