@@ -201,7 +201,9 @@ class ProtocolSpec:
     shape on a shared route (``/v1/models``). ``credentials`` are request headers
     (beyond ``Authorization: Bearer`` and ``x-api-key``) in which this protocol's clients
     send the gateway key, ``key_param`` a query parameter that carries it (never logged:
-    the access log shows paths without queries)."""
+    the access log shows paths without queries). ``event_ids`` False: this protocol's
+    streams go out as bare ``data:`` frames, without ``id:`` lines or ``: ping``
+    comments (Google's SDKs read any other line as JSON and fail)."""
 
     name: str
     client: ClientProtocol | None = None
@@ -214,6 +216,7 @@ class ProtocolSpec:
     auth: AuthHeaders = bearer
     credentials: tuple[str, ...] = ()
     key_param: str | None = None
+    event_ids: bool = True
     decode_body: BodyDecoder | None = None
     translation: Translation | None = None
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from urllib.parse import parse_qsl
 
 from . import anthropic, gemini, openai
-from .base import ClientProtocol, ProtocolSpec, Route, UpstreamProtocol
+from .base import ClientProtocol, ProtocolSpec, UpstreamProtocol
 
 BUILTIN: tuple[ProtocolSpec, ...] = (
     openai.PROTOCOL,  # first client protocol: the default shape of any other route
@@ -80,11 +80,21 @@ class Ingress:
         for p in protocols:
             for path in dict.fromkeys(r.path for r in p.routes):
                 declared[path] = declared.get(path, 0) + 1
-        self._rules: list[tuple[tuple[str, ...], str | None, ProtocolSpec]] = []
+        self._rules: list[
+            tuple[tuple[str, ...], tuple[tuple[str, str], ...], str | None, ProtocolSpec]
+        ] = []
         for p in protocols[1:]:
             owned = [p.prefix + "/"] if p.prefix else []
-            owned += [_fixed_part(r) for r in p.routes if declared[r.path] == 1]
-            self._rules.append((tuple(owned), p.marker, p))
+            shapes: list[tuple[str, str]] = []
+            for r in p.routes:
+                shape = r.template()
+                if declared[r.path] != 1:
+                    continue
+                if shape is None:
+                    owned.append(r.path)
+                else:  # a head shared with other routes is owned with its tail only
+                    shapes.append((shape[0], shape[2]))
+            self._rules.append((tuple(owned), tuple(shapes), p.marker, p))
         self.chat: dict[tuple[str, str], ProtocolSpec] = {
             ("POST", path): p for p in protocols for path in p.paths("chat") if "{" not in path
         }
@@ -127,9 +137,12 @@ class Ingress:
         return {**dict(parse_qsl(query.decode("latin-1"))), **match[1]}
 
     def protocol_for(self, path: str, headers: Mapping[str, str]) -> ProtocolSpec:
-        for owned, marker, p in self._rules:
+        for owned, shapes, marker, p in self._rules:
             if path.startswith(owned) or (marker is not None and marker in headers):
                 return p
+            for head, tail in shapes:
+                if path.startswith(head) and path.endswith(tail):
+                    return p
         return self.default
 
     def paths(self, kind: str) -> list[str]:
@@ -138,13 +151,6 @@ class Ingress:
 
     def prefixes(self) -> list[str]:
         return [p.prefix for p in self.protocols if p.prefix]
-
-
-def _fixed_part(route: Route) -> str:
-    """What a route's path starts with: the whole path, or the head before its
-    parameter."""
-    shape = route.template()
-    return route.path if shape is None else shape[0]
 
 
 REGISTRY = Registry(BUILTIN)

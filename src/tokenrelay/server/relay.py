@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ..fold import Fold, Tally, charged_usage
 from ..ids import token_hex
 from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
+from ..protocols.registry import REGISTRY
 from ..providers.base import Upstream
 from ..router import Router
 from ..streams.hub import Stream, StreamHub, parse_event_id
@@ -144,6 +146,7 @@ class Gateway:
         after: int,
         retry: bool = False,
         request_id: str | None = None,
+        keepalive: bool = True,
     ) -> SSEResponse:
         """A reader of ``stream`` from frame ``after`` on (a resume when ``after`` > 0)."""
         if after > 0:
@@ -152,7 +155,7 @@ class Gateway:
         request_id = request_id or f"req_{token_hex(12)}"
         headers = [(b"x-stream-id", stream.id.encode()), (b"x-request-id", request_id.encode())]
         return SSEResponse(
-            stream.read(after, self.config.keepalive_interval),
+            stream.read(after, self.config.keepalive_interval if keepalive else math.inf),
             headers,
             prelude=RETRY if retry else b"",
         )
@@ -205,9 +208,10 @@ class Gateway:
         relay = Relay(request, attempts, exchange)
         if not request.stream:
             return _FoldResponse(self, protocol, relay, upstream)
-        stream = self.hub.create(principal.owner, protocol.name)
+        ids = REGISTRY.get(protocol.name).event_ids
+        stream = self.hub.create(principal.owner, protocol.name, ids)
         target = _StreamTarget(stream, protocol, request, exchange.tally)
-        response = self.attach(stream, 0, request_id=exchange.request_id)
+        response = self.attach(stream, 0, request_id=exchange.request_id, keepalive=ids)
         if request.source is not None and request.source.array:
             response.json_array()
         response.production = _Production(relay, upstream, target, stream)
