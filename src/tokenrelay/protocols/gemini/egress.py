@@ -203,10 +203,13 @@ class GeminiStreamEncoder(InBandEnd):
                 tally.usage = self._usage = event
             elif isinstance(event, Start):
                 self._id = self._id or event.id
-            elif isinstance(event, Error):
+            elif isinstance(event, Error):  # what came before it in the batch goes first
                 tally.error = event
                 self.ended = True
-                return [error_frame(event)]
+                return [*self._parts(parts), error_frame(event)]
+        return self._parts(parts)
+
+    def _parts(self, parts: dict[int, list[dict[str, Any]]]) -> list[bytes]:
         if not parts:
             return []
         if not self._id:
@@ -214,7 +217,7 @@ class GeminiStreamEncoder(InBandEnd):
         candidates = [
             {"content": {"parts": p, "role": "model"}, "index": i} for i, p in sorted(parts.items())
         ]
-        tally.started = True
+        self.tally.started = True
         return [self._chunk(candidates, self._usage)]
 
     def close(self, cancelled: bool = False) -> list[bytes]:
