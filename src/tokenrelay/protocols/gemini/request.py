@@ -2,7 +2,8 @@
 method from the URL) -> ``ChatRequest``.
 
 The body is kept as ``source``: a Gemini upstream is sent it as the client wrote it
-(``safetySettings``, ``cachedContent``, built-in tools, parts newer than this code...).
+(``safetySettings``, ``cachedContent``, built-in tools, parts newer than this code...);
+for any other upstream the fields the canon has no slot for are left out.
 As for Anthropic, validation at the door is only what the gateway needs (a JSON object,
 a model in the path); a body the canon cannot be read from is still relayed to a Gemini
 upstream, which judges it, and refused with the 400 naming the field for any other.
