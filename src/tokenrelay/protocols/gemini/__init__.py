@@ -42,5 +42,9 @@ PROTOCOL = ProtocolSpec(
     credentials=("x-goog-api-key",),
     key_param="key",
     event_ids=False,  # google-genai and @google/genai parse nothing but data: lines
-    translation=Translation("Gemini upstream", "protocols/gemini/codec.py DROPPED", codec.DROPPED),
+    translation=Translation(
+        "Gemini upstream, and Gemini clients",
+        "protocols/gemini/codec.py DROPPED, egress.py CLIENT_DROPPED",
+        codec.DROPPED + codec.CLIENT_DROPPED,
+    ),
 )

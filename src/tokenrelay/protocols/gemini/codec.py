@@ -42,6 +42,7 @@ from ...events import (
 from ...fold import Tally
 from ...sse import ServerSentEvent
 from .egress import (
+    CLIENT_DROPPED,
     FINISH_TO_WIRE,
     GeminiPassthrough,
     GeminiStreamEncoder,
@@ -56,6 +57,7 @@ from .schema import gemini_schema
 from .stream import GeminiStreamDecoder, error_from_wire
 
 __all__ = [
+    "CLIENT_DROPPED",
     "DROPPED",
     "FINISH_TO_WIRE",
     "FORWARDED_HEADERS",

@@ -68,6 +68,43 @@ STATUS_WORDS: dict[int, str] = {
 """HTTP status -> ``google.rpc.Code`` name, the ``status`` of Google's error body."""
 
 
+CLIENT_DROPPED: list[tuple[str, str, str]] = [
+    (
+        "from a Gemini client: safetySettings, cachedContent, responseModalities, labels, ...",
+        "kept for a Gemini upstream only; left out for the others",
+        "the canon has no slot for them",
+    ),
+    (
+        "from a Gemini client: built-in tools (googleSearch, codeExecution, ...), "
+        "executableCode parts",
+        "400 naming the field for a non-Gemini upstream",
+        "no other protocol can take them",
+    ),
+    (
+        "from a Gemini client: functionCall / functionResponse without id",
+        "ids made up (call_gemini_N); each result takes the earliest unanswered call of its name",
+        "Gemini pairs results with calls by name and order",
+    ),
+    ("from a Gemini client: thinkingLevel", "-> reasoning_effort", "the canon's effort word"),
+    (
+        "to a Gemini client: tool call ids",
+        "not sent",
+        "Gemini pairs results by name; an id from elsewhere means nothing to it",
+    ),
+    (
+        "to a Gemini client: streamed tool call fragments",
+        "each call sent whole in one functionCall part, on the turn's last chunk",
+        "Gemini sends every call whole",
+    ),
+    (
+        "to a Gemini client: Anthropic redacted thinking",
+        "dropped",
+        "Gemini has no part for it",
+    ),
+]
+"""What serving a Gemini client from another protocol's upstream leaves out or adjusts."""
+
+
 def status_word(status: int) -> str:
     return STATUS_WORDS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
 
