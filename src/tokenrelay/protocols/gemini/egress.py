@@ -5,8 +5,9 @@
   a whole ``GenerateContentResponse`` as Gemini sends them: text parts as they come,
   thought summaries as ``thought: true`` parts, a thought signature on the text part it
   came with (or on its ``functionCall``), every call whole in one part, ``usageMetadata``
-  with the counts known so far on every chunk; the chunk carrying ``finishReason`` is
-  the last and is written by ``close()``, when the final counts are known.
+  with the counts known so far on every chunk (calls go out once whole, at the
+  choice's finish); the chunk carrying ``finishReason`` is the last and is written by
+  ``close()``, when the final counts are known.
 - ``GeminiPassthrough``: a Gemini upstream's chunks forwarded as written, only
   ``modelVersion`` rewritten to the name the client asked for.
 - ``encode_response``: the fold as one ``GenerateContentResponse``.
@@ -232,8 +233,11 @@ class GeminiStreamEncoder(InBandEnd):
                     call[0] = call[0] or event.name or ""
                     call[1] += event.arguments
                     call[2] = call[2] or event.signature
-            elif isinstance(event, Finish):
-                self._choice(event.choice).finish = event.reason
+            elif isinstance(event, Finish):  # the calls are whole now: they go out
+                state = self._choice(event.choice)
+                state.finish = event.reason
+                if state.calls:
+                    parts.setdefault(event.choice, []).extend(state.call_parts())
                 if not event.choice:
                     tally.finish_reason = event.reason
             elif isinstance(event, Usage):
