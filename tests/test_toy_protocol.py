@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,7 @@ class ToyCodec:
     FORWARDED_HEADERS: tuple[str, ...] = ()
 
     # client side
-    def decode_request(self, body: Any) -> ChatRequest:
+    def decode_request(self, body: Any, params: Mapping[str, str] | None = None) -> ChatRequest:
         if not isinstance(body, dict) or not isinstance(body.get("engine"), str):
             raise GatewayError("invalid_request", "'engine' is required", param="engine")
         turns = [Message(t["who"], [TextPart(t["say"])]) for t in body.get("turns") or ()]

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anthropic
 import httpx
@@ -30,6 +31,7 @@ from support.assemble import (
     TO_CANON,
     Answer,
     Asked,
+    Call,
     anthropic_events,
     anthropic_message,
     asked,
@@ -42,7 +44,7 @@ from support.assemble import (
     wire_of,
 )
 from support.paths import fixture_files, fixtures_dir
-from support.procs import FakeUpstream, Gateway
+from support.procs import FakeUpstream, Gateway, sse_payloads
 from support.responses_assemble import (
     STOP_OF_CANON,
     events_answer,
@@ -52,6 +54,7 @@ from support.responses_assemble import (
 
 from tokenrelay.protocols.anthropic import wire as anthropic_wire
 from tokenrelay.protocols.gemini import codec as gemini
+from tokenrelay.protocols.gemini import egress as gemini_egress
 from tokenrelay.protocols.gemini import stream as gemini_stream
 from tokenrelay.protocols.openai import codec as openai_codec
 from tokenrelay.protocols.openai import stream as openai_stream
@@ -249,6 +252,43 @@ def test_recording_through_the_responses_api(ends: Ends, path: Path, streamed: b
     check(got, exp)
 
 
+def expect_gemini(rec: Any) -> Answer:
+    """The recording as a Gemini client sees it: text, thoughts, calls (no ids on this
+    wire), the stop word by ``egress.FINISH_TO_WIRE``, the counts with thoughts apart."""
+    calls = [Call(None, c.name, c.input) for c in rec.calls]
+    answer = Answer(rec.text, rec.reasoning, None, calls, error=rec.error)
+    canon = rec.canonical_stop
+    answer.stop = gemini_egress.FINISH_TO_WIRE[canon] if canon else None
+    if rec.usage is not None:
+        u = rec.usage
+        answer.usage = {"promptTokenCount": u.input, "candidatesTokenCount": u.output - u.reasoning}
+    return answer
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["stream", "create"])
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recording_through_the_gemini_api(ends: Ends, path: Path, streamed: bool) -> None:
+    """Every recording, of every wire, read by a Gemini client (the Gemini recordings
+    byte for byte: ``test_gemini_e2e.py``)."""
+    fixtures_dir()
+    rec = recorded(path)
+    exp = expect_gemini(rec)
+    body = {"contents": [{"role": "user", "parts": [{"text": "replay"}]}]}
+    got = _ask_gemini(ends, replay_model(path), body, streamed)
+    if exp.error is not None:
+        assert got.error is not None and exp.error in got.error
+        if got.text or got.reasoning:  # a stream: what came before the error is whole
+            assert (got.text, got.reasoning) == (exp.text, exp.reasoning)
+        return
+    assert got.error is None
+    assert (got.text, got.reasoning) == (exp.text, exp.reasoning)
+    assert [(c.name, c.input) for c in got.calls] == [(c.name, c.input) for c in exp.calls]
+    assert got.stop == exp.stop
+    if rec.signature:  # a text-part signature reaches the client on a part
+        assert got.signature == rec.signature
+    assert {k: got.usage.get(k) for k in exp.usage} == exp.usage
+
+
 def _raw(ends: Ends, client: str, model: str) -> bytes:
     gateway = ends.gateway
     if client == "openai":
@@ -288,7 +328,7 @@ def test_gemini_signatures_reach_the_client_where_its_protocol_has_a_slot(
 
 # --- b. one scenario suite for every pair client protocol x upstream protocol ------------
 
-CLIENTS = ["openai", "anthropic"]
+CLIENTS = ["openai", "anthropic", "gemini"]
 UPSTREAMS = ["openai", "anthropic", "gemini"]
 EVERY_CLIENT = [*CLIENTS, "responses"]
 EVERY_UPSTREAM = [*UPSTREAMS, "responses"]
@@ -395,6 +435,33 @@ def responses_input(turns: list[Turn]) -> list[dict[str, Any]]:
             out.append({"role": "user", "content": parts})
         else:
             out.append({"role": "user", "content": t.text})
+
+
+def _gemini_image(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        media_type, _, data = url[5:].partition(";base64,")
+        return {"inlineData": {"mimeType": media_type, "data": data}}
+    return {"fileData": {"mimeType": "image/png", "fileUri": url}}
+
+
+def gemini_contents(turns: list[Turn]) -> list[dict[str, Any]]:
+    """The conversation as a Gemini client writes it: results answer calls by name, all
+    results of one step in one user turn."""
+    out: list[dict[str, Any]] = []
+    for t in turns:
+        if t.role == "tool":
+            part = {"functionResponse": {"name": t.name, "response": {"output": t.text}}}
+            if out and out[-1]["role"] == "user" and "functionResponse" in out[-1]["parts"][-1]:
+                out[-1]["parts"].append(part)
+            else:
+                out.append({"role": "user", "parts": [part]})
+        elif t.role == "assistant":
+            parts: list[dict[str, Any]] = [{"text": t.text}] if t.text else []
+            parts += [{"functionCall": {"name": n, "args": a}} for _, n, a in t.calls]
+            out.append({"role": "model", "parts": parts})
+        else:
+            parts = [{"text": t.text}, *map(_gemini_image, t.images)]
+            out.append({"role": "user", "parts": parts})
     return out
 
 
@@ -489,6 +556,7 @@ class Exchange:
     answer: Answer
     asked: Asked | None = None  # the upstream's request in neutral terms (None: local)
     body: dict[str, Any] = field(default_factory=dict)  # as the upstream received it
+    client: str = ""
 
 
 def ask(
@@ -547,6 +615,25 @@ def ask(
         if thinking:
             kwargs["reasoning"] = {"effort": "medium", "summary": "auto"}
         answer = _ask_responses(ends.oa, kwargs, streamed)
+    elif client == "gemini":
+        body: dict[str, Any] = {"contents": gemini_contents(turns)}
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        if tools:
+            declarations = [{"name": n, "description": d, "parameters": p} for n, d, p in TOOLS]
+            body["tools"] = [{"functionDeclarations": declarations}]
+        if tool_choice is not None:
+            body["toolConfig"] = TOOL_CHOICE_WIRE[tool_choice]["gemini"]
+        config: dict[str, Any] = {}
+        if max_tokens is not None:
+            config["maxOutputTokens"] = max_tokens
+        if stop is not None:
+            config["stopSequences"] = stop
+        if thinking:
+            config["thinkingConfig"] = {"thinkingBudget": 2048, "includeThoughts": True}
+        if config:
+            body["generationConfig"] = config
+        answer = _ask_gemini(ends, model, body, streamed)
     else:
         kwargs = {"model": model, "messages": anthropic_messages(turns)}
         kwargs["max_tokens"] = max_tokens if max_tokens is not None else 4096
@@ -573,7 +660,49 @@ def ask(
         assert body["stream"] is True, "the gateway always streams from the upstream"
     else:
         assert ":streamGenerateContent" in entry["path"] and entry["query"] == "alt=sse"
-    return Exchange(answer, asked(upstream, body), body)
+    return Exchange(answer, asked(upstream, body), body, client)
+
+
+def gemini_answer(chunks: list[Any], answer: Answer | None = None) -> Answer:
+    """What a Gemini client reads from ``GenerateContentResponse`` chunks."""
+    got = answer or Answer()
+    for chunk in chunks:
+        if "error" in chunk:
+            got.error = chunk["error"]["message"]
+            break
+        for candidate in chunk.get("candidates") or []:
+            for n, part in enumerate(candidate.get("content", {}).get("parts") or []):
+                if got.signature is None and "functionCall" not in part:
+                    got.signature = part.get("thoughtSignature")
+                if "functionCall" in part:
+                    call = part["functionCall"]
+                    call_id = call.get("id") or f"gemini-{len(got.calls)}-{n}"
+                    got.calls.append(Call(call_id, call["name"], call.get("args") or {}))
+                elif part.get("thought"):
+                    got.reasoning += part.get("text", "")
+                else:
+                    got.text += part.get("text", "")
+            if candidate.get("finishReason"):
+                got.stop = candidate["finishReason"]
+        if chunk.get("usageMetadata"):
+            got.usage = dict(chunk["usageMetadata"])
+    return got
+
+
+def _ask_gemini(ends: Ends, model: str, body: dict[str, Any], streamed: bool) -> Answer:
+    """The Gemini wire by hand (the google-genai SDK is ``test_gemini_e2e.py``'s): the
+    request exactly as the matrix means it, ``parameters`` in JSON Schema included."""
+    method = "streamGenerateContent?alt=sse" if streamed else "generateContent"
+    # the model is in the path: a scenario's options (echo?limit=1) are escaped there
+    url = f"{ends.gateway.url}/v1beta/models/{quote(model, safe='/')}:{method}"
+    with ends.http.stream("POST", url, json=body, timeout=30) as response:
+        raw = response.read()
+    if response.status_code != 200:
+        return Answer(error=json.loads(raw)["error"]["message"])
+    if not streamed:
+        return gemini_answer([json.loads(raw)])
+    assert b"\nid: " not in b"\n" + raw, "Gemini clients read data: lines only"
+    return gemini_answer(sse_payloads(raw))
 
 
 def _ask_openai(client: openai.OpenAI, kwargs: dict[str, Any], streamed: bool) -> Answer:
@@ -670,14 +799,18 @@ def _ask_anthropic(client: anthropic.Anthropic, kwargs: dict[str, Any], streamed
 def stop_word(client: str, canon: str) -> str:
     if client == "responses":
         return STOP_OF_CANON[canon]
+    if client == "gemini":
+        return gemini_egress.FINISH_TO_WIRE[canon]
     return CANON_TO_ANTHROPIC[canon] if client == "anthropic" else canon
 
 
 def usage_of(client: str, answer: Answer) -> tuple[int, int]:
-    """(input, output) tokens in either client protocol's words."""
+    """(input, output) tokens in each client protocol's words."""
     u = answer.usage
     if client in ("anthropic", "responses"):
         return u["input_tokens"], u["output_tokens"]
+    if client == "gemini":  # thoughts are counted apart from the answer
+        return u["promptTokenCount"], u["candidatesTokenCount"] + u.get("thoughtsTokenCount", 0)
     return u["prompt_tokens"], u["completion_tokens"]
 
 
@@ -760,7 +893,8 @@ PARALLEL_CALLS = [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "Europ
 
 def _check_tools_asked(ex: Exchange, upstream: str, choice: str) -> None:
     assert ex.asked is not None
-    assert ex.asked.tools == (GEMINI_TOOLS if upstream == "gemini" else TOOLS)
+    rewritten = upstream == "gemini" and ex.client != "gemini"  # a passthrough is as written
+    assert ex.asked.tools == (GEMINI_TOOLS if rewritten else TOOLS)
     assert ex.asked.tool_choice == TOOL_CHOICE_WIRE[choice][upstream]
 
 
@@ -795,7 +929,7 @@ def test_tools_with_parallel_calls(ends: Ends, pair: tuple[str, str], streamed: 
         "anthropic": "toolu_msg_fake",
         "responses": "call_fake",
     }.get(upstream)
-    if prefix is not None:
+    if prefix is not None and client != "gemini":  # the Gemini wire carries no call ids
         ids = [str(c.id) for c in got.calls]
         if client == "anthropic" and upstream != "anthropic":
             assert all(i.startswith("toolu_") for i in ids)
@@ -838,6 +972,8 @@ def test_tool_choice_and_parallel_switch(
     ``tool_choice.disable_parallel_tool_use`` (``ADJUSTMENTS`` "parallel_tool_calls
     false"), and Gemini has no switch (``gemini.DROPPED`` "parallel_tool_calls")."""
     client, upstream = pair
+    if serial and client == "gemini":
+        pytest.skip("a Gemini client cannot ask for serial calls (no such field)")
     ex = ask(
         ends,
         client,
@@ -900,7 +1036,16 @@ def test_tool_results_in_history(ends: Ends, pair: tuple[str, str], streamed: bo
         return
     assert got.text == "tok0 tok1 tok2 "
     assert ex.asked is not None
-    assert ex.asked.turns == expected_turns(WITH_RESULTS, upstream)
+    if client == "gemini" and upstream != "gemini":
+        # the Gemini wire pairs results with calls by name: the gateway makes the ids up,
+        # each result carrying its call's
+        turns = ex.asked.turns
+        call_ids = [i[1] for i in turns[1][1] if i[0] == "call"]
+        result_ids = [i[1] for i in turns[2][1] if i[0] == "result"]
+        assert call_ids == result_ids and len(set(call_ids)) == 2
+        assert _without_ids(turns) == _without_ids(expected_turns(WITH_RESULTS, upstream))
+    else:
+        assert ex.asked.turns == expected_turns(WITH_RESULTS, upstream)
     _check_tools_asked(ex, upstream, "get_time")
     if upstream == "gemini":  # results in one user turn, as Gemini wants parallel ones
         results = ex.body["contents"][2]["parts"]
@@ -908,6 +1053,13 @@ def test_tool_results_in_history(ends: Ends, pair: tuple[str, str], streamed: bo
             {"functionResponse": {"name": "get_weather", "response": {"output": "18°C, sunny"}}},
             {"functionResponse": {"name": "get_time", "response": {"output": "14:05"}}},
         ]
+
+
+def _without_ids(turns: list[tuple[str, list[tuple[Any, ...]]]]) -> list[Any]:
+    return [
+        (role, [(i[0], None, *i[2:]) if i[0] in ("call", "result") else i for i in items])
+        for role, items in turns
+    ]
 
 
 THOUGHT_OF = "Reasoning about: "
@@ -936,7 +1088,7 @@ def test_thinking(ends: Ends, pair: tuple[str, str], streamed: bool) -> None:
     assert got.error is None and got.text == HELLO and got.reasoning == thought
     # The OpenAI wire has no signature: an Anthropic client gets none from an OpenAI
     # upstream, and an OpenAI client never sees one.
-    signed = client in ("anthropic", "responses") and upstream != "openai"
+    signed = client in ("anthropic", "responses", "gemini") and upstream != "openai"
     assert got.signature == (signature(thought) if signed else None)
     assert got.stop == stop_word(client, "stop")
     assert usage_of(client, got) == (words(HELLO), words(thought) + words(HELLO))

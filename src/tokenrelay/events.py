@@ -98,6 +98,7 @@ class Source(msgspec.Struct):
     body: dict[str, Any]
     headers: dict[str, str] = {}
     untranslatable: tuple[str, str | None] | None = None
+    array: bool = False  # Gemini without alt=sse: the stream as one JSON array, not SSE
 
     def check_translatable(self) -> None:
         """Raise the 400 the body earned, for an upstream of another protocol."""

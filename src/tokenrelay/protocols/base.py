@@ -13,7 +13,7 @@ Two roles, either or both per protocol, each a codec module (``codec.py``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -111,7 +111,10 @@ class ClientProtocol(Protocol):
     # request headers of this protocol that reach an upstream of the same protocol
     FORWARDED_HEADERS: tuple[str, ...]
 
-    def decode_request(self, body: Any) -> ChatRequest: ...
+    def decode_request(self, body: Any, params: Mapping[str, str] | None = None) -> ChatRequest:
+        """``params``: what the route's path and query say (``Route.params``), for a
+        protocol whose URL carries part of the request (Gemini's model and method)."""
+        ...
 
     def stream_encoder(self, request: ChatRequest, model: str, tally: Tally) -> StreamEncoder: ...
 
@@ -140,11 +143,27 @@ class UpstreamProtocol(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """An ingress route of a client protocol: ``chat`` (POST, the streaming hot path)
-    or ``models`` (GET, the model list in the protocol's shape)."""
+    """An ingress route of a client protocol: ``chat`` (POST, the streaming hot path),
+    ``models`` (GET, the model list in the protocol's shape), ``model`` (GET, one
+    model: ``model_info``) or ``count`` (POST, a token count, ``server/count_tokens.py``).
 
-    kind: Literal["chat", "models"]
+    A path may hold one parameter as its last variable part, in Starlette's syntax
+    (``/v1beta/models/{model:path}:generateContent``: the model name, slashes and all,
+    between a fixed head and tail). Such a route hands the protocol's ``decode_request``
+    its ``params``: the path parameter, the query's parameters and ``fixed`` (what the
+    route itself says, e.g. ``method=streamGenerateContent``)."""
+
+    kind: Literal["chat", "models", "model", "count"]
     path: str
+    fixed: tuple[tuple[str, str], ...] = ()
+
+    def template(self) -> tuple[str, str, str] | None:
+        """``(head, parameter name, tail)`` of a path with a parameter, else ``None``."""
+        if "{" not in self.path:
+            return None
+        head, _, rest = self.path.partition("{")
+        inner, _, tail = rest.partition("}")
+        return head, inner.partition(":")[0], tail
 
 
 ModelList = Callable[[list[tuple[str, str]]], dict[str, Any]]
@@ -155,6 +174,9 @@ BodyDecoder = Callable[[Any], list[Event]]
 
 AuthHeaders = Callable[[str | None], dict[str, str]]
 """An API key -> the request headers that carry it (and the wire's version header)."""
+
+ModelInfo = Callable[[str, str], dict[str, Any]]
+"""``(model, owner)`` -> the body of the protocol's get-one-model response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +198,12 @@ class ProtocolSpec:
     ingress routes; each is served at its path and again under ``prefix`` (with the
     gateway's own stream routes), where every answer, errors included, is in this
     protocol's shape. ``marker`` is a request header that asks for this protocol's
-    shape on a shared route (``/v1/models``)."""
+    shape on a shared route (``/v1/models``). ``credentials`` are request headers
+    (beyond ``Authorization: Bearer`` and ``x-api-key``) in which this protocol's clients
+    send the gateway key, ``key_param`` a query parameter that carries it (never logged:
+    the access log shows paths without queries). ``event_ids`` False: this protocol's
+    streams go out as bare ``data:`` frames, without ``id:`` lines or ``: ping``
+    comments (Google's SDKs read any other line as JSON and fail)."""
 
     name: str
     client: ClientProtocol | None = None
@@ -185,7 +212,11 @@ class ProtocolSpec:
     prefix: str = ""
     marker: str | None = None
     model_list: ModelList | None = None
+    model_info: ModelInfo | None = None
     auth: AuthHeaders = bearer
+    credentials: tuple[str, ...] = ()
+    key_param: str | None = None
+    event_ids: bool = True
     decode_body: BodyDecoder | None = None
     translation: Translation | None = None
     # the provider recordings in this wire, as globs under shared/fixtures/streams/

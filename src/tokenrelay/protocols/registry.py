@@ -10,6 +10,7 @@ before the app is built.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from urllib.parse import parse_qsl
 
 from . import anthropic, gemini, openai, responses
 from .base import ClientProtocol, ProtocolSpec, UpstreamProtocol
@@ -80,20 +81,69 @@ class Ingress:
         for p in protocols:
             for path in dict.fromkeys(r.path for r in p.routes):
                 declared[path] = declared.get(path, 0) + 1
-        self._rules: list[tuple[tuple[str, ...], str | None, ProtocolSpec]] = []
+        self._rules: list[
+            tuple[tuple[str, ...], tuple[tuple[str, str], ...], str | None, ProtocolSpec]
+        ] = []
         for p in protocols[1:]:
             owned = [p.prefix + "/"] if p.prefix else []
-            owned += [r.path for r in p.routes if declared[r.path] == 1]
-            self._rules.append((tuple(owned), p.marker, p))
+            shapes: list[tuple[str, str]] = []
+            for r in p.routes:
+                shape = r.template()
+                if declared[r.path] != 1:
+                    continue
+                if shape is None:
+                    owned.append(r.path)
+                else:  # a head shared with other routes is owned with its tail only
+                    shapes.append((shape[0], shape[2]))
+            self._rules.append((tuple(owned), tuple(shapes), p.marker, p))
         self.chat: dict[tuple[str, str], ProtocolSpec] = {
-            ("POST", path): p for p in protocols for path in p.paths("chat")
+            ("POST", path): p for p in protocols for path in p.paths("chat") if "{" not in path
         }
-        """The hot path's table: (method, path) -> the protocol of a chat route."""
+        """The hot path's table: (method, path) -> the protocol of a fixed chat route."""
+        self._templates: list[tuple[str, str, str, dict[str, str], ProtocolSpec]] = []
+        for p in protocols:
+            for r in p.routes:
+                shape = r.template()
+                if shape is not None and r.kind == "chat":
+                    for pre in dict.fromkeys(("", p.prefix)):
+                        head, param, tail = shape
+                        self._templates.append((pre + head, param, tail, dict(r.fixed), p))
+        self.heads: tuple[str, ...] = tuple(dict.fromkeys(t[0] for t in self._templates))
+        """The heads of the chat routes with a parameter: a path that starts with none
+        of them is no such route (one ``str.startswith`` on the hot path)."""
+        self.key_params: list[tuple[bytes, bytes]] = [
+            (p.key_param.encode() + b"=", (p.credentials or ("x-api-key",))[0].encode())
+            for p in protocols
+            if p.key_param
+        ]
+        """(``name=``, header): query parameters that carry the key, and the header they
+        are read as."""
+
+    def match_chat(self, path: str) -> tuple[ProtocolSpec, dict[str, str]] | None:
+        """The protocol and path parameters of a chat route with a parameter."""
+        for head, param, tail, fixed, p in self._templates:
+            if path.startswith(head) and path.endswith(tail) and len(path) > len(head + tail):
+                return p, {**fixed, param: path[len(head) : len(path) - len(tail)]}
+        return None
+
+    def params(self, path: str, query: bytes) -> dict[str, str] | None:
+        """What a chat route with a parameter hands its protocol's ``decode_request``:
+        the query's parameters, the route's fixed ones and the path parameter (these
+        win); ``None`` for a fixed route."""
+        if not path.startswith(self.heads):
+            return None
+        match = self.match_chat(path)
+        if match is None:
+            return None
+        return {**dict(parse_qsl(query.decode("latin-1"))), **match[1]}
 
     def protocol_for(self, path: str, headers: Mapping[str, str]) -> ProtocolSpec:
-        for owned, marker, p in self._rules:
+        for owned, shapes, marker, p in self._rules:
             if path.startswith(owned) or (marker is not None and marker in headers):
                 return p
+            for head, tail in shapes:
+                if path.startswith(head) and path.endswith(tail):
+                    return p
         return self.default
 
     def paths(self, kind: str) -> list[str]:

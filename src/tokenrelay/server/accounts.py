@@ -20,6 +20,7 @@ from ..fold import estimate_tokens as tokens_of
 from ..fold import prompt_chars
 from ..limits import Limiter, Ticket, create_limiter
 from ..pricing import PriceTable
+from ..protocols.registry import REGISTRY
 from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
 
 if TYPE_CHECKING:
@@ -49,7 +50,12 @@ class Accounts:
         self.config = config
         self.store: Store | None = None
         self.writer: UsageWriter | None = None
-        self.auth = Authenticator(None, config.master_key, cache_ttl=config.auth_cache_ttl)
+        self.auth = Authenticator(
+            None,
+            config.master_key,
+            cache_ttl=config.auth_cache_ttl,
+            headers=tuple(h for p in REGISTRY for h in p.credentials),
+        )
         self.limiter: Limiter | None = None
         self.prices = PriceTable(config.prices)
         self._pending: set[asyncio.Task[None]] = set()

@@ -66,8 +66,10 @@ class API:
         """A chat request in any client protocol, straight from ASGI (the hot path: no
         Starlette ``Request``)."""
         headers = Headers(scope=scope)
-        protocol = protocol_for(scope["path"], headers, self.ingress)
-        return await self.gateway.chat(protocol, receive, headers)
+        path = scope["path"]
+        protocol = protocol_for(path, headers, self.ingress)
+        params = self.ingress.params(path, scope.get("query_string", b""))
+        return await self.gateway.chat(protocol, receive, headers, params)
 
     async def models(self, request: Request) -> Response:
         try:
@@ -79,6 +81,22 @@ class API:
         shape = self.ingress.protocol_for(request.scope["path"], request.headers).model_list
         assert shape is not None  # (only protocols with a model list have its routes)
         return JSONResponse(shape(listed))
+
+    async def model(self, request: Request) -> Response:
+        """One model (``GET /v1beta/models/{model}``), as the model list shows it."""
+        spec = self.ingress.protocol_for(request.scope["path"], request.headers)
+        wanted = str(request.path_params.get("model", "")).removeprefix("models/")
+        try:
+            principal = await self.gateway.accounts.principal(request.headers)
+            for m, owner in self.gateway.router.listed():
+                if m == wanted and principal.allows(m) and spec.model_info is not None:
+                    return JSONResponse(spec.model_info(m, owner))
+            principal.check_model(wanted)
+            raise GatewayError(
+                "not_found", f"The model {wanted!r} does not exist.", code="model_not_found"
+            )
+        except GatewayError as error:
+            return error_response(request, error)
 
     async def stream_resume(self, request: Request) -> ASGIApp:
         """Re-attach to a stream: every frame after ``Last-Event-ID`` (or ``?after=``),
@@ -151,6 +169,7 @@ class API:
             ]
         routes += [Route(path, self.chat, methods=["POST"]) for path in ingress.paths("chat")]
         routes += [Route(path, self.models, methods=["GET"]) for path in ingress.paths("models")]
+        routes += [Route(path, self.model, methods=["GET"]) for path in ingress.paths("model")]
         return routes
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -137,9 +138,25 @@ class Front:
         self.app = app
         self.api = api
         self.door = door
-        self.hot = frozenset(api.ingress.chat)  # (method, path) of every chat route
+        ingress = api.ingress
+        self.hot = frozenset(ingress.chat)  # (method, path) of every fixed chat route
+        self.heads = ingress.heads  # what chat routes with a parameter start with
+        self.ingress = ingress
+        self.key_params = ingress.key_params
         self.state = app.state
         self.pacer = Pacer(api.gateway.config.starts_per_turn)
+
+    def _hot(self, scope: Scope) -> bool:
+        """A chat route: a fixed one by one set lookup, one with a parameter (the model
+        in Gemini's path) by its head, then its tail."""
+        path = scope["path"]
+        if (scope["method"], path) in self.hot:
+            return True
+        return (
+            scope["method"] == "POST"
+            and path.startswith(self.heads)
+            and self.ingress.match_chat(path) is not None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -149,7 +166,9 @@ class Front:
                     await verdict(scope, receive, send)
                     return
                 send = adding(send, verdict)  # CORS headers for an allowed origin
-        if scope["type"] == "http" and (scope["method"], scope["path"]) in self.hot:
+        if scope["type"] == "http" and self.key_params and scope.get("query_string"):
+            _key_from_query(scope, self.key_params)
+        if scope["type"] == "http" and self._hot(scope):
             await self.pacer.turn()
             try:
                 response = await self.api.serve_chat(scope, receive)
@@ -174,3 +193,20 @@ class Front:
             await self.app(scope, receive, send_logged)
         finally:
             access.info("http %s %s status=%d", scope["method"], scope["path"], status)
+
+
+def _key_from_query(scope: Scope, key_params: list[tuple[bytes, bytes]]) -> None:
+    """A key sent as a query parameter a protocol declares (Gemini's ``?key=``) is read
+    as that protocol's credential header, unless the request carries that header already.
+    Only ``scope["path"]`` (no query) is ever logged, so the key never is."""
+    query: bytes = scope["query_string"]
+    for param, header in key_params:
+        if param not in query:
+            continue
+        for item in query.split(b"&"):
+            if item.startswith(param):
+                value = unquote_to_bytes(item[len(param) :].replace(b"+", b" "))
+                headers = scope["headers"]
+                if not any(name == header for name, _ in headers):
+                    scope["headers"] = [*headers, (header, value)]
+                return

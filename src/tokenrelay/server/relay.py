@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,7 @@ from ..fold import Fold, Tally, charged_usage
 from ..ids import token_hex
 from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
+from ..protocols.registry import REGISTRY
 from ..providers.base import Upstream
 from ..router import Router
 from ..streams.hub import Reader, Stream, StreamHub, parse_event_id
@@ -152,6 +154,7 @@ class Gateway:
         retry: bool = False,
         request_id: str | None = None,
         resumable: bool = True,
+        keepalive: bool = True,
     ) -> SSEResponse:
         """A reader of ``stream`` from frame ``after`` on (a resume when ``after`` > 0).
         ``resumable``: the client declared it resumes (ids on its frames, and the grace
@@ -161,14 +164,22 @@ class Gateway:
             self.metrics.stream_events.labels("resumed").inc()
         request_id = request_id or f"req_{token_hex(12)}"
         headers = [(b"x-stream-id", stream.id.encode()), (b"x-request-id", request_id.encode())]
-        reader = stream.read(after, self.config.keepalive_interval)
+        keepalive_interval = self.config.keepalive_interval if keepalive else math.inf
+        reader = stream.read(after, keepalive_interval)
         if not resumable and isinstance(reader, Reader):
             reader.resumable = False  # (a resume always is: only a new stream's reader)
         return SSEResponse(reader, headers, prelude=RETRY if retry else b"")
 
-    async def chat(self, protocol: ClientProtocol, receive: Receive, headers: Headers) -> ASGIApp:
+    async def chat(
+        self,
+        protocol: ClientProtocol,
+        receive: Receive,
+        headers: Headers,
+        params: Mapping[str, str] | None = None,
+    ) -> ASGIApp:
         """A chat request: its key is checked from the headers before a byte of the
-        body is read (an unauthenticated client cannot make the gateway hold its body)."""
+        body is read (an unauthenticated client cannot make the gateway hold its body).
+        ``params``: what the route's path and query say (a Gemini model name)."""
         exchange = Exchange(
             f"req_{token_hex(12)}",
             protocol.name,
@@ -194,7 +205,7 @@ class Gateway:
                 model, stream = data.get("model"), data.get("stream")
                 exchange.model = model if isinstance(model, str) else ""
                 exchange.stream = stream is True
-            request = protocol.decode_request(data)
+            request = protocol.decode_request(data, params)
             if protocol.FORWARDED_HEADERS and request.source is not None:
                 request.source.headers = {
                     h: v for h in protocol.FORWARDED_HEADERS if (v := headers.get(h))
@@ -217,8 +228,13 @@ class Gateway:
         relay = Relay(request, attempts, exchange)
         if not request.stream:
             return _FoldResponse(self, protocol, relay)
-        start = _StreamStart(self, protocol, relay, principal.owner, declares_resume(headers))
-        return Opening(attempts, request, start, self.config.keepalive_interval)
+        # a protocol whose clients parse nothing but data lines: no ids, no pings
+        plain = not REGISTRY.get(protocol.name).event_ids
+        resumable = declares_resume(headers) and not plain
+        array = request.source is not None and request.source.array
+        start = _StreamStart(self, protocol, relay, principal.owner, resumable, plain, array)
+        keepalive = math.inf if plain else self.config.keepalive_interval
+        return Opening(attempts, request, start, keepalive)
 
 
 class Target(Protocol):
@@ -433,6 +449,8 @@ class _StreamStart:
     relay: Relay
     owner: str | None
     resumable: bool
+    plain: bool = False  # frames without ids, and no pings (clients that parse data only)
+    array: bool = False  # one JSON array instead of SSE (Gemini without ``alt=sse``)
     stream: Stream | None = None
     response: SSEResponse | None = None
 
@@ -444,12 +462,18 @@ class _StreamStart:
         """The response begins now, before the upstream's headers: a stream whose
         producer is the task still opening the upstream (a stop or drain cancels it)."""
         gateway, exchange = self.gateway, self.relay.exchange
-        self.stream = stream = gateway.hub.create(self.owner, self.protocol.name)
+        self.stream = stream = gateway.hub.create(self.owner, self.protocol.name, not self.plain)
         stream.producer = producer
-        self.response = gateway.attach(
-            stream, 0, request_id=exchange.request_id, resumable=self.resumable
+        self.response = response = gateway.attach(
+            stream,
+            0,
+            request_id=exchange.request_id,
+            resumable=self.resumable,
+            keepalive=not self.plain,
         )
-        return self.response
+        if self.array:
+            response.json_array()
+        return response
 
     def opened(self, upstream: Upstream) -> SSEResponse:
         """The upstream answered: the response that produces the stream from it."""

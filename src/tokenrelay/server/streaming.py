@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from starlette.types import Receive, Scope, Send
 
+from ..sse import SSEDataDecoder
 from ..streams.reader import Reader
 from .channel import Channel, channel_of
 
@@ -148,6 +149,14 @@ class SSEResponse:
             await reader.aclose()
             production.settle()
 
+    def json_array(self) -> None:
+        """Send the stream as one JSON array of its frames' data instead of SSE (Gemini's
+        ``streamGenerateContent`` without ``alt=sse``): ``[`` at once, each element as
+        its frame is produced, ``]`` at the end. Whitespace stands in for keep-alive
+        comments. The frames kept for a resume are the SSE ones."""
+        self.headers = [(b"content-type", b"application/json; charset=utf-8"), *self.headers[1:]]
+        self.body = _as_json_array(self.body)
+
     def _start(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
         return {"type": "http.response.start", "status": 200, "headers": headers}
 
@@ -176,6 +185,29 @@ def _end() -> dict[str, Any]:
 async def _copy(body: AsyncIterator[bytes], send: Send) -> None:
     async for chunk in body:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _as_json_array(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    decoder = SSEDataDecoder()
+    first = True
+    try:
+        yield b"["
+        async for chunk in body:
+            items = decoder.feed(chunk)
+            if not items:
+                yield b"\n"
+                continue
+            joined = b",\r\n".join(items)
+            yield joined if first else b",\r\n" + joined
+            first = False
+        tail = decoder.flush()
+        if tail:
+            yield (b"" if first else b",\r\n") + b",\r\n".join(tail)
+        yield b"]"
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def wait_disconnect(receive: Receive) -> None:

@@ -1,7 +1,8 @@
 """Who is calling: the master key, a virtual key, or nobody (open mode).
 
 A credential is read from ``Authorization: Bearer <key>`` or ``x-api-key: <key>`` (the
-OpenAI and the Anthropic way). Lookups are cached for ``cache_ttl`` seconds (found and
+OpenAI and the Anthropic way), or from the headers the client protocols declare
+(``x-goog-api-key``, Gemini's; the server reads Gemini's ``?key=`` into it). Lookups are cached for ``cache_ttl`` seconds (found and
 not-found alike, at most ``cache_size`` entries), so a request costs one SHA-256 and a
 dictionary lookup; a revocation or rotation made by another process takes effect within
 that time, or at once when it is announced (``invalidate()``: with Redis, every replica
@@ -69,16 +70,20 @@ class Principal:
             )
 
 
-def credential(headers: Mapping[str, str]) -> str | None:
-    """The key a request carries, from ``Authorization: Bearer`` or ``x-api-key``
-    (``headers`` looked up with lower-case names, as Starlette's ``Headers`` allow)."""
+def credential(headers: Mapping[str, str], extra: tuple[str, ...] = ()) -> str | None:
+    """The key a request carries, from ``Authorization: Bearer``, ``x-api-key`` or one
+    of the ``extra`` headers (``headers`` looked up with lower-case names, as
+    Starlette's ``Headers`` allow)."""
     value = headers.get("authorization")
     if value:
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    value = headers.get("x-api-key")
-    return value.strip() if value and value.strip() else None
+    for header in ("x-api-key", *extra):
+        value = headers.get(header)
+        if value and value.strip():
+            return value.strip()
+    return None
 
 
 class Authenticator:
@@ -92,8 +97,10 @@ class Authenticator:
         cache_ttl: float = 5.0,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        headers: tuple[str, ...] = (),
     ) -> None:
         self.store = store
+        self.headers = headers  # more headers a credential may come in (``credential``)
         self._master = hashlib.sha256(master_key.encode()).digest() if master_key else None
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
@@ -113,7 +120,7 @@ class Authenticator:
         return hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), self._master)
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        return await self.authenticate_secret(credential(headers))
+        return await self.authenticate_secret(credential(headers, self.headers))
 
     async def authenticate_secret(self, secret: str | None) -> Principal:
         if secret is None:

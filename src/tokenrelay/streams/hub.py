@@ -103,7 +103,9 @@ class Stream:
         "store",
     )
 
-    def __init__(self, hub: StreamHub, stream_id: str, owner: str | None, protocol: str) -> None:
+    def __init__(
+        self, hub: StreamHub, stream_id: str, owner: str | None, protocol: str, ids: bool = True
+    ) -> None:
         self._hub = hub
         self.id = stream_id
         self.owner = owner
@@ -120,7 +122,9 @@ class Stream:
         # hub's ticker wakes a long-silent one with a ping.
         self._waiting: list[Reader] = []
         self._grace_timer: asyncio.TimerHandle | None = None
-        self._prefix = b"id: " + stream_id.encode() + b":"
+        # ``ids`` False: frames go out as they are, without ``id:`` lines (clients whose
+        # parsers read nothing but ``data:`` lines); they are numbered all the same.
+        self._prefix = b"id: " + stream_id.encode() + b":" if ids else b""
 
     @property
     def last_seq(self) -> int:
@@ -158,9 +162,13 @@ class Stream:
         first = seq = store.last
         prefix = self._prefix
         new: list[bytes] = []
-        for item in frames:
-            seq += 1
-            new.append(prefix + b"%d\n" % seq + item)
+        if prefix:
+            for item in frames:
+                seq += 1
+                new.append(prefix + b"%d\n" % seq + item)
+        else:
+            new = list(frames)
+            seq += len(new)
         data = new[0] if len(new) == 1 else b"".join(new)
         plain = frames[0] if len(frames) == 1 else b"".join(frames)
         before = store.nbytes
@@ -332,9 +340,9 @@ class StreamHub:
         self._unpacked: list[Stream] = []  # finished, frames not yet compressed
         self._evicted: OrderedDict[str, str | None] = OrderedDict()  # id -> owner, for 410s
 
-    def create(self, owner: str | None, protocol: str) -> Stream:
+    def create(self, owner: str | None, protocol: str, ids: bool = True) -> Stream:
         self.sweep()
-        stream = Stream(self, f"st_{token_urlsafe(18)}", owner, protocol)
+        stream = Stream(self, f"st_{token_urlsafe(18)}", owner, protocol, ids)
         self._live[stream.id] = stream
         if self.mirror is not None:
             self.mirror.created(stream)

@@ -15,7 +15,11 @@ PROTOCOL = ProtocolSpec(
     name=codec.name,
     client=codec,
     upstream=codec,
-    routes=(Route("chat", "/v1/messages"), Route("models", "/v1/models")),
+    routes=(
+        Route("chat", "/v1/messages"),
+        Route("count", "/v1/messages/count_tokens"),
+        Route("models", "/v1/models"),
+    ),
     prefix="/anthropic",
     marker="anthropic-version",
     model_list=codec.model_list,

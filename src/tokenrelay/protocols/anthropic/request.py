@@ -14,6 +14,7 @@ refused with the 400 that names the field (``Source.untranslatable``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -285,7 +286,7 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def decode_request(body: Any) -> ChatRequest:
+def decode_request(body: Any, params: Mapping[str, str] | None = None) -> ChatRequest:
     """A Messages body as the canon. Only a body that is no object, or has no model
     name, is refused here; any other problem is recorded on ``source`` (see the module
     docstring) and the canon is what could be read: the model and the stream flag."""
@@ -307,7 +308,7 @@ def decode_request(body: Any) -> ChatRequest:
         )
 
 
-def decode_count_request(body: Any) -> ChatRequest:
+def decode_count_request(body: Any, params: Mapping[str, str] | None = None) -> ChatRequest:
     """A ``count_tokens`` body (a Messages body without ``max_tokens`` or ``stream``)."""
     if isinstance(body, dict) and "max_tokens" not in body:
         request = decode_request({**body, "max_tokens": 1})

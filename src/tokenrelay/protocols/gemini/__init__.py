@@ -1,16 +1,51 @@
-"""The Gemini ``generateContent`` protocol, upstream side only: ``codec.py`` (requests,
-errors, what translation drops), ``stream.py`` (frames -> events), ``schema.py`` (the
-JSON Schema rewrite)."""
+"""The Gemini ``generateContent`` protocol, both roles: ``codec.py`` (the surface:
+upstream requests, errors, what translation drops), ``request.py`` (client wire ->
+canon), ``egress.py`` (events -> client chunks, the passthrough, bodies, errors),
+``stream.py`` (upstream frames -> events), ``schema.py`` (the JSON Schema rewrite).
+
+Gemini clients (``google-genai``, Gemini CLI with ``GOOGLE_GEMINI_BASE_URL``) call
+``/v1beta/models/{model}:generateContent`` (or ``/v1/...``, google-genai's default) and ``:streamGenerateContent`` (SSE with
+``alt=sse``, one JSON array without), ``:countTokens``, ``GET /v1beta/models[/{model}]``;
+the model is in the path (``models/local/echo:streamGenerateContent``: names keep
+their slashes), the key in ``x-goog-api-key`` or ``?key=``."""
 
 from __future__ import annotations
 
-from ..base import ProtocolSpec, Translation
+from ..base import ProtocolSpec, Route, Translation
 from . import codec
+
+_MODEL = "/v1beta/models/{model:path}"
+_STABLE = "/v1/models/{model:path}"  # google-genai's default API version
+
+
+def _generation(model: str) -> tuple[Route, ...]:
+    return (
+        Route("chat", model + ":generateContent", (("method", "generateContent"),)),
+        Route("chat", model + ":streamGenerateContent", (("method", "streamGenerateContent"),)),
+        Route("count", model + ":countTokens"),
+    )
+
 
 PROTOCOL = ProtocolSpec(
     name=codec.name,
+    client=codec,
     upstream=codec,
+    routes=(
+        *_generation(_MODEL),
+        *_generation(_STABLE),  # /v1/models itself stays OpenAI's list
+        Route("models", "/v1beta/models"),
+        Route("model", _MODEL),
+    ),
+    model_list=codec.model_list,
+    model_info=codec.model_info,
     auth=codec.headers,
-    translation=Translation("Gemini upstream", "protocols/gemini/codec.py DROPPED", codec.DROPPED),
+    credentials=("x-goog-api-key",),
+    key_param="key",
+    event_ids=False,  # google-genai and @google/genai parse nothing but data: lines
+    translation=Translation(
+        "Gemini upstream, and Gemini clients",
+        "protocols/gemini/codec.py DROPPED, egress.py CLIENT_DROPPED",
+        codec.DROPPED + codec.CLIENT_DROPPED,
+    ),
     recordings=("gemini/*.sse",),
 )

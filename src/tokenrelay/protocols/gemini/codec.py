@@ -39,25 +39,53 @@ from ...events import (
     ToolResultPart,
     kind_for_status,
 )
+from ...fold import Tally
 from ...sse import ServerSentEvent
+from .egress import (
+    CLIENT_DROPPED,
+    FINISH_TO_WIRE,
+    GeminiPassthrough,
+    GeminiStreamEncoder,
+    encode_response,
+    error_body,
+    error_frame,
+    model_info,
+    model_list,
+)
+from .request import decode_count_request, decode_request
 from .schema import gemini_schema
 from .stream import GeminiStreamDecoder, error_from_wire
 
 __all__ = [
+    "CLIENT_DROPPED",
     "DROPPED",
+    "FINISH_TO_WIRE",
+    "FORWARDED_HEADERS",
     "REASONING_BUDGETS",
     "SKIP_SIGNATURE",
+    "decode_count_request",
     "decode_error",
+    "decode_request",
     "decode_response",
     "encode_request",
+    "encode_response",
+    "error_body",
+    "error_frame",
     "gemini_schema",
     "headers",
+    "model_info",
+    "model_list",
     "name",
+    "passthrough",
     "stream_decoder",
+    "stream_encoder",
     "url",
 ]
 
 name = "gemini"
+
+FORWARDED_HEADERS: tuple[str, ...] = ()
+"""Gemini has no request headers of its own worth forwarding (the key is the gateway's)."""
 
 _json_decode = msgspec.json.decode
 
@@ -184,6 +212,19 @@ DROPPED: list[tuple[str, str, str]] = [
     ("response: toolUsePromptTokenCount", "not counted", "only built-in tools use it"),
 ]
 """Every field dropped or adjusted on purpose: (field, what happens, why)."""
+
+
+# --- client side (the body decoder is request.py, the encoders egress.py) -------------
+
+
+def stream_encoder(request: ChatRequest, model: str, tally: Tally) -> GeminiStreamEncoder:
+    """Canonical events -> ``streamGenerateContent`` chunks named ``model``."""
+    return GeminiStreamEncoder(model, tally)
+
+
+def passthrough(request: ChatRequest, model: str, tally: Tally) -> GeminiPassthrough:
+    """A Gemini upstream's chunks, forwarded as written (``modelVersion`` rewritten)."""
+    return GeminiPassthrough(model, tally)
 
 
 # --- url, headers -------------------------------------------------------------------
@@ -441,6 +482,8 @@ def decode_error(status: int, body: bytes) -> GatewayError:
             body[:500].decode("utf-8", "replace").strip() or f"upstream returned HTTP {status}"
         )
     gateway_error = GatewayError(kind_for_status(status), message, status=status, code=word)
+    if isinstance(error, dict) and isinstance(data, dict):
+        gateway_error.upstream = (name, data)  # a Gemini client gets this body as it came
     retry = _retry_after(error)
     if retry is not None:
         gateway_error.headers["Retry-After"] = retry

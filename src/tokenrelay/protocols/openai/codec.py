@@ -7,6 +7,7 @@ The streaming half (frames <-> events, and the same-protocol passthrough) is in
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -227,7 +228,7 @@ def _tool_choice(raw: Any) -> str | None:
     raise _invalid("'tool_choice' must be auto, none, required or a named function", "tool_choice")
 
 
-def decode_request(body: Any) -> ChatRequest:
+def decode_request(body: Any, params: Mapping[str, str] | None = None) -> ChatRequest:
     """Validate a Chat Completions body; errors name the offending parameter."""
     if not isinstance(body, dict):
         raise _invalid("the request body must be a JSON object")

@@ -13,6 +13,7 @@ assistant turn, consecutive outputs one tool turn. What the canon has no slot fo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ...events import (
@@ -223,7 +224,7 @@ def _number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | Non
     return float(value)
 
 
-def decode_request(body: Any) -> ChatRequest:
+def decode_request(body: Any, params: Mapping[str, str] | None = None) -> ChatRequest:
     """Validate a Responses body; errors name the offending parameter."""
     if not isinstance(body, dict):
         raise _invalid("the request body must be a JSON object")
