@@ -10,14 +10,25 @@ CONFIG ?=
 
 .PHONY: serve test lint typecheck unit bench clean system-deps
 
-# Re-install whenever pyproject.toml changes; the stamp file records the last install.
-$(VENV)/.installed: pyproject.toml
+# Re-install whenever pyproject.toml changes; each stamp file records the last install.
+# Serving needs only the runtime dependencies (.runtime); the tests, linters and type
+# checker add the `dev` extra (.installed), which also satisfies serving.
+define venv
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+endef
+
+$(VENV)/.runtime: pyproject.toml
+	$(venv)
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-serve: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(venv)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(VENV)/.runtime $@
+
+serve: $(VENV)/.runtime
 	$(BIN)/tokenrelay serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 # System services and tools the tests use (Debian packages), installed only if missing.
