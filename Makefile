@@ -15,12 +15,24 @@ CONFIG ?=
 CLAUDE_CODE_VERSION ?= 2.1.197
 GEMINI_CLI_VERSION ?= 0.61.0
 
-# Re-install whenever pyproject.toml changes; the stamp file records the last install.
-$(VENV)/.installed: pyproject.toml
+# Re-install whenever pyproject.toml changes; each stamp file records the last install.
+# Serving needs only the runtime dependencies (.runtime); the tests, linters and type
+# checker add the `dev` extra (.installed), which also satisfies serving.
+define venv
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+endef
+
+$(VENV)/.runtime: pyproject.toml
+	$(venv)
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
+
+$(VENV)/.installed: pyproject.toml
+	$(venv)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(VENV)/.runtime $@
+
 
 # TypeScript (pinned in package.json / package-lock.json) type-checks the page scripts;
 # only the npm registry is reached. Re-installed whenever the lock file changes.
@@ -29,7 +41,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-serve: $(VENV)/.installed
+serve: $(VENV)/.runtime
 	$(BIN)/tokenrelay serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 # System services and tools the tests use (Debian packages), installed only if missing.

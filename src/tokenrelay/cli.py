@@ -88,8 +88,17 @@ def build_parser(with_store: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("TOKENRELAY_HOST", "127.0.0.1"),
+        help="address to listen on (default: %(default)s, or $TOKENRELAY_HOST)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get("TOKENRELAY_PORT", "8000"),  # argparse applies type=int
+        help="port to listen on (default: %(default)s, or $TOKENRELAY_PORT)",
+    )
     serve.add_argument("--config", help="YAML configuration file (default: $TOKENRELAY_CONFIG)")
     serve.add_argument(
         "--redis-url",
