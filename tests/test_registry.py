@@ -38,13 +38,16 @@ def test_the_routes_are_the_ones_listed_by_hand_before() -> None:
         ("POST", "/chat/completions"),
         ("POST", "/v1/messages"),
         ("POST", "/anthropic/v1/messages"),
+        ("POST", "/v1/completions"),  # the legacy Completions API (protocols/completions/)
+        ("POST", "/completions"),
     }
     assert set(ingress.paths("models")) == {"/v1/models", "/models", "/anthropic/v1/models"}
     assert ingress.prefixes() == ["/anthropic"]
 
 
 def test_the_roles() -> None:
-    assert [p.name for p in REGISTRY.clients()] == ["openai", "anthropic"]
+    assert [p.name for p in REGISTRY.clients()] == ["openai", "anthropic", "openai-completions"]
+    # an endpoint of OpenAI-compatible upstreams, not a protocol a provider may speak
     assert REGISTRY.upstream_names() == ["openai", "anthropic", "gemini"]
     with pytest.raises(KeyError):
         REGISTRY.client("gemini")

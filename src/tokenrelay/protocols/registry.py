@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from . import anthropic, gemini, openai
+from . import anthropic, completions, gemini, openai
 from .base import ClientProtocol, ProtocolSpec, UpstreamProtocol
 
 BUILTIN: tuple[ProtocolSpec, ...] = (
     openai.PROTOCOL,  # first client protocol: the default shape of any other route
     anthropic.PROTOCOL,
     gemini.PROTOCOL,
+    completions.PROTOCOL,
 )
 
 
@@ -59,7 +60,8 @@ class Registry:
         return codec
 
     def upstream_names(self) -> list[str]:
-        return [p.name for p in self if p.upstream is not None]
+        """The protocols a provider may speak (an endpoint of another is not one)."""
+        return [p.name for p in self if p.upstream is not None and p.endpoint_of is None]
 
     def ingress(self) -> Ingress:
         """Which client protocol answers a request, as of now."""

@@ -20,6 +20,7 @@ from ..events import GatewayError
 from ..metrics import CONTENT_TYPE
 from ..protocols.base import ClientProtocol
 from ..protocols.registry import REGISTRY, Ingress
+from ..router import not_found
 from ..streams.hub import parse_event_id
 from .relay import Gateway
 
@@ -103,6 +104,24 @@ class API:
         assert shape is not None  # (only protocols with a model list have its routes)
         return JSONResponse(shape(listed))
 
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}`` (ids contain slashes: ``local/echo``): the model's entry
+        as the protocol's list shows it (the first item of its list), or 404 in the
+        protocol's shape for a name the key does not see listed."""
+        model_id = request.path_params["model_id"]
+        try:
+            principal = await self.gateway.accounts.principal(request.headers)
+            owners = dict(self.gateway.router.listed())
+            if model_id not in owners or not principal.visible([model_id]):
+                raise not_found(model_id)
+        except GatewayError as error:
+            return error_response(request, error)
+        shape = self.ingress.protocol_for(request.scope["path"], request.headers).model_list
+        assert shape is not None
+        body = shape([(model_id, owners[model_id])])
+        entry = next(v[0] for v in body.values() if isinstance(v, list) and v)
+        return JSONResponse(entry)
+
     async def stream_resume(self, request: Request) -> ASGIApp:
         """Re-attach to a stream: every frame after ``Last-Event-ID`` (or ``?after=``),
         then the live ones, in the protocol the stream was asked in."""
@@ -162,6 +181,10 @@ class API:
             ]
         routes += [Route(path, self.chat, methods=["POST"]) for path in ingress.paths("chat")]
         routes += [Route(path, self.models, methods=["GET"]) for path in ingress.paths("models")]
+        routes += [
+            Route(f"{path}/{{model_id:path}}", self.model, methods=["GET"])
+            for path in ingress.paths("models")
+        ]
         return routes
 
 

@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..config import Config, TimeoutsConfig
 from ..events import Error
 from ..metrics import Metrics
+from ..protocols.base import UpstreamProtocol
 from ..protocols.registry import REGISTRY
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
@@ -25,6 +26,7 @@ from .admin import AdminAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
 from .count_tokens import TokenCounter, count_routes
+from .embeddings import Embeddings, embedding_routes
 from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
@@ -48,7 +50,20 @@ def build_router(config: Config) -> Router:
             p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect, p.anthropic_betas
         )
         codec = REGISTRY.upstream(p.protocol)
-        providers.append(HTTPProvider(p.name, codec, endpoint, list(p.models)))
+        listed = set(p.endpoints) if p.endpoints is not None else None
+        spec = REGISTRY.get(p.protocol)
+        embeddings = spec.embeddings if listed is None or "embeddings" in listed else None
+        variants: dict[str, UpstreamProtocol | None] = {}
+        for other in REGISTRY:
+            if other.endpoint_of is not None:  # served where the provider lists it
+                base, name = other.endpoint_of
+                served = base == p.protocol and (listed is None or name in listed)
+                variants[other.name] = other.upstream if served else None
+            elif listed is not None and "chat" not in listed and other.client is not None:
+                variants[other.name] = None  # no chat on this provider
+        providers.append(
+            HTTPProvider(p.name, codec, endpoint, list(p.models), embeddings, variants)
+        )
     models = {
         m.name: ModelSpec(
             [(d, 1.0) if isinstance(d, str) else (d.model, d.weight) for d in m.deployments]
@@ -101,6 +116,7 @@ def create_app(config: Config) -> Front:
         routes=[
             *api.routes(),
             *count_routes(TokenCounter(gateway)),
+            *embedding_routes(Embeddings(gateway)),
             *web_routes(),
             *admin_page_routes(),
             *stats_routes(admin),

@@ -5,11 +5,12 @@ JSON Schema rewrite)."""
 from __future__ import annotations
 
 from ..base import ProtocolSpec, Translation
-from . import codec
+from . import codec, embed
 
 PROTOCOL = ProtocolSpec(
     name=codec.name,
     upstream=codec,
     auth=codec.headers,
+    embeddings=embed,
     translation=Translation("Gemini upstream", "protocols/gemini/codec.py DROPPED", codec.DROPPED),
 )
