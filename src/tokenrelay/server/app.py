@@ -27,6 +27,7 @@ from .admin_stats import stats_routes
 from .api import API, http_error, server_error
 from .count_tokens import TokenCounter, count_routes
 from .embeddings import Embeddings, embedding_routes
+from .eventsource import ChatStreams, chat_stream_routes
 from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
@@ -117,6 +118,7 @@ def create_app(config: Config) -> Front:
             *api.routes(),
             *count_routes(TokenCounter(gateway)),
             *embedding_routes(Embeddings(gateway)),
+            *chat_stream_routes(ChatStreams(gateway)),
             *web_routes(),
             *admin_page_routes(),
             *stats_routes(admin),

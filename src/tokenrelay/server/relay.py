@@ -26,6 +26,7 @@ from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
+from ..store import Principal
 from ..streams.hub import Stream, StreamHub, parse_event_id
 from .accounts import Accounts, Admission
 from .attempts import Attempts, retryable
@@ -158,8 +159,14 @@ class Gateway:
         )
 
     async def chat(
-        self, protocol: ClientProtocol, body: bytes, headers: Mapping[str, str]
+        self,
+        protocol: ClientProtocol,
+        body: bytes,
+        headers: Mapping[str, str],
+        principal: Principal | None = None,
     ) -> ASGIApp:
+        """Serve one chat request; ``principal`` when the caller was authenticated
+        otherwise than by its headers (a single-stream token: ``server/eventsource.py``)."""
         exchange = Exchange(
             f"req_{token_hex(12)}",
             protocol.name,
@@ -169,7 +176,8 @@ class Gateway:
         try:
             if self.draining:
                 raise SHUTTING_DOWN
-            principal = await self.accounts.principal(headers)
+            if principal is None:
+                principal = await self.accounts.principal(headers)
             resume = parse_event_id(headers.get("last-event-id"))
             if resume is not None:  # the original request re-sent to resume its stream
                 found = await self.hub.find(resume[0], principal.owner)
