@@ -10,13 +10,15 @@ import base64
 import json
 import math
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tokenrelay.config import ConfigError, parse
 from tokenrelay.embeddings import as_base64
-from tokenrelay.events import Event, Finish, GatewayError, Start, TextDelta, Usage
+from tokenrelay.events import ChatRequest, Event, Finish, GatewayError, Start, TextDelta, Usage
 from tokenrelay.fake.extras import completions
 from tokenrelay.fold import Fold, Tally
 from tokenrelay.protocols.completions import codec
@@ -24,11 +26,11 @@ from tokenrelay.protocols.openai import embeddings
 from tokenrelay.providers.local import embed_text
 from tokenrelay.sse import SSEDataDecoder, SSEDecoder
 
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=10)
 
 
-def _request(include_usage: bool) -> object:
-    body = {"model": "m", "prompt": "p", "stream": True}
+def _request(include_usage: bool) -> ChatRequest:
+    body: dict[str, Any] = {"model": "m", "prompt": "p", "stream": True}
     if include_usage:
         body["stream_options"] = {"include_usage": True}
     return codec.decode_request(body)
@@ -74,7 +76,7 @@ def test_the_passthrough_forwards_each_frame_as_one_event(
     assert upstream.stream is not None
     tally = Tally()
     request = _request(include_usage)
-    passthrough = codec.passthrough(request, "client-name", tally)  # type: ignore[arg-type]
+    passthrough = codec.passthrough(request, "client-name", tally)
     written: list[bytes] = []
     for event in upstream.stream.events:
         written += passthrough.encode(SSEDataDecoder().feed(event))
@@ -152,3 +154,11 @@ def test_token_inputs_pass_but_need_an_upstream_that_reads_them() -> None:
     with pytest.raises(GatewayError):
         request.texts()
     assert json.loads(embeddings.encode_request(request, "up"))["input"] == [[1, 2], [3]]
+
+
+def test_a_provider_endpoint_name_is_checked() -> None:
+    provider = {"name": "p", "base_url": "http://127.0.0.1:1/v1", "endpoints": ["chat", "images"]}
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.endpoints: 'images'"):
+        parse({"providers": [provider]}, env={})
+    provider["endpoints"] = ["completions"]
+    assert parse({"providers": [provider]}, env={}).providers[0].endpoints == ["completions"]

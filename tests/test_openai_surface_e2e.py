@@ -13,6 +13,7 @@ import math
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -153,9 +154,10 @@ def test_embeddings_translated_to_gemini_batch_embed_contents(
 ) -> None:
     fake.clear()
     texts = ["hello gemini", "second text here"]
-    for fmt in ("float", openai.NOT_GIVEN):  # not given: the SDK asks base64, decodes it
+    formats: list[dict[str, Any]] = [{"encoding_format": "float"}, {}]
+    for fmt in formats:  # not given: the SDK asks base64, decodes it
         raw = client.embeddings.with_raw_response.create(
-            model="fakegem/emb-fake", input=texts, dimensions=6, encoding_format=fmt
+            model="fakegem/emb-fake", input=texts, dimensions=6, **fmt
         )
         answer = raw.parse()
         assert answer.model == "fakegem/emb-fake" and answer.object == "list"
