@@ -261,3 +261,32 @@ def test_completions_only_where_the_provider_lists_them(client: openai.OpenAI) -
     with pytest.raises(openai.BadRequestError) as other:
         client.completions.create(model="fakeant/x", prompt="hi")
     assert other.value.code == "endpoint_not_supported"
+
+
+# --- the attempts and errors chat has ---------------------------------------------------
+
+
+def test_embeddings_retry_like_chat_and_upstream_errors_come_verbatim(
+    client: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    fake.clear()
+    model = "echo?status=503&fail_times=1"
+    raw = client.embeddings.with_raw_response.create(model=f"fake/{model}", input="again")
+    assert raw.headers["x-tokenrelay-attempts"] == "2"  # a 503, then the answer
+    assert len(raw.parse().data[0].embedding) == 8
+    assert [e["status"] for e in fake.log() if e["path"] == "/v1/embeddings"] == [503, 200]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="fake/echo?status=400", input="x")
+    assert "fake upstream failure (400)" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as gem:
+        client.embeddings.create(model="fakegem/echo?status=400", input="x")
+    assert "fake upstream failure (400)" in gem.value.message
+
+
+def test_completions_retry_before_the_first_byte(client: openai.OpenAI, fake: FakeUpstream) -> None:
+    fake.clear()
+    raw = client.completions.with_raw_response.create(
+        model="fake/echo?status=429&fail_times=1", prompt="after a retry"
+    )
+    assert raw.headers["x-tokenrelay-attempts"] == "2"
+    assert raw.parse().choices[0].text == "after a retry"

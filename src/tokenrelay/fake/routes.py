@@ -172,11 +172,29 @@ class Router:
         if req.method != "POST" or not isinstance(body, dict):
             return _error("openai", 400, f"POST a JSON object to {path}")
         record.body = body
+        named = unquote(target_model) if (target_model := _gemini_model(req)) else body.get("model")
+        if isinstance(named, str):
+            record.model = named
+            failure = self._extra_failure(named, "gemini" if gemini else "openai")
+            if failure is not None:
+                return failure
         if gemini:
             return extras.gemini_batch_embed(body)
         if path.endswith("/embeddings"):
             return extras.openai_embeddings(body)
         return extras.completions(body, f"cmpl-fake{next(self._ids)}")
+
+    def _extra_failure(self, model: str, proto: Proto) -> Reply | None:
+        """A model name's ``status=`` / ``fail_times=`` on these routes too (other
+        options and names that are not scripts are ignored here)."""
+        try:
+            script = self._script(model)
+        except ScriptError:
+            return None
+        count = self.attempts[model] = self.attempts.get(model, 0) + 1
+        if script.fails and (script.fail_times is None or count <= script.fail_times):
+            return self._failure(script, proto)
+        return None
 
     # --- chat ---------------------------------------------------------------------------
 
@@ -403,6 +421,11 @@ class Router:
         elif script.drop_after is not None:
             end = "drop"
         return Reply(body=data, delay=script.ttft, end=end, model=script.model)
+
+
+def _gemini_model(req: Request) -> str | None:
+    found = _GEMINI.fullmatch(req.url.decode("latin-1"))
+    return found.group("model") if found is not None else None
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
