@@ -200,9 +200,10 @@ class HTTPProvider:
         return response.status, raw
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingAnswer:
-        """One embeddings call (not streamed); an upstream error raised as the
-        ``GatewayError`` its wire describes (its body kept verbatim for an OpenAI client
-        of an OpenAI-compatible upstream)."""
+        """One embeddings call (not streamed) on this provider's pool; an upstream error
+        is raised as the ``GatewayError`` its wire describes (status, message, code),
+        retried by the caller's attempts like a chat's. (A ``Retry-After`` on an
+        embeddings error is not read: ``post`` keeps no headers.)"""
         wire = self.embeddings
         if wire is None:
             raise GatewayError(

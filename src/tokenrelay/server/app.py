@@ -14,7 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..config import Config, TimeoutsConfig
 from ..events import Error
 from ..metrics import Metrics
-from ..protocols.base import UpstreamProtocol
+from ..protocols.base import EmbeddingWire, UpstreamProtocol
 from ..protocols.registry import REGISTRY
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
@@ -39,6 +39,27 @@ def _timeouts(t: TimeoutsConfig) -> Timeouts:
     return Timeouts(t.connect, t.first_token, t.idle, t.total)
 
 
+def _endpoints(
+    protocol: str, endpoints: list[str] | None
+) -> tuple[EmbeddingWire | None, dict[str, UpstreamProtocol | None]]:
+    """What a provider of ``protocol`` serves besides chat, from its ``endpoints``
+    (unset: everything its protocol has): its embeddings wire, and for each client
+    protocol that is an endpoint of its own (``/completions``) the codec that speaks to
+    it, or ``None`` where it is not served (chat too, when ``chat`` is not listed)."""
+    listed = set(endpoints) if endpoints is not None else None
+    spec = REGISTRY.get(protocol)
+    embeddings = spec.embeddings if listed is None or "embeddings" in listed else None
+    variants: dict[str, UpstreamProtocol | None] = {}
+    for other in REGISTRY:
+        if other.endpoint_of is not None:
+            base, name = other.endpoint_of
+            served = base == protocol and (listed is None or name in listed)
+            variants[other.name] = other.upstream if served else None
+        elif listed is not None and "chat" not in listed and other.client is not None:
+            variants[other.name] = None
+    return embeddings, variants
+
+
 def build_router(config: Config) -> Router:
     """Providers, their timeouts, and the configured model names, as a router."""
     providers: list[Provider] = []
@@ -51,17 +72,7 @@ def build_router(config: Config) -> Router:
             p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect, p.anthropic_betas
         )
         codec = REGISTRY.upstream(p.protocol)
-        listed = set(p.endpoints) if p.endpoints is not None else None
-        spec = REGISTRY.get(p.protocol)
-        embeddings = spec.embeddings if listed is None or "embeddings" in listed else None
-        variants: dict[str, UpstreamProtocol | None] = {}
-        for other in REGISTRY:
-            if other.endpoint_of is not None:  # served where the provider lists it
-                base, name = other.endpoint_of
-                served = base == p.protocol and (listed is None or name in listed)
-                variants[other.name] = other.upstream if served else None
-            elif listed is not None and "chat" not in listed and other.client is not None:
-                variants[other.name] = None  # no chat on this provider
+        embeddings, variants = _endpoints(p.protocol, p.endpoints)
         providers.append(
             HTTPProvider(p.name, codec, endpoint, list(p.models), embeddings, variants)
         )
