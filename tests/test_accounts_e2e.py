@@ -104,7 +104,10 @@ def test_no_valid_key_never_reaches_an_upstream(secured: Gateway, fake: FakeUpst
 def test_a_key_sees_and_uses_only_its_models(secured: Gateway) -> None:
     key = new_key(secured, models=["local/*"])
     client = openai.OpenAI(base_url=secured.base_url, api_key=key, max_retries=0)
-    assert [m.id for m in client.models.list()] == ["local/echo"]
+    assert [m.id for m in client.models.list()] == [
+        "local/echo",
+        "local/embed",
+    ]  # local/embed: /v1/embeddings
     assert client.chat.completions.create(
         model="local/echo", messages=[{"role": "user", "content": "hi"}]
     )

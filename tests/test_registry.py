@@ -40,6 +40,8 @@ def test_the_routes_are_the_ones_listed_by_hand_before() -> None:
         ("POST", "/anthropic/v1/messages"),
         ("POST", "/v1/responses"),
         ("POST", "/responses"),
+        ("POST", "/v1/completions"),  # the legacy Completions API (protocols/completions/)
+        ("POST", "/completions"),
     }
     assert set(ingress.paths("models")) == {
         "/v1/models",
@@ -56,7 +58,9 @@ def test_the_roles() -> None:
         "anthropic",
         "gemini",
         "openai-responses",
+        "openai-completions",
     ]
+    # completions: an endpoint of OpenAI-compatible upstreams, not a provider protocol
     assert REGISTRY.upstream_names() == ["openai", "anthropic", "gemini", "openai-responses"]
     with pytest.raises(ValueError, match="registered already"):
         REGISTRY.register(REGISTRY.get("openai"))

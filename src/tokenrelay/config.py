@@ -38,6 +38,10 @@ class TimeoutsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 DEFAULT_TIMEOUTS = {"connect": 10.0, "first_token": 600.0, "idle": 120.0, "total": 1800.0}
 
 
+ENDPOINTS = ("chat", "completions", "embeddings")
+"""What a provider may serve (``endpoints:``)."""
+
+
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str
     base_url: str
@@ -50,6 +54,9 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     # anthropic-beta flags passed on: ["*"] all, names (trailing * = prefix), [] none;
     # unset: all for api.anthropic.com, none elsewhere (providers/betas.py)
     anthropic_betas: list[str] | None = None
+    # what it serves: chat, completions (legacy /v1/completions, OpenAI-compatible
+    # upstreams only), embeddings; unset: every endpoint its protocol has
+    endpoints: list[str] | None = None
 
 
 class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -195,6 +202,11 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
             raise ConfigError(f"{where}.models: list at least one model, or '*' for any")
         if p.protocol not in (known := REGISTRY.upstream_names()):
             raise ConfigError(f"{where}.protocol: {p.protocol!r} is not one of {', '.join(known)}")
+        for name in p.endpoints or ():
+            if name not in ENDPOINTS:
+                raise ConfigError(
+                    f"{where}.endpoints: {name!r} is not one of {', '.join(ENDPOINTS)}"
+                )
     for i, network in enumerate(config.http.uncapped_clients):
         try:
             ipaddress.ip_network(network, strict=False)

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import msgspec
 
 from ..stops import cut_at_stop
-from . import counting, scenes, wire
+from . import counting, extras, scenes, wire
 from .httpio import Reply, Request, RequestRecord
 from .options import Script, ScriptError, parse_model
 from .plan import BAD_UTF8, End, StreamPlan, build_plan, read_replay, split_events
@@ -28,7 +28,7 @@ __all__ = ["Router"]
 
 _GEMINI = re.compile(
     r"/(?:v1beta|v1|v1alpha)/models/(?P<model>.+)"
-    r":(?P<method>streamGenerateContent|generateContent|countTokens)"
+    r":(?P<method>streamGenerateContent|generateContent|countTokens|batchEmbedContents)"
     r"(?:\?(?P<query>.*))?",
     re.S,
 )
@@ -41,6 +41,7 @@ _CHAT_PATHS: dict[str, Proto] = {
     "/responses": "responses",
 }
 _COUNT_PATHS = ("/v1/messages/count_tokens", "/messages/count_tokens")
+_EXTRA_PATHS = ("/v1/embeddings", "/embeddings", "/v1/completions", "/completions")
 _MODEL_LIST_PATHS = ("/v1/models", "/models", "/v1beta/models")
 _CACHE_LIMIT = 1024
 _decode = msgspec.json.decode
@@ -95,7 +96,11 @@ class Router:
         proto: Proto = "gemini" if gemini is not None else _CHAT_PATHS.get(path, "openai")
         if path in _COUNT_PATHS:
             proto = "anthropic"
-        if gemini is not None or path in _CHAT_PATHS or path in _COUNT_PATHS:
+        if path in _EXTRA_PATHS or (
+            gemini is not None and gemini["method"] == "batchEmbedContents"
+        ):
+            reply = self._extra(req, path, record, gemini is not None)
+        elif gemini is not None or path in _CHAT_PATHS or path in _COUNT_PATHS:
             if req.method != "POST":
                 reply = _error(proto, 405, f"{req.method} is not allowed on {path}; use POST")
             else:
@@ -160,6 +165,39 @@ class Router:
             ]
             body = {"object": "list", "data": data}
         return Reply(body=wire.encode_json(body))
+
+    def _extra(self, req: Request, path: str, record: RequestRecord, gemini: bool) -> Reply:
+        """Embeddings (both shapes) and legacy completions (``extras.py``)."""
+        try:
+            body = _decode(req.body) if req.body else None
+        except msgspec.DecodeError as exc:
+            return _error("gemini" if gemini else "openai", 400, f"not valid JSON: {exc}")
+        if req.method != "POST" or not isinstance(body, dict):
+            return _error("openai", 400, f"POST a JSON object to {path}")
+        record.body = body
+        named = unquote(target_model) if (target_model := _gemini_model(req)) else body.get("model")
+        if isinstance(named, str):
+            record.model = named
+            failure = self._extra_failure(named, "gemini" if gemini else "openai")
+            if failure is not None:
+                return failure
+        if gemini:
+            return extras.gemini_batch_embed(body)
+        if path.endswith("/embeddings"):
+            return extras.openai_embeddings(body)
+        return extras.completions(body, f"cmpl-fake{next(self._ids)}")
+
+    def _extra_failure(self, model: str, proto: Proto) -> Reply | None:
+        """A model name's ``status=`` / ``fail_times=`` on these routes too (other
+        options and names that are not scripts are ignored here)."""
+        try:
+            script = self._script(model)
+        except ScriptError:
+            return None
+        count = self.attempts[model] = self.attempts.get(model, 0) + 1
+        if script.fails and (script.fail_times is None or count <= script.fail_times):
+            return self._failure(script, proto)
+        return None
 
     # --- chat ---------------------------------------------------------------------------
 
@@ -412,6 +450,11 @@ class Router:
         return Reply(
             body=data, delay=script.ttft, head_delay=script.head_after, end=end, model=script.model
         )
+
+
+def _gemini_model(req: Request) -> str | None:
+    found = _GEMINI.fullmatch(req.url.decode("latin-1"))
+    return found.group("model") if found is not None else None
 
 
 def _include_usage(body: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from ..embeddings import EmbeddingAnswer, EmbeddingRequest
 from ..events import ChatRequest, Error, Event, GatewayError
 from ..fold import Fold, Tally
 from ..sse import ServerSentEvent
@@ -141,6 +142,19 @@ class UpstreamProtocol(Protocol):
     def decode_error(self, status: int, body: bytes) -> GatewayError: ...
 
 
+class EmbeddingWire(Protocol):
+    """How an upstream of this protocol embeds (``POST /v1/embeddings``, not a stream):
+    the URL, the body sent, the answer read (``embeddings.EmbeddingAnswer``), errors."""
+
+    def url(self, base_url: str, model: str) -> str: ...
+
+    def encode_request(self, request: EmbeddingRequest, model: str) -> bytes: ...
+
+    def decode_answer(self, body: bytes, request: EmbeddingRequest) -> EmbeddingAnswer: ...
+
+    def decode_error(self, status: int, body: bytes) -> GatewayError: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """An ingress route of a client protocol: ``chat`` (POST, the streaming hot path),
@@ -221,6 +235,10 @@ class ProtocolSpec:
     translation: Translation | None = None
     # the provider recordings in this wire, as globs under shared/fixtures/streams/
     recordings: tuple[str, ...] = ()
+    embeddings: EmbeddingWire | None = None  # its upstreams' embeddings endpoint, if any
+    # (upstream protocol, endpoint): this protocol is an endpoint of that protocol's
+    # providers (served where their ``endpoints`` list it), not a provider protocol
+    endpoint_of: tuple[str, str] | None = None
 
     def paths(self, kind: str) -> list[str]:
         """The paths of this protocol's routes of ``kind``, plain and prefixed."""

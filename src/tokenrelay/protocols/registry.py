@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from urllib.parse import parse_qsl
 
-from . import anthropic, gemini, openai, responses
+from . import anthropic, completions, gemini, openai, responses
 from .base import ClientProtocol, ProtocolSpec, UpstreamProtocol
 
 BUILTIN: tuple[ProtocolSpec, ...] = (
@@ -20,6 +20,7 @@ BUILTIN: tuple[ProtocolSpec, ...] = (
     anthropic.PROTOCOL,
     gemini.PROTOCOL,
     responses.PROTOCOL,
+    completions.PROTOCOL,
 )
 
 
@@ -61,7 +62,8 @@ class Registry:
         return codec
 
     def upstream_names(self) -> list[str]:
-        return [p.name for p in self if p.upstream is not None]
+        """The protocols a provider may speak (an endpoint of another is not one)."""
+        return [p.name for p in self if p.upstream is not None and p.endpoint_of is None]
 
     def ingress(self) -> Ingress:
         """Which client protocol answers a request, as of now."""

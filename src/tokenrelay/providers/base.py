@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from ..embeddings import EmbeddingAnswer, EmbeddingRequest
 from ..events import ChatRequest, Event
 from ..sse import ServerSentEvent
 
@@ -44,3 +45,12 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class Embedder(Protocol):
+    """A provider that can embed (``POST /v1/embeddings``)."""
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingAnswer:
+        """The vectors (or the upstream's answer as written); raise ``GatewayError`` if
+        the upstream refuses, or this provider or model does not embed."""
+        ...

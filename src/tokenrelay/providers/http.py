@@ -13,8 +13,9 @@ from typing import TypeVar
 
 import msgspec
 
+from ..embeddings import EmbeddingAnswer, EmbeddingRequest
 from ..events import ChatRequest, Event, GatewayError, too_deep
-from ..protocols.base import UpstreamProtocol
+from ..protocols.base import EmbeddingWire, UpstreamProtocol
 from ..sse import ServerSentEvent, SSEDataDecoder, SSEDecoder
 from .betas import BetaFilter
 from .transport import Pool, Response, TransportError
@@ -91,10 +92,20 @@ class HTTPProvider:
     """An upstream reached over HTTP with one of the protocol codecs."""
 
     def __init__(
-        self, name: str, codec: UpstreamProtocol, endpoint: Endpoint, models: list[str]
+        self,
+        name: str,
+        codec: UpstreamProtocol,
+        endpoint: Endpoint,
+        models: list[str],
+        embeddings: EmbeddingWire | None = None,
+        variants: dict[str, UpstreamProtocol | None] | None = None,
     ) -> None:
         self.name = name
         self.codec = codec
+        self.embeddings = embeddings  # None: this provider does not embed (``endpoints``)
+        # client protocols served by an endpoint of their own (``/completions``): the
+        # codec that speaks to it, or None where the provider does not list it
+        self.variants = variants or {}
         self.endpoint = endpoint
         self._models = models
         self._pool = Pool(connect_timeout=endpoint.connect_timeout)
@@ -126,6 +137,17 @@ class HTTPProvider:
     async def open(self, request: ChatRequest, model: str) -> HTTPUpstream:
         codec = self.codec
         source = request.source
+        if source is not None and source.protocol in self.variants:
+            variant = self.variants[source.protocol]
+            if variant is None:
+                raise GatewayError(
+                    "invalid_request",
+                    f"The provider {self.name!r} does not serve this endpoint "
+                    "(its `endpoints` do not list it).",
+                    code="endpoint_not_supported",
+                    param="model",
+                )
+            codec = variant
         if source is not None and source.protocol != codec.name:
             source.check_translatable()  # a body the canon could not read: no translation
         try:
@@ -179,6 +201,28 @@ class HTTPProvider:
         if key and len(key) >= 4 and key.encode() in raw:
             raw = raw.replace(key.encode(), b"[redacted]")
         return response.status, raw
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingAnswer:
+        """One embeddings call (not streamed) on this provider's pool; an upstream error
+        is raised as the ``GatewayError`` its wire describes (status, message, code),
+        retried by the caller's attempts like a chat's. (A ``Retry-After`` on an
+        embeddings error is not read: ``post`` keeps no headers.)"""
+        wire = self.embeddings
+        if wire is None:
+            raise GatewayError(
+                "invalid_request",
+                f"The provider {self.name!r} does not serve embeddings "
+                "(its protocol has none, or its `endpoints` do not list them).",
+                code="endpoint_not_supported",
+                param="model",
+            )
+        url = wire.url(self.endpoint.base_url, model)
+        status, body = await self.post(url, wire.encode_request(request, model))
+        if status != 200:
+            error = wire.decode_error(status, body)
+            error.message = self.redact(error.message)
+            raise error
+        return wire.decode_answer(body, request)
 
     async def aclose(self) -> None:
         await self._pool.aclose()

@@ -7,18 +7,27 @@ the request offers tools and the last user message (its last text part, if it ha
 several) reads ``/call NAME {json}`` (or has it from a line on), it streams a call to tool NAME with those
 arguments instead, so tool use can be exercised with no keys; when the last message is a tool result, it echoes the result.
 
+``local/embed`` (``POST /v1/embeddings`` only) turns each text into a deterministic
+unit vector by feature hashing: each lower-cased word adds +1 or -1 (a bit of its
+BLAKE2b hash) at the index its hash picks among ``dimensions`` (default 256, at most
+4096), and the sum is scaled to unit length. The same text always gets the same
+vector, and texts sharing words point the same way, so retrieval can be tested with
+no keys. Usage: one token per word, as ``local/echo`` counts.
+
 It takes the same path through the gateway as every remote provider.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
 
 import msgspec
 
+from ..embeddings import EmbeddingAnswer, EmbeddingRequest, normalized
 from ..events import (
     ChatRequest,
     Event,
@@ -37,12 +46,32 @@ from ..sse import ServerSentEvent
 from ..stops import cut_at_stop
 
 _WORD = re.compile(r"\s*\S+\s*")
+EMBED_DIMENSIONS = 256
+MAX_EMBED_DIMENSIONS = 4096
 _CALL = re.compile(r"^/call\s+([A-Za-z0-9_.\-]+)\s*(.*)$", re.S)
 
 
 def count_tokens(text: str) -> int:
     """The local models' token: one word."""
     return len(text.split())
+
+
+def embed_text(text: str, dimensions: int = EMBED_DIMENSIONS) -> list[float]:
+    """``local/embed``'s vector of ``text`` (module docstring)."""
+    vector = [0.0] * dimensions
+    for word in text.lower().split():
+        h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+        vector[h % dimensions] += -1.0 if h >> 63 else 1.0
+    return normalized(vector)
+
+
+def _not_this(model: str, use: str) -> GatewayError:
+    return GatewayError(
+        "invalid_request",
+        f"The model 'local/{model}' does not serve this endpoint; use it on {use}.",
+        code="endpoint_not_supported",
+        param="model",
+    )
 
 
 class LocalUpstream:
@@ -88,9 +117,25 @@ class LocalProvider:
         self.rate = rate
 
     def models(self) -> list[str]:
-        return ["echo"]
+        return ["echo", "embed"]
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingAnswer:
+        if model != "embed":
+            raise _not_this(model, "/v1/chat/completions or /v1/completions")
+        dimensions = request.dimensions or EMBED_DIMENSIONS
+        if dimensions > MAX_EMBED_DIMENSIONS:
+            raise GatewayError(
+                "invalid_request",
+                f"'dimensions' may be at most {MAX_EMBED_DIMENSIONS} for local/embed.",
+                param="dimensions",
+            )
+        texts = request.texts()
+        vectors = [embed_text(t, dimensions) for t in texts]
+        return EmbeddingAnswer(Usage(input=sum(count_tokens(t) for t in texts)), vectors)
 
     async def open(self, request: ChatRequest, model: str) -> LocalUpstream:
+        if model == "embed":
+            raise _not_this(model, "/v1/embeddings")
         if model != "echo":
             raise GatewayError(
                 "not_found", f"The model 'local/{model}' does not exist", code="model_not_found"

@@ -22,6 +22,7 @@ from ..metrics import CONTENT_TYPE
 from ..numbers import decimal
 from ..protocols.base import ClientProtocol
 from ..protocols.registry import REGISTRY, Ingress
+from ..router import not_found
 from ..streams.hub import parse_event_id
 from .body import read_body
 from .relay import Gateway
@@ -83,6 +84,26 @@ class API:
         return JSONResponse(shape(listed))
 
     async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}`` (ids contain slashes: ``local/echo``): the model's entry
+        as the protocol's list shows it (the first item of its list), or 404 in the
+        protocol's shape for a name the key does not see listed."""
+        if "model_id" not in request.path_params:  # a protocol's own model route
+            return await self._model_info(request)
+        model_id = request.path_params["model_id"]
+        try:
+            principal = await self.gateway.accounts.principal(request.headers)
+            owners = dict(self.gateway.router.listed())
+            if model_id not in owners or not principal.visible([model_id]):
+                raise not_found(model_id)
+        except GatewayError as error:
+            return error_response(request, error)
+        shape = self.ingress.protocol_for(request.scope["path"], request.headers).model_list
+        assert shape is not None
+        body = shape([(model_id, owners[model_id])])
+        entry = next(v[0] for v in body.values() if isinstance(v, list) and v)
+        return JSONResponse(entry)
+
+    async def _model_info(self, request: Request) -> Response:
         """One model (``GET /v1beta/models/{model}``), as the model list shows it."""
         spec = self.ingress.protocol_for(request.scope["path"], request.headers)
         wanted = str(request.path_params.get("model", "")).removeprefix("models/")
@@ -170,6 +191,10 @@ class API:
         routes += [Route(path, self.chat, methods=["POST"]) for path in ingress.paths("chat")]
         routes += [Route(path, self.models, methods=["GET"]) for path in ingress.paths("models")]
         routes += [Route(path, self.model, methods=["GET"]) for path in ingress.paths("model")]
+        routes += [
+            Route(f"{path}/{{model_id:path}}", self.model, methods=["GET"])
+            for path in ingress.paths("models")
+        ]
         return routes
 
 

@@ -15,6 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..config import Config, TimeoutsConfig
 from ..events import Error
 from ..metrics import Metrics
+from ..protocols.base import EmbeddingWire, UpstreamProtocol
 from ..protocols.registry import REGISTRY
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
@@ -27,6 +28,8 @@ from .admin_stats import stats_routes
 from .api import API, http_error, server_error
 from .count_tokens import TokenCounter, count_routes
 from .door import Door, adding
+from .embeddings import Embeddings, embedding_routes
+from .eventsource import ChatStreams, chat_stream_routes
 from .pacing import Pacer
 from .relay import Gateway
 from .web import admin_page_routes, web_routes
@@ -36,6 +39,27 @@ access = logging.getLogger("tokenrelay.access")
 
 def _timeouts(t: TimeoutsConfig) -> Timeouts:
     return Timeouts(t.connect, t.first_token, t.idle, t.total)
+
+
+def _endpoints(
+    protocol: str, endpoints: list[str] | None
+) -> tuple[EmbeddingWire | None, dict[str, UpstreamProtocol | None]]:
+    """What a provider of ``protocol`` serves besides chat, from its ``endpoints``
+    (unset: everything its protocol has): its embeddings wire, and for each client
+    protocol that is an endpoint of its own (``/completions``) the codec that speaks to
+    it, or ``None`` where it is not served (chat too, when ``chat`` is not listed)."""
+    listed = set(endpoints) if endpoints is not None else None
+    spec = REGISTRY.get(protocol)
+    embeddings = spec.embeddings if listed is None or "embeddings" in listed else None
+    variants: dict[str, UpstreamProtocol | None] = {}
+    for other in REGISTRY:
+        if other.endpoint_of is not None:
+            base, name = other.endpoint_of
+            served = base == protocol and (listed is None or name in listed)
+            variants[other.name] = other.upstream if served else None
+        elif listed is not None and "chat" not in listed and other.client is not None:
+            variants[other.name] = None
+    return embeddings, variants
 
 
 def build_router(config: Config) -> Router:
@@ -50,7 +74,10 @@ def build_router(config: Config) -> Router:
             p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect, p.anthropic_betas
         )
         codec = REGISTRY.upstream(p.protocol)
-        providers.append(HTTPProvider(p.name, codec, endpoint, list(p.models)))
+        embeddings, variants = _endpoints(p.protocol, p.endpoints)
+        providers.append(
+            HTTPProvider(p.name, codec, endpoint, list(p.models), embeddings, variants)
+        )
     models = {
         m.name: ModelSpec(
             [(d, 1.0) if isinstance(d, str) else (d.model, d.weight) for d in m.deployments]
@@ -116,6 +143,8 @@ def create_app(config: Config, host: str | None = None) -> Front:
         routes=[
             *api.routes(),
             *count_routes(TokenCounter(gateway)),
+            *embedding_routes(Embeddings(gateway)),
+            *chat_stream_routes(ChatStreams(gateway)),
             *web_routes(),
             *admin_page_routes(),
             *stats_routes(admin),

@@ -18,8 +18,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..config import RetryConfig
 from ..events import ChatRequest, GatewayError
@@ -29,6 +30,7 @@ from .watchdog import TOTAL, Watchdog
 
 log = logging.getLogger("tokenrelay.attempts")
 
+T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
@@ -102,17 +104,31 @@ class Attempts:
         """An opened upstream, or the last failure once attempts or candidates run out
         (the request's timeouts are then stopped)."""
         try:
-            return await self._open_next(request, last_error)
+            return await self._next(lambda d: d.provider.open(request, d.model), last_error)
         except GatewayError:
             self.stop()
             raise
+
+    async def call(self, call: Callable[[Deployment], Awaitable[T]]) -> T:
+        """A whole call that is not a stream (embeddings), with the same attempts,
+        backoff, breakers and timeouts as opening a stream; the attempt is over when it
+        returns (``done()``), the timeouts stopped either way."""
+        try:
+            result = await self._next(call, None)
+            self.succeeded()
+            self.done()
+            return result
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         """The request is over: its timeouts are stopped."""
         if self.watchdog is not None:
             self.watchdog.stop()
 
-    async def _open_next(self, request: ChatRequest, last_error: GatewayError | None) -> Upstream:
+    async def _next(
+        self, call: Callable[[Deployment], Awaitable[T]], last_error: GatewayError | None
+    ) -> T:
         while self.count < self.config.max_attempts:
             candidate = self.plan.next()
             if candidate is None:  # an empty plan
@@ -131,7 +147,7 @@ class Attempts:
                 deployment.in_flight += 1
                 deployment.breaker.begin()
                 self.watchdog.attempt(timeouts.first_token, timeouts.idle)
-                upstream = await deployment.provider.open(request, deployment.model)
+                upstream = await call(deployment)
             except asyncio.CancelledError:
                 which = self.watchdog.expired()
                 if which is None:

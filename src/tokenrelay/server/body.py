@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from ..events import GatewayError
 from ..numbers import decimal
@@ -41,3 +41,19 @@ async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """``receive``, with ``body`` as the request's whole body first: for a route that
+    builds the body itself (``GET /v1/chat/stream`` from its query or its token) and
+    hands it to the one chat path, which reads the body from ``receive``."""
+    sent = False
+
+    async def wrapped() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return wrapped

@@ -29,6 +29,7 @@ from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..protocols.registry import REGISTRY
 from ..providers.base import Upstream
 from ..router import Router
+from ..store import Principal
 from ..streams.hub import Reader, Stream, StreamHub, parse_event_id
 from .accounts import Accounts, Admission
 from .attempts import Attempts, retryable
@@ -176,10 +177,13 @@ class Gateway:
         receive: Receive,
         headers: Headers,
         params: Mapping[str, str] | None = None,
+        principal: Principal | None = None,
     ) -> ASGIApp:
         """A chat request: its key is checked from the headers before a byte of the
         body is read (an unauthenticated client cannot make the gateway hold its body).
-        ``params``: what the route's path and query say (a Gemini model name)."""
+        ``params``: what the route's path and query say (a Gemini model name);
+        ``principal`` when the caller was authenticated otherwise than by its headers (a
+        single-stream token: ``server/eventsource.py``)."""
         exchange = Exchange(
             f"req_{token_hex(12)}",
             protocol.name,
@@ -189,7 +193,8 @@ class Gateway:
         try:
             if self.draining:
                 raise SHUTTING_DOWN
-            principal = await self.accounts.principal(headers)
+            if principal is None:
+                principal = await self.accounts.principal(headers)
             body = await read_body(receive, headers, self.config.max_body_bytes)
             resume = parse_event_id(headers.get("last-event-id"))
             if resume is not None:  # the original request re-sent to resume its stream

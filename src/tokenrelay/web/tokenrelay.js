@@ -611,6 +611,64 @@ function sleep(ms, signal) {
  */
 
 /**
+ * A chat stream read by a bare `EventSource` (no fetch, no headers): the gateway's
+ * `POST /v1/chat/stream` (with the API key in a header) mints a short-lived
+ * single-stream token bound to this request, and `new EventSource(url)` starts it with
+ * only that token in the URL, never the key. Each `data:` frame is an OpenAI chunk;
+ * `onText` gets each piece of text, `onDone` the whole text after `[DONE]` (the source
+ * is then closed, so the browser does not reconnect), `onError` a failure. A dropped
+ * connection is re-attached by the browser itself (`Last-Event-ID`, same token).
+ *
+ *   const source = await eventSourceChat({ model: 'local/echo', messages,
+ *     onText: (t) => (out.textContent += t) });
+ *   // source.close() stops reading
+ *
+ * @param {{ model: string, messages: unknown[], baseUrl?: string, apiKey?: string,
+ *   onText?: (text: string) => void, onDone?: (text: string) => void,
+ *   onError?: (error: Error) => void } & Record<string, unknown>} options
+ * @returns {Promise<EventSource>}
+ */
+export async function eventSourceChat(options) {
+  const { baseUrl = '/v1', apiKey, onText, onDone, onError, ...body } = options;
+  const base = baseUrl.replace(/\/+$/, '');
+  /** @type {Record<string, string>} */
+  const headers = { 'Content-Type': 'application/json' };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  const response = await fetch(`${base}/chat/stream`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw await apiError(response);
+  const { url } = await response.json();
+  const origin = new URL(base, location.href);
+  const source = new EventSource(new URL(url, origin).href);
+  let text = '';
+  source.onmessage = (event) => {
+    if (event.data === '[DONE]') {
+      source.close();
+      onDone?.(text);
+      return;
+    }
+    const chunk = JSON.parse(event.data);
+    if (chunk.error) {
+      source.close();
+      onError?.(new Error(chunk.error.message));
+      return;
+    }
+    const piece = chunk.choices?.[0]?.delta?.content ?? '';
+    if (piece) {
+      text += piece;
+      onText?.(piece);
+    }
+  };
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) onError?.(new Error('the stream failed'));
+  };
+  return source;
+}
+
+/**
  * Batch updates per animation frame: `push(item)` any number of times, and `render(items)`
  * runs once in the next frame with everything queued since the last render. Streams
  * deliver dozens of deltas per frame; touching the DOM once per frame keeps long replies

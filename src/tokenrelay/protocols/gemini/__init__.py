@@ -12,7 +12,7 @@ their slashes), the key in ``x-goog-api-key`` or ``?key=``."""
 from __future__ import annotations
 
 from ..base import ProtocolSpec, Route, Translation
-from . import codec
+from . import codec, embed
 
 _MODEL = "/v1beta/models/{model:path}"
 _STABLE = "/v1/models/{model:path}"  # google-genai's default API version
@@ -47,5 +47,6 @@ PROTOCOL = ProtocolSpec(
         "protocols/gemini/codec.py DROPPED, egress.py CLIENT_DROPPED",
         codec.DROPPED + codec.CLIENT_DROPPED,
     ),
+    embeddings=embed,
     recordings=("gemini/*.sse",),
 )

@@ -5,7 +5,7 @@ out), ``translate.py`` (canon -> wire, and what it drops)."""
 from __future__ import annotations
 
 from ..base import ProtocolSpec, Route, Translation, bearer
-from . import codec
+from . import codec, embeddings
 
 PROTOCOL = ProtocolSpec(
     name=codec.name,
@@ -20,6 +20,7 @@ PROTOCOL = ProtocolSpec(
     model_list=codec.model_list,
     auth=bearer,
     decode_body=codec.decode_response,
+    embeddings=embeddings,
     translation=Translation(
         "OpenAI-compatible upstream", "protocols/openai/translate.py DROPPED", codec.DROPPED
     ),

@@ -1,0 +1,62 @@
+"""The canonical embeddings request and answer, the records that cross from the server
+to a provider for ``POST /v1/embeddings`` (embeddings are not streams: they take a
+short path of their own, ``server/embeddings.py``, not the chat relay).
+
+A provider either passes the client's body through (``EmbeddingAnswer.raw``: an
+OpenAI-compatible upstream's answer, verbatim) or returns vectors the server puts in
+the OpenAI shape (``vectors``: the local model, a translated Gemini upstream).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import GatewayError, Usage
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """``inputs`` are the texts (``None`` when the client sent token arrays, which only
+    an OpenAI-compatible upstream can read); ``body`` is the client's JSON as written."""
+
+    model: str
+    inputs: list[str] | None
+    body: dict[str, Any]
+    dimensions: int | None = None
+    encoding_format: str = "float"
+
+    def texts(self) -> list[str]:
+        """The texts, or the 400 a provider that needs them answers to token arrays."""
+        if self.inputs is None:
+            raise GatewayError(
+                "invalid_request",
+                "This model takes 'input' as a string or an array of strings, not tokens.",
+                param="input",
+            )
+        return self.inputs
+
+
+@dataclass(slots=True)
+class EmbeddingAnswer:
+    """A provider's answer: ``raw`` (status, body bytes) passed through as written, or
+    ``vectors`` in input order. ``usage`` is what the request is charged."""
+
+    usage: Usage
+    vectors: list[list[float]] = field(default_factory=list)
+    raw: bytes | None = None
+
+
+def normalized(vector: list[float]) -> list[float]:
+    """``vector`` scaled to unit length (a zero vector stays zero)."""
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
+
+
+def as_base64(vector: list[float]) -> str:
+    """OpenAI's ``encoding_format: base64``: little-endian float32s, base64-encoded (the
+    openai SDK asks for this by default and decodes it with numpy or ``struct``)."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")

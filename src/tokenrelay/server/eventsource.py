@@ -1,0 +1,169 @@
+"""``/v1/chat/stream``: a chat a browser's bare ``EventSource`` can start, as the
+tutorials show (``new EventSource('/v1/chat/stream?...')``), without an API key in the
+URL (``EventSource`` sends no headers, and URLs end up in logs).
+
+- ``POST /v1/chat/stream`` (authenticated like any request): a single-stream token
+  (``store/stream_tokens.py``), bound to the key and, when a Chat Completions body comes
+  with it, to that prepared request (checked now: a bad body or a model the key may not
+  use is the POST's 400 or 404, not a broken ``EventSource``). Answers ``{"token",
+  "url", "expires_in"}``.
+- ``GET /v1/chat/stream?token=...`` starts the token's stream: the prepared request, or
+  one made of the query (``model``, ``prompt``, optional ``system``, ``max_tokens``,
+  ``temperature``). Frames are the OpenAI wire's ``data: {chunk}``, each with its
+  ``id:``, then ``data: [DONE]``: ``onmessage`` parses ``event.data`` and renders
+  ``choices[0].delta.content``, and closes the source on ``[DONE]`` (else the browser
+  reconnects). A reconnect (``Last-Event-ID``) with the same token re-attaches to that
+  stream: no second generation. A token starts one stream, once, within its ``ttl``.
+- In open mode (no master key) the GET needs no token: the tutorial's URL works as is.
+
+An API key in the query (``key``, ``api_key``) is refused, never used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from ..events import GatewayError
+from ..protocols.openai import codec as openai
+from ..store.stream_tokens import StreamTokens, prefix
+from ..streams.hub import parse_event_id
+from .api import read_body
+from .body import replaying
+from .relay import Gateway
+from .streaming import SSEResponse
+
+access = logging.getLogger("tokenrelay.access")
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+PATH = "/v1/chat/stream"
+
+
+def _error(error: GatewayError) -> Response:
+    return JSONResponse(openai.error_body(error), error.status, error.headers or None)
+
+
+def _from_query(query: Any) -> dict[str, Any]:
+    """A Chat Completions body from the GET's query parameters."""
+    model, prompt = query.get("model"), query.get("prompt")
+    if not model or prompt is None:
+        raise GatewayError(
+            "invalid_request",
+            f"GET {PATH} needs a token for a prepared request, or ?model=...&prompt=...",
+            param="model" if not model else "prompt",
+        )
+    messages = [{"role": "system", "content": query["system"]}] if query.get("system") else []
+    messages.append({"role": "user", "content": prompt})
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    for name, kind in (("max_tokens", int), ("temperature", float)):
+        if query.get(name):
+            try:
+                body[name] = kind(query[name])
+            except ValueError:
+                raise GatewayError(
+                    "invalid_request", f"'{name}' must be a number", param=name
+                ) from None
+    return body
+
+
+class ChatStreams:
+    def __init__(self, gateway: Gateway, tokens: StreamTokens | None = None) -> None:
+        self.gateway = gateway
+        self.tokens = tokens or StreamTokens(resume_for=gateway.config.streams.retention)
+
+    async def mint(self, request: Request) -> Response:
+        gateway = self.gateway
+        try:
+            principal = await gateway.accounts.principal(request.headers)
+            raw = await read_body(request.receive, request.headers, gateway.config.max_body_bytes)
+            body: bytes | None = None
+            if raw.strip():
+                try:
+                    data = _decode(raw)
+                except msgspec.DecodeError as exc:
+                    raise GatewayError(
+                        "invalid_request", f"The request body is not valid JSON: {exc}"
+                    ) from None
+                if not (isinstance(data, dict) and data == {}):
+                    if isinstance(data, dict):
+                        data = {**data, "stream": True}
+                    principal.check_model(openai.decode_request(data).model)
+                    body = _encode(data)
+        except GatewayError as error:
+            return _error(error)
+        token = self.tokens.mint(principal, body)
+        access.info("stream token %s minted prepared=%s", prefix(token), body is not None)
+        return JSONResponse(
+            {
+                "object": "stream_token",
+                "token": token,
+                "url": f"{PATH}?token={token}",
+                "expires_in": int(self.tokens.ttl),
+            },
+            headers={"cache-control": "no-store"},
+        )
+
+    async def start(self, request: Request) -> ASGIApp:
+        gateway, query = self.gateway, request.query_params
+        headers = request.headers
+        try:
+            if "key" in query or "api_key" in query:
+                raise GatewayError(
+                    "invalid_request",
+                    "An API key never goes in a URL: POST /v1/chat/stream for a stream token.",
+                    param="key",
+                )
+            token = query.get("token")
+            if token is None:
+                if gateway.config.master_key:
+                    raise GatewayError(
+                        "authentication",
+                        f"GET {PATH} needs ?token=: POST {PATH} (with your API key) for one.",
+                        code="stream_token_required",
+                    )
+                body = _encode({**_from_query(query), "stream": True})
+                return await gateway.chat(
+                    openai, replaying(body, request.receive), headers
+                )  # open mode
+            resume = parse_event_id(headers.get("last-event-id"))
+            ticket = self.tokens.resumable(token) if resume is not None else None
+            if ticket is not None and resume is not None and resume[0] == ticket.stream_id:
+                stream = await gateway.hub.find(resume[0], ticket.principal.owner)
+                access.info("stream token %s resume %s", prefix(token), resume[0])
+                return gateway.attach(stream, resume[1], retry=True)
+            ticket = self.tokens.claim(token)
+            if ticket is None:
+                raise GatewayError(
+                    "authentication",
+                    "The stream token is unknown, expired or used already.",
+                    code="invalid_stream_token",
+                )
+            body = ticket.body or _encode({**_from_query(query), "stream": True})
+        except GatewayError as error:
+            access.info("stream token GET status=%d %s", error.status, error.code)
+            return _error(error)
+        plain = {k: v for k, v in headers.items() if k != "last-event-id"}
+        receive = replaying(body, request.receive)
+        response = await gateway.chat(
+            openai, receive, Headers(headers=plain), principal=ticket.principal
+        )
+        if isinstance(response, SSEResponse):
+            stream_id = dict(response.headers).get(b"x-stream-id")
+            if stream_id is not None:
+                self.tokens.started(ticket, stream_id.decode())
+                access.info("stream token %s started %s", prefix(token), stream_id.decode())
+        return response
+
+
+def chat_stream_routes(streams: ChatStreams) -> list[BaseRoute]:
+    return [
+        Route(PATH, streams.mint, methods=["POST"]),
+        Route(PATH, streams.start, methods=["GET"]),
+    ]
