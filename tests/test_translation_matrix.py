@@ -435,6 +435,7 @@ def responses_input(turns: list[Turn]) -> list[dict[str, Any]]:
             out.append({"role": "user", "content": parts})
         else:
             out.append({"role": "user", "content": t.text})
+    return out
 
 
 def _gemini_image(url: str) -> dict[str, Any]:
