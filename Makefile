@@ -10,8 +10,10 @@ CONFIG ?=
 
 .PHONY: serve test lint typecheck unit bench clean system-deps agent-tools
 
-# The coding agents the end-to-end tests run, pinned (tests/test_claude_code_e2e.py).
+# The coding agents the end-to-end tests run, pinned (tests/test_claude_code_e2e.py,
+# tests/test_codex_e2e.py).
 CLAUDE_CODE_VERSION ?= 2.1.197
+CODEX_VERSION ?= 0.171.0
 
 # Re-install whenever pyproject.toml changes; the stamp file records the last install.
 $(VENV)/.installed: pyproject.toml
@@ -47,7 +49,8 @@ unit: $(VENV)/.installed
 
 # Installed into .tools/ (gitignored) with npm, only when the pinned version is missing.
 agent-tools: system-deps
-	@bash scripts/agent-tools.sh @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	@bash scripts/agent-tools.sh @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
+		@openai/codex@$(CODEX_VERSION)
 
 test: $(VENV)/.installed system-deps agent-tools lint typecheck unit
 

@@ -27,6 +27,7 @@ from .api import API, http_error, server_error
 from .count_tokens import TokenCounter, count_routes
 from .pacing import Pacer
 from .relay import Gateway
+from .stored import Kept
 from .web import admin_page_routes, web_routes
 
 access = logging.getLogger("tokenrelay.access")
@@ -84,6 +85,8 @@ def create_app(config: Config) -> Front:
     metrics.watch(hub, router.deployments)
     accounts = Accounts(config)
     gateway = Gateway(config, router, hub, metrics, accounts)
+    kept = Kept(accounts, config.responses.retention_seconds)
+    gateway.kept = kept
     admin = AdminAPI(None, config.master_key, on_change=accounts.auth.invalidate)
 
     @asynccontextmanager
@@ -94,12 +97,14 @@ def create_app(config: Config) -> Front:
         yield
         await hub.aclose()
         await router.aclose()
+        await kept.close()
         await accounts.close()
 
     api = API(gateway)
     app = Starlette(
         routes=[
             *api.routes(),
+            *kept.routes(),
             *count_routes(TokenCounter(gateway)),
             *web_routes(),
             *admin_page_routes(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +34,7 @@ from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     from ..streams.redis_mirror import RemoteStream
+    from .stored import Kept
 
 log = logging.getLogger("tokenrelay.access")
 
@@ -63,6 +64,7 @@ class Exchange:
     accounts: Accounts | None = None
     admission: Admission | None = None
     finished: bool = False
+    keep: Callable[[Tally], None] | None = None  # keeps the answer (server/stored.py)
 
     def usage(self) -> Usage | None:
         """What this request is charged (``fold.charged_usage``): ``None`` when no
@@ -85,6 +87,8 @@ class Exchange:
         usage = self.usage()
         if self.accounts is not None:
             self.accounts.settle(self, outcome, usage)
+        if self.keep is not None:
+            self.keep(self.tally)
         elapsed = time.perf_counter() - self.started
         ttft = (self.first_byte - self.started) if self.first_byte else None
         deployment = self.attempts.deployment if self.attempts else "-"
@@ -130,6 +134,7 @@ class Gateway:
         self.metrics = metrics
         self.accounts = accounts
         self.draining = False
+        self.kept: Kept | None = None  # stored answers of stateful protocols (stored.py)
 
     def error_response(
         self, protocol: ClientProtocol, error: GatewayError, exchange: Exchange
@@ -180,6 +185,11 @@ class Gateway:
                 raise GatewayError(
                     "invalid_request", f"The request body is not valid JSON: {exc}"
                 ) from None
+            state = self.kept.state(protocol.name) if self.kept is not None else None
+            if state is not None and isinstance(data, dict):
+                assert self.kept is not None
+                data = await self.kept.prepare(state, protocol.name, data, principal.owner)
+                exchange.keep = self.kept.keeper(state, data, principal.owner)
             request = protocol.decode_request(data)
             if protocol.FORWARDED_HEADERS and request.source is not None:
                 request.source.headers = {
@@ -465,12 +475,13 @@ class _FoldResponse:
         if target.error is not None:
             return self.gateway.error_response(self.protocol, target.error, exchange)
         fold.usage = exchange.usage() or fold.usage  # the body says what the row says
+        fold.request = self.relay.request
+        body = self.protocol.encode_response(fold, self.relay.request.model)
+        exchange.tally.final = body
         exchange.finish("ok")
         headers = {"x-request-id": exchange.request_id}
         headers.update((k.decode(), v.decode()) for k, v in self.relay.attempts.headers())
-        return JSONResponse(
-            self.protocol.encode_response(fold, self.relay.request.model), headers=headers
-        )
+        return JSONResponse(body, headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await race_disconnect(self._answer(), receive)

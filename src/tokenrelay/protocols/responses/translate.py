@@ -199,6 +199,11 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
     source = request.source
     if source is not None and source.protocol == name:
         body = dict(source.body)
+        # The state is the gateway's (state.py): the history of previous_response_id is
+        # in the input already, background runs here, and the upstream keeps nothing.
+        body.pop("previous_response_id", None)
+        body.pop("background", None)
+        body["store"] = False
     else:
         instructions, items = wire_input(request.messages)
         body = {"input": items}
