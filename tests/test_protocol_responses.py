@@ -37,7 +37,7 @@ from tokenrelay.events import (
     Usage,
 )
 from tokenrelay.fold import Fold, Tally
-from tokenrelay.protocols.responses import codec
+from tokenrelay.protocols.responses import codec, wire
 from tokenrelay.sse import ServerSentEvent, SSEDecoder
 
 FIXTURES = fixture_files("openai/responses_*.sse")
@@ -163,7 +163,7 @@ def test_decoder_errors_incomplete_and_truncation() -> None:
         return out + decoder.close()
 
     created = {"type": "response.created", "response": {"id": "resp_1", "model": "u"}}
-    assert run(created)[-1] == codec.wire.TRUNCATED
+    assert run(created)[-1] == wire.TRUNCATED
     usage = {
         "input_tokens": 5,
         "output_tokens": 7,
@@ -173,7 +173,7 @@ def test_decoder_errors_incomplete_and_truncation() -> None:
         "type": "response.incomplete",
         "response": {"incomplete_details": {"reason": "max_output_tokens"}, "usage": usage},
     }
-    final = Start("", "", extra={codec.wire.FINAL: incomplete["response"]})
+    final = Start("", "", extra={wire.FINAL: incomplete["response"]})
     assert run(created, incomplete)[1:] == [Usage(5, 7, reasoning=2), final, Finish("length")]
     failed = {
         "type": "response.failed",

@@ -139,6 +139,9 @@ class Front:
                 response = await server_error(Request(scope, receive), exc)
             await response(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -156,3 +159,33 @@ class Front:
             await self.app(scope, receive, send_logged)
         finally:
             access.info("http %s %s status=%d", scope["method"], scope["path"], status)
+
+
+WEBSOCKET_REFUSAL = 426
+"""Measured with Codex 0.171 (``supports_websockets = true``): 426 -> one attempt, then
+HTTPS (0.5 s for a whole ``codex exec``); 403, 404 and 405 -> five reconnects with
+backoff first (about 7 s)."""
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """No route speaks WebSocket. Codex tries the Responses WebSocket transport first
+    (``GET /v1/responses`` with an upgrade) when a provider says ``supports_websockets``:
+    a plain ``426 Upgrade Required`` with an OpenAI-shaped body, sent at once, makes it
+    fall back to HTTPS at once. Without the denial-response extension: a close."""
+    await receive()  # websocket.connect
+    access.info("http WEBSOCKET %s status=%d", scope["path"], WEBSOCKET_REFUSAL)
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = (
+        b'{"error":{"message":"This gateway serves the Responses API over HTTPS only.",'
+        b'"type":"invalid_request_error","param":null,"code":"websocket_unsupported"}}'
+    )
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": WEBSOCKET_REFUSAL,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})

@@ -28,6 +28,7 @@ from .wire import (
     error_from_wire,
     json_decode,
     json_encode,
+    name,
     state_echo,
     usage_from_wire,
 )
@@ -58,6 +59,18 @@ _STATE = re.compile(
 )
 
 
+class _Constant:
+    """A ``re.sub`` replacement taken literally (a model name may hold backslashes)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __call__(self, _: re.Match[str]) -> str:
+        return self.text
+
+
 class ResponsesPassthrough(InBandEnd):
     """Upstream Responses events -> the same events for a Responses client."""
 
@@ -65,10 +78,14 @@ class ResponsesPassthrough(InBandEnd):
 
     def __init__(self, model: str, tally: Tally, request: ChatRequest | None = None) -> None:
         self.tally = tally
-        # the state fields are the gateway's (the upstream was called with store: false)
-        self._state = {
-            k: f'"{k}":' + json_encode(v).decode() for k, v in state_echo(request).items()
-        }
+        # the state fields of a Responses client's request are the gateway's (the
+        # upstream was called with store: false); other requests' are left as written
+        source = request.source if request is not None else None
+        self._state = (
+            {k: f'"{k}":' + json_encode(v).decode() for k, v in state_echo(request).items()}
+            if source is not None and source.protocol == name
+            else {}
+        )
         self.ended = False
         self._done = False
         self._model = '"model":' + json_encode(model).decode()
@@ -100,11 +117,12 @@ class ResponsesPassthrough(InBandEnd):
                 self._calls = True
             if e.response is not None:
                 self._id = self._id or e.response.id
-                data = _STATE.sub(lambda m: self._state.get(m.group(1), m.group(0)), data)
-                missing = "".join(
+                if self._state:
+                    data = _STATE.sub(lambda m: self._state.get(m.group(1), m.group(0)), data)
+                model = self._model + "".join(
                     "," + v for k, v in self._state.items() if f'"{k}"' not in data
-                )  # fields the upstream left out, after the model
-                data = _MODEL.sub(lambda _: self._model + missing, data, count=1)
+                )  # and the state fields the upstream left out
+                data = _MODEL.sub(_Constant(model), data, count=1)
                 if kind in TERMINAL:
                     self._end(kind, e.response, data)
             out.append(sse_encode(data, event=frame.event))
