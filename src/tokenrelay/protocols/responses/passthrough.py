@@ -28,7 +28,6 @@ from .wire import (
     error_from_wire,
     json_decode,
     json_encode,
-    name,
     state_echo,
     usage_from_wire,
 )
@@ -80,12 +79,9 @@ class ResponsesPassthrough(InBandEnd):
         self.tally = tally
         # the state fields of a Responses client's request are the gateway's (the
         # upstream was called with store: false); other requests' are left as written
-        source = request.source if request is not None else None
-        self._state = (
-            {k: f'"{k}":' + json_encode(v).decode() for k, v in state_echo(request).items()}
-            if source is not None and source.protocol == name
-            else {}
-        )
+        self._state = {
+            k: f'"{k}":' + json_encode(v).decode() for k, v in state_echo(request).items()
+        }
         self.ended = False
         self._done = False
         self._model = '"model":' + json_encode(model).decode()

@@ -136,6 +136,7 @@ def echoed(request: ChatRequest | None) -> dict[str, Any]:
     body = request.source.body if request is not None and request.source is not None else {}
     own = request is not None and request.source is not None and request.source.protocol == name
     echo = {k: (body.get(k, v) if own else v) for k, v in _DEFAULTS.items() if k in _ECHOED}
+    echo.update(store=False, background=False)
     echo.update(state_echo(request))
     return echo
 
@@ -144,10 +145,10 @@ def state_echo(request: ChatRequest | None) -> dict[str, Any]:
     """The state fields of a ``response`` object, which the gateway owns (``state.py``):
     kept unless the client said ``store: false`` (the default is true), the response it
     continues, background mode. A Responses upstream's own values (it is called with
-    ``store: false``) are replaced by these."""
+    ``store: false``) are replaced by these. None for a request in another protocol."""
     source = request.source if request is not None else None
     if source is None or source.protocol != name:
-        return {"store": False, "background": False}
+        return {}
     body = source.body
     previous = body.get("previous_response_id")
     return {
