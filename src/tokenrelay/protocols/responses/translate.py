@@ -51,9 +51,14 @@ DROPPED: tuple[tuple[str, str, str], ...] = (
         "they name OpenAI-side files or formats the canon does not carry",
     ),
     (
-        "reasoning.summary, include, store, previous_response_id, metadata, truncation",
+        "reasoning.summary, include, metadata, truncation",
         "dropped for other upstreams",
-        "stored state and OpenAI-side options mean nothing there",
+        "OpenAI-side options mean nothing there",
+    ),
+    (
+        "store, previous_response_id",
+        "kept by the gateway for every upstream; a Responses upstream gets store: false",
+        "the history is put in the input (state.py), so it continues on any upstream",
     ),
     (
         "redacted reasoning (Anthropic redacted_thinking) to a Responses client",
