@@ -144,7 +144,7 @@ def echoed(request: ChatRequest | None) -> dict[str, Any]:
 def state_echo(request: ChatRequest | None) -> dict[str, Any]:
     """The state fields of a ``response`` object, which the gateway owns (``state.py``):
     kept unless the client said ``store: false`` (the default is true), the response it
-    continues, background mode. A Responses upstream's own values (it is called with
+    continues, background mode (not served yet: false). A Responses upstream's own values (it is called with
     ``store: false``) are replaced by these. None for a request in another protocol."""
     source = request.source if request is not None else None
     if source is None or source.protocol != name:
@@ -154,7 +154,9 @@ def state_echo(request: ChatRequest | None) -> dict[str, Any]:
     return {
         "previous_response_id": previous if isinstance(previous, str) else None,
         "store": body.get("store", True) is not False,
-        "background": body.get("background") is True,
+        # background mode is not served yet: the response runs in the foreground (the
+        # client gets it whole, or streamed, and need not poll) and says so
+        "background": False,
     }
 
 
