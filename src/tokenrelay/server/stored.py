@@ -53,7 +53,6 @@ class Kept:
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (owner, record)
         self._tasks: set[asyncio.Task[None]] = set()
         self._purged = 0.0
-        self.on_cancel: Callable[[str, str], Any] | None = None
 
     def state(self, protocol: str) -> StateCodec | None:
         found = self.codecs.get(protocol)
