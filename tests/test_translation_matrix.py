@@ -56,6 +56,7 @@ from tokenrelay.protocols.gemini import stream as gemini_stream
 from tokenrelay.protocols.openai import codec as openai_codec
 from tokenrelay.protocols.openai import stream as openai_stream
 from tokenrelay.protocols.responses import codec as responses_codec
+from tokenrelay.protocols.responses import wire as responses_wire
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -148,11 +149,11 @@ def test_the_stop_tables_agree_with_the_codecs() -> None:
     for word, canon in TO_CANON["gemini"].items():
         assert gemini_stream.FINISH_FROM_WIRE[word] == canon
     for word, canon in TO_CANON["responses"].items():
-        assert responses_codec.wire.status_of(canon) == (
+        assert responses_wire.status_of(canon) == (
             ("completed", None) if word == "completed" else ("incomplete", {"reason": word})
         )
     for canon, word in STOP_OF_CANON.items():
-        status, details = responses_codec.wire.status_of(canon)
+        status, details = responses_wire.status_of(canon)
         assert word == (details["reason"] if details else status)
 
 
