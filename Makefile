@@ -11,9 +11,10 @@ CONFIG ?=
 .PHONY: serve test lint typecheck unit bench clean system-deps agent-tools
 
 # The coding agents the end-to-end tests run, pinned (tests/test_claude_code_e2e.py,
-# tests/test_gemini_cli_e2e.py).
+# tests/test_gemini_cli_e2e.py, tests/test_codex_e2e.py).
 CLAUDE_CODE_VERSION ?= 2.1.197
 GEMINI_CLI_VERSION ?= 0.61.0
+CODEX_VERSION ?= 0.171.0
 
 # Re-install whenever pyproject.toml changes; each stamp file records the last install.
 # Serving needs only the runtime dependencies (.runtime); the tests, linters and type
@@ -62,7 +63,8 @@ unit: $(VENV)/.installed
 # Installed into .tools/ (gitignored) with npm, only when the pinned version is missing.
 agent-tools: system-deps
 	@bash scripts/agent-tools.sh @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
-		@google/gemini-cli@$(GEMINI_CLI_VERSION)
+		@google/gemini-cli@$(GEMINI_CLI_VERSION) \
+		@openai/codex@$(CODEX_VERSION)
 
 test: $(VENV)/.installed system-deps agent-tools lint typecheck unit
 

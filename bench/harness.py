@@ -38,13 +38,19 @@ API_KEY = "sk-bench"
 
 def write_gateway_config(run_dir: Path, fake_port: int, extra: str = "") -> Path:
     """The gateway's YAML config for the benchmarks: the fake upstream as provider
-    ``fake`` (any model name passed through), plus ``extra`` YAML lines."""
+    ``fake`` (OpenAI chat) and ``fakeresp`` (its Responses wire), any model name passed
+    through, plus ``extra`` YAML lines."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = run_dir / "tokenrelay.yaml"
     cfg.write_text(
         "providers:\n"
         "  - name: fake\n"
         "    protocol: openai\n"
+        f"    base_url: http://127.0.0.1:{fake_port}/v1\n"
+        f"    api_key: {API_KEY}\n"
+        '    models: ["*"]\n'
+        "  - name: fakeresp\n"
+        "    protocol: openai-responses\n"
         f"    base_url: http://127.0.0.1:{fake_port}/v1\n"
         f"    api_key: {API_KEY}\n"
         '    models: ["*"]\n' + extra
@@ -419,6 +425,7 @@ def run_loadgen(
     api_key: str | None = None,
     raw: bool = False,
     path: str = "/v1/chat/completions",
+    no_store: bool = False,
 ) -> Measured:
     """Run bench/loadgen.py in its own process. When ``target_pid`` is given, that
     process tree's CPU time is read right before GO and right after END, and its RSS is
@@ -447,6 +454,8 @@ def run_loadgen(
         argv += ["--api-key", api_key]
     if raw:
         argv.append("--raw")
+    if no_store:
+        argv.append("--no-store")
     err_path = BENCH / "out" / "loadgen.stderr"
     err_path.parent.mkdir(parents=True, exist_ok=True)
     stderr = open(err_path, "wb")  # noqa: SIM115 - closed below

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import resource
@@ -58,8 +59,9 @@ class Rec:
 class Conn(asyncio.Protocol):
     """One HTTP/1.1 connection that runs one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, responses: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
+        self.responses = responses  # the Responses wire: tokens are output_text deltas
         self.closed = False
         self.reusable = True
         self._rec: Rec | None = None
@@ -204,7 +206,9 @@ class Conn(asyncio.Protocol):
                 break
             frame = sse[start:i]
             start = i + 2
-            if frame.startswith(b"data:") or b"\ndata:" in frame:
+            if self.responses:
+                self._responses_frame(frame, rec, now)
+            elif frame.startswith(b"data:") or b"\ndata:" in frame:
                 if frame.endswith(b"[DONE]"):
                     rec.done = True
                     continue
@@ -215,6 +219,19 @@ class Conn(asyncio.Protocol):
                     rec.error_frames += 1
         if start:
             del sse[:start]
+
+    @staticmethod
+    def _responses_frame(frame: bytes, rec: Rec, now: int) -> None:
+        """A Responses event: a text delta is a chunk (as a chat chunk is), the terminal
+        event ends the stream as ``[DONE]`` does; the framing events count for neither."""
+        if b"event: response.output_text.delta" in frame:
+            if not rec.times:
+                rec.first = now
+            rec.times.append(now)
+        elif b"event: response.completed" in frame:
+            rec.done = True
+        elif b"event: error" in frame or b"event: response.failed" in frame:
+            rec.error_frames += 1
 
     # -- request lifecycle ----------------------------------------------------------
     def _finish(self) -> None:
@@ -256,13 +273,16 @@ class Conn(asyncio.Protocol):
             self._fail(f"timeout after {timeout:g}s")
 
 
-def build_request(host: str, port: int, path: str, model: str, api_key: str | None) -> bytes:
+def build_request(
+    host: str, port: int, path: str, model: str, api_key: str | None, store: bool = True
+) -> bytes:
+    ask: dict[str, Any] = (
+        {"input": "Say something.", **({} if store else {"store": False})}
+        if path.endswith("/responses")
+        else {"messages": [{"role": "user", "content": "Say something."}]}
+    )
     body = json.dumps(
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": "Say something."}],
-            "stream": True,
-        },
+        {"model": model, **ask, "stream": True},
         separators=(",", ":"),
     ).encode()
     head = [
@@ -288,14 +308,17 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-async def _connect(host: str, port: int, timeout: float) -> Conn:
+async def _connect(host: str, port: int, timeout: float, responses: bool = False) -> Conn:
     loop = asyncio.get_running_loop()
-    _, proto = await asyncio.wait_for(loop.create_connection(Conn, host, port), timeout)
+    factory = functools.partial(Conn, responses)
+    _, proto = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
     return proto
 
 
 async def run_load(args: argparse.Namespace) -> dict[str, Any]:
-    request = build_request(args.host, args.port, args.path, args.model, args.api_key)
+    request = build_request(
+        args.host, args.port, args.path, args.model, args.api_key, not args.no_store
+    )
     n = args.requests
     c = min(args.concurrency, n)
     recs: list[Rec] = []
@@ -306,7 +329,9 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
 
     async def open_conn() -> Conn | None:
         try:
-            return await _connect(args.host, args.port, args.timeout)
+            return await _connect(
+                args.host, args.port, args.timeout, args.path.endswith("/responses")
+            )
         except (OSError, TimeoutError) as e:
             connect_errors[f"connect: {type(e).__name__}: {e}"] += 1
             return None
@@ -450,6 +475,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--path", default="/v1/chat/completions")
     p.add_argument("--model", required=True)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--no-store", action="store_true", help="Responses: send store: false")
     p.add_argument("--concurrency", "-c", type=int, default=1)
     p.add_argument("--requests", "-n", type=int, default=1)
     p.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")

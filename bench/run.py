@@ -60,7 +60,17 @@ from peers import (
 )
 from probes import load_line, machine_lines
 
-TARGETS = ("direct", "tokenrelay", "litellm", "nginx")
+TARGETS = (
+    "direct",
+    "tokenrelay",
+    "tokenrelay-responses",
+    "tokenrelay-responses-pass",
+    "litellm",
+    "nginx",
+)
+# The Responses client path (POST /v1/responses) of the same gateway: translated onto
+# the fake's OpenAI chat wire, and passed through to the fake's Responses wire.
+RESPONSES = {"tokenrelay-responses": "fake/", "tokenrelay-responses-pass": "fakeresp/"}
 GAP_S = 0.05
 
 
@@ -103,7 +113,13 @@ def tokenrelay_server(fake_port: int, port: int, run_dir: Path, prefix: list[str
 
 
 def model_for(target: str, model: str) -> str:
+    if target in RESPONSES:
+        return RESPONSES[target] + model
     return f"fake/{model}" if target == "tokenrelay" else model
+
+
+def path_for(target: str) -> str:
+    return "/v1/responses" if target in RESPONSES else "/v1/chat/completions"
 
 
 # -- measuring one target --------------------------------------------------------------
@@ -117,6 +133,7 @@ def measure_target(
     driver: list[str],
     timeout: float,
     deadline: float,
+    no_store: bool = False,
 ) -> dict[str, Any]:
     m = models(p)
 
@@ -131,6 +148,8 @@ def measure_target(
             target_pid=pid if cpu else None,
             prefix=driver,
             api_key="sk-bench",
+            path=path_for(target),
+            no_store=no_store,
         )
 
     out: dict[str, Any] = {}
@@ -356,10 +375,44 @@ def render(
             out.append(
                 f"| {t} | {n['wall_s']:.0f} | {n['foreign_cpu_s']:.1f} | {n['steal_s']:.1f} |"
             )
+    out += responses_section(results)
     if failures:
         out += ["", "### Not measured", ""]
         out += [f"- {t}: {why}" for t, why in failures.items()]
     return "\n".join(out) + "\n"
+
+
+def responses_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The Responses client paths against the chat passthrough of the same run (a
+    Responses chunk is an ``output_text.delta`` event; the framing events are not
+    counted). Targets: passthrough >= 0.9, translated >= 0.5 of the chat figure."""
+    chat = results.get("tokenrelay")
+    direct = results.get("direct")
+    if chat is None or not any(t in results for t in RESPONSES):
+        return []
+    out = [
+        "",
+        "## d. Responses clients beside the chat passthrough (same run)",
+        "",
+        "| path | added TTFT p50 c=1 ms | chunks per gateway CPU s | ratio to chat passthrough |",
+        "|---|---:|---:|---:|",
+    ]
+    base = chat["tp"]["chunks_per_cpu_s"]
+    for t, label in (
+        ("tokenrelay", "chat client, OpenAI chat upstream (passthrough)"),
+        ("tokenrelay-responses", "Responses client, OpenAI chat upstream (translated)"),
+        ("tokenrelay-responses-pass", "Responses client, Responses upstream (passthrough)"),
+    ):
+        if t not in results:
+            continue
+        r = results[t]
+        ttft = r["ttft_c1"]["ttft_ms"]["50"]
+        added = ttft - direct["ttft_c1"]["ttft_ms"]["50"] if direct is not None else None
+        per = r["tp"]["chunks_per_cpu_s"]
+        out.append(
+            f"| {label} | {signed(added)} | {fmt(per)} | {fmt(per / base if base else None)} |"
+        )
+    return out
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -371,6 +424,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="smaller counts, for iterating")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     ap.add_argument("--no-install", action="store_true", help="do not install missing peers")
+    ap.add_argument("--no-store", action="store_true", help="Responses requests with store: false")
     ap.add_argument("--timeout", type=float, default=180.0, help="per request, seconds")
     ap.add_argument("--deadline", type=float, default=600.0, help="per load run, seconds")
     ap.add_argument("--start-timeout", type=float, default=120.0, help="per server start")
@@ -412,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                     port, pid = fake.port, fake.pid
                 else:
                     port = free_port()
-                    if target == "tokenrelay":
+                    if target == "tokenrelay" or target in RESPONSES:
                         server = tokenrelay_server(fake.port, port, run_dir, target_prefix)
                     elif target == "litellm":
                         ensure_litellm(install=not args.no_install)
@@ -433,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                     pid = server.pid
                 with Noise() as noise:
                     results[target] = measure_target(
-                        target, port, pid, p, driver, args.timeout, args.deadline
+                        target, port, pid, p, driver, args.timeout, args.deadline, args.no_store
                     )
                 results[target]["noise"] = {
                     "foreign_cpu_s": noise.foreign_s,

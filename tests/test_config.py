@@ -132,3 +132,17 @@ def test_open_mode_refuses_a_non_loopback_address(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert b"without a master key" in run.stderr and b"--insecure-no-auth" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(90, 90.0), ("45s", 45.0), ("90m", 5400.0), ("12h", 43200.0), ("30d", 2592000.0)],
+)
+def test_the_responses_retention_takes_a_unit(value: object, seconds: float) -> None:
+    assert parse({"responses": {"retention": value}}).responses.retention_seconds == seconds
+    assert parse({}).responses.retention_seconds == 30 * 86400
+
+
+def test_a_retention_that_is_no_duration_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"responses\.retention"):
+        parse({"responses": {"retention": "a month"}})

@@ -568,7 +568,13 @@ def test_same_protocol_request_is_forwarded_as_written() -> None:
         **body,
         "model": "upstream",
         "stream": True,
+        "store": False,  # the state is the gateway's (state.py): the upstream keeps none
     }
+    continued = {**body, "previous_response_id": "resp_1", "background": True}
+    request = ChatRequest("client", [], source=Source(codec.name, continued))
+    assert codec.encode_request(request, "upstream") == codec.encode_request(
+        ChatRequest("client", [], source=Source(codec.name, body)), "upstream"
+    )
 
 
 names = st.text("abcdefgh_", min_size=1, max_size=8)

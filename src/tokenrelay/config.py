@@ -95,6 +95,30 @@ class StreamsConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_total_bytes: int = 256 * 1024 * 1024  # frames kept in all (oldest streams evicted)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(value: float | str) -> float:
+    """A duration: seconds, or a string with a unit (``90s``, ``15m``, ``12h``, ``30d``)."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    if m is None:
+        raise ValueError(f"{value!r} is not a duration (e.g. 3600, 90m, 12h, 30d)")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+class ResponsesConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Stored responses (the Responses API's ``store``, ``previous_response_id``,
+    background mode), in the database: kept this long (seconds or ``30d``)."""
+
+    retention: float | str = "30d"
+
+    @property
+    def retention_seconds(self) -> float:
+        return seconds(self.retention)
+
+
 class UsageConfig(msgspec.Struct, forbid_unknown_fields=True):
     """The usage writer: records leave the request path in batches; while the database
     is away they wait in memory (up to spool_max_rows), then in spill_dir on disk."""
@@ -149,6 +173,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     prices: dict[str, dict[str, Any]] = {}  # per model: input, output, cached_input (USD per 1M)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
 
 
@@ -186,6 +211,10 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
         config = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    try:
+        config.responses.retention_seconds  # noqa: B018 (checked here, read later)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: $.responses.retention: {exc}") from None
     names = set()
     for i, p in enumerate(config.providers):
         where = f"{source}: $.providers[{i}]"

@@ -7,6 +7,7 @@ both use it, so a streamed and a non-streamed answer can never disagree. Pure, n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .events import (
     ChatRequest,
@@ -61,6 +62,7 @@ class Fold:
     choices: dict[int, Choice] = field(default_factory=dict)
     usage: Usage | None = None
     error: Error | None = None
+    request: ChatRequest | None = None  # what it answers, for bodies that echo it
 
     def choice(self, index: int) -> Choice:
         found = self.choices.get(index)
@@ -141,6 +143,9 @@ class Tally:
     output_chars: int = 0
     started: bool = False  # a content frame (not only keep-alive) reached the encoder
     request: ChatRequest | None = None
+    # the client protocol's own object of the finished answer (a Responses ``response``),
+    # set once at the end by protocols that keep state; None for the others
+    final: dict[str, Any] | None = None
 
 
 CHARS_PER_TOKEN = 4

@@ -155,6 +155,42 @@ class EmbeddingWire(Protocol):
     def decode_error(self, status: int, body: bytes) -> GatewayError: ...
 
 
+class StateCodec(Protocol):
+    """A client protocol whose answers the gateway keeps (the Responses API's ``store``
+    and ``previous_response_id``): what to keep of a request and its final object, how
+    a request continues a kept one, and the bodies of the state routes under ``path``
+    (``GET`` / ``DELETE {path}/{id}``, ``GET {path}/{id}/input_items``, ``POST
+    {path}/{id}/cancel``). Records are plain JSON; the store does not read them."""
+
+    path: str
+
+    def previous(self, body: dict[str, Any]) -> str | None:
+        """The id of the kept answer this request continues, if any."""
+        ...
+
+    def continued(self, body: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+        """The request with the kept answer's history in front of its own input."""
+        ...
+
+    def keeps(self, body: dict[str, Any]) -> bool: ...
+
+    def record(self, body: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+        """What is kept of a request (as continued) and its answer's final object."""
+        ...
+
+    def record_id(self, record: dict[str, Any]) -> str: ...
+
+    def view(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The body of ``GET {path}/{id}``."""
+        ...
+
+    def input_items(self, record: dict[str, Any], query: Mapping[str, str]) -> dict[str, Any]: ...
+
+    def deleted(self, id: str) -> dict[str, Any]: ...
+
+    def not_found(self, id: str, param: str | None = None) -> GatewayError: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """An ingress route of a client protocol: ``chat`` (POST, the streaming hot path),
@@ -239,6 +275,7 @@ class ProtocolSpec:
     # (upstream protocol, endpoint): this protocol is an endpoint of that protocol's
     # providers (served where their ``endpoints`` list it), not a provider protocol
     endpoint_of: tuple[str, str] | None = None
+    state: StateCodec | None = None
 
     def paths(self, kind: str) -> list[str]:
         """The paths of this protocol's routes of ``kind``, plain and prefixed."""

@@ -32,6 +32,7 @@ from .embeddings import Embeddings, embedding_routes
 from .eventsource import ChatStreams, chat_stream_routes
 from .pacing import Pacer
 from .relay import Gateway
+from .stored import Kept
 from .web import admin_page_routes, web_routes
 
 access = logging.getLogger("tokenrelay.access")
@@ -126,6 +127,8 @@ def create_app(config: Config, host: str | None = None) -> Front:
     metrics.watch(hub, router.deployments)
     accounts = Accounts(config)
     gateway = Gateway(config, router, hub, metrics, accounts)
+    kept = Kept(accounts, config.responses.retention_seconds)
+    gateway.kept = kept
     admin = AdminAPI(None, config.master_key, on_change=accounts.keys_changed)
 
     @asynccontextmanager
@@ -136,12 +139,14 @@ def create_app(config: Config, host: str | None = None) -> Front:
         yield
         await hub.aclose()
         await router.aclose()
+        await kept.close()
         await accounts.close()
 
     api = API(gateway)
     app = Starlette(
         routes=[
             *api.routes(),
+            *kept.routes(),
             *count_routes(TokenCounter(gateway)),
             *embedding_routes(Embeddings(gateway)),
             *chat_stream_routes(ChatStreams(gateway)),
@@ -205,6 +210,9 @@ class Front:
                 response = await server_error(Request(scope, receive), exc)
             await response(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -239,3 +247,33 @@ def _key_from_query(scope: Scope, key_params: list[tuple[bytes, bytes]]) -> None
                 if not any(name == header for name, _ in headers):
                     scope["headers"] = [*headers, (header, value)]
                 return
+
+
+WEBSOCKET_REFUSAL = 426
+"""Measured with Codex 0.171 (``supports_websockets = true``): 426 -> one attempt, then
+HTTPS (0.5 s for a whole ``codex exec``); 403, 404 and 405 -> five reconnects with
+backoff first (about 7 s)."""
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """No route speaks WebSocket. Codex tries the Responses WebSocket transport first
+    (``GET /v1/responses`` with an upgrade) when a provider says ``supports_websockets``:
+    a plain ``426 Upgrade Required`` with an OpenAI-shaped body, sent at once, makes it
+    fall back to HTTPS at once. Without the denial-response extension: a close."""
+    await receive()  # websocket.connect
+    access.info("http WEBSOCKET %s status=%d", scope["path"], WEBSOCKET_REFUSAL)
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = (
+        b'{"error":{"message":"This gateway serves the Responses API over HTTPS only.",'
+        b'"type":"invalid_request_error","param":null,"code":"websocket_unsupported"}}'
+    )
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": WEBSOCKET_REFUSAL,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +40,7 @@ from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     from ..streams.redis_mirror import RemoteStream
+    from .stored import Kept
 
 log = logging.getLogger("tokenrelay.access")
 
@@ -70,6 +71,7 @@ class Exchange:
     accounts: Accounts | None = None
     admission: Admission | None = None
     finished: bool = False
+    keep: Callable[[Tally], None] | None = None  # keeps the answer (server/stored.py)
 
     def usage(self) -> Usage | None:
         """What this request is charged (``fold.charged_usage``): ``None`` when no
@@ -92,6 +94,8 @@ class Exchange:
         usage = self.usage()
         if self.accounts is not None:
             self.accounts.settle(self, outcome, usage)
+        if self.keep is not None:
+            self.keep(self.tally)
         elapsed = time.perf_counter() - self.started
         ttft = (self.first_byte - self.started) if self.first_byte else None
         deployment = self.attempts.deployment if self.attempts else "-"
@@ -140,6 +144,7 @@ class Gateway:
         self.metrics = metrics
         self.accounts = accounts
         self.draining = False
+        self.kept: Kept | None = None  # stored answers of stateful protocols (stored.py)
 
     def error_response(
         self, protocol: ClientProtocol, error: GatewayError, exchange: Exchange
@@ -210,6 +215,11 @@ class Gateway:
                 model, stream = data.get("model"), data.get("stream")
                 exchange.model = model if isinstance(model, str) else ""
                 exchange.stream = stream is True
+            state = self.kept.state(protocol.name) if self.kept is not None else None
+            if state is not None and isinstance(data, dict):
+                assert self.kept is not None
+                data = await self.kept.prepare(state, protocol.name, data, principal.owner)
+                exchange.keep = self.kept.keeper(state, data, principal.owner)
             request = protocol.decode_request(data, params)
             if protocol.FORWARDED_HEADERS and request.source is not None:
                 request.source.headers = {
@@ -586,12 +596,13 @@ class _FoldResponse:
         if target.error is not None:
             return self.gateway.error_response(self.protocol, target.error, exchange)
         fold.usage = exchange.usage() or fold.usage  # the body says what the row says
+        fold.request = self.relay.request
+        body = self.protocol.encode_response(fold, self.relay.request.model)
+        exchange.tally.final = body
         exchange.finish("ok")
         headers = {"x-request-id": exchange.request_id}
         headers.update((k.decode(), v.decode()) for k, v in self.relay.attempts.headers())
-        return JSONResponse(
-            self.protocol.encode_response(fold, self.relay.request.model), headers=headers
-        )
+        return JSONResponse(body, headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await race_disconnect(self._answer(), receive)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..limits.fields import LIMIT_NAMES
+from . import responses as responses_sql
 from . import usage as usage_sql
 from .db import create_engine
 from .keys import (
@@ -168,3 +169,20 @@ class Store:
         async with self.engine.connect() as conn:
             rows, distinct = (await conn.execute(query)).one()
         return int(rows), int(distinct)
+
+    # --- stored responses -----------------------------------------------------------
+
+    async def put_response(
+        self, id: str, owner: str, record: dict[str, Any], retention: float
+    ) -> None:
+        await responses_sql.put(self.engine, id, owner, record, retention)
+
+    async def get_response(self, id: str, owner: str) -> dict[str, Any] | None:
+        """The owner's unexpired response ``id``, or None (another owner's is None too)."""
+        return await responses_sql.get(self.engine, id, owner)
+
+    async def delete_response(self, id: str, owner: str) -> bool:
+        return await responses_sql.remove(self.engine, id, owner)
+
+    async def purge_responses(self) -> int:
+        return await responses_sql.purge(self.engine)

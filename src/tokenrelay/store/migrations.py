@@ -101,8 +101,24 @@ def _v1_keys_and_usage(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v2_responses(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "responses",
+        md,
+        Column("id", String(100), primary_key=True),
+        Column("owner", String(64), nullable=False),
+        Column("record", JSON, nullable=False),
+        Column("created_at", DateTime, nullable=False),
+        Column("expires_at", DateTime, nullable=False),
+        Index("ix_responses_expires", "expires_at"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "api keys and usage", _v1_keys_and_usage),
+    (2, "stored responses", _v2_responses),
 ]
 LATEST = MIGRATIONS[-1][0]
 

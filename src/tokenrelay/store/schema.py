@@ -80,3 +80,17 @@ usage = Table(
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_created", "created_at"),
 )
+
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("record", JSON, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_responses_expires", "expires_at"),
+)
+"""Stored answers of a stateful client protocol (the Responses API's ``store``): one
+opaque JSON ``record`` per response id, visible to its ``owner`` only, until
+``expires_at`` (the configured retention)."""

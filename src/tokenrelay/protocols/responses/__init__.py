@@ -1,5 +1,5 @@
-"""The OpenAI Responses protocol (``POST /v1/responses``), both roles, without stored
-state: ``codec.py`` (the surface), ``request.py`` (wire -> canon), ``translate.py``
+"""The OpenAI Responses protocol (``POST /v1/responses``), both roles, with the state
+the gateway keeps (``state.py``: stored responses, ``previous_response_id``): ``codec.py`` (the surface), ``request.py`` (wire -> canon), ``translate.py``
 (canon -> wire, and what it drops), ``encoder.py`` / ``decoder.py`` (events <-> frames),
 ``passthrough.py`` (same protocol in and out), ``body.py`` (the non-streaming body),
 ``wire.py`` (the shared vocabulary)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..base import ProtocolSpec, Route, Translation, bearer
 from . import codec
+from .state import STATE
 
 PROTOCOL = ProtocolSpec(
     name=codec.name,
@@ -21,4 +22,5 @@ PROTOCOL = ProtocolSpec(
         codec.DROPPED,
     ),
     recordings=("openai/responses_*.sse",),
+    state=STATE,
 )

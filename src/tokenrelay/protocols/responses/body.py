@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...fold import Fold
-from .wire import FINAL, Envelope, new_id, status_of
+from .wire import FINAL, Envelope, new_id, state_echo, status_of
 
 
 def output_items(fold: Fold) -> list[dict[str, Any]]:
@@ -52,8 +52,8 @@ def encode_response(fold: Fold, model: str) -> dict[str, Any]:
     upstream's own final object (only ``model`` rewritten), else built from the fold."""
     final = fold.extra.get(FINAL)
     if isinstance(final, dict):
-        return {**final, "model": model}
+        return {**final, "model": model, **state_echo(fold.request)}
     choice = fold.ordered_choices()[0]
     status, incomplete = status_of(choice.finish_reason)
-    envelope = Envelope(model, None, fold.id if fold.id.startswith("resp_") else None)
+    envelope = Envelope(model, fold.request, fold.id if fold.id.startswith("resp_") else None)
     return envelope.response(status, output_items(fold), fold.usage_or_estimate(), incomplete)

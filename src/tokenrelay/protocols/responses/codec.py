@@ -1,5 +1,6 @@
-"""The OpenAI Responses protocol (``POST /v1/responses``), both roles, without stored
-state: ``store``, ``previous_response_id`` and background mode are not served here.
+"""The OpenAI Responses protocol (``POST /v1/responses``), both roles. Stored state
+(``store``, ``previous_response_id``, background mode) is ``state.py`` and the server's
+``stored.py``; these codecs set ``Tally.final`` (the final ``response`` object) for it.
 
 Client side: Responses clients (the official SDK's ``responses.create`` /
 ``responses.stream``, and everything built on them) are served from the canon. Upstream
@@ -57,7 +58,7 @@ def stream_encoder(request: ChatRequest, model: str, tally: Tally) -> ResponsesS
 
 def passthrough(request: ChatRequest, model: str, tally: Tally) -> ResponsesPassthrough:
     """A Responses upstream's events, forwarded as written (``model`` rewritten)."""
-    return ResponsesPassthrough(model, tally)
+    return ResponsesPassthrough(model, tally, request)
 
 
 def error_body(error: GatewayError) -> dict[str, object]:

@@ -411,6 +411,7 @@ class ResponsesStreamEncoder(InBandEnd):
         status, incomplete = status_of(tally.finish_reason)
         usage = charged_usage(tally)
         response = self.envelope.response(status, self._outcome(), usage, incomplete)
+        tally.final = response
         out.append(self._event(f"response.{status}", {"response": response}))
         return out
 
@@ -428,5 +429,6 @@ class ResponsesStreamEncoder(InBandEnd):
         response = self.envelope.response(
             "failed", self._outcome(), self.tally.usage, None, failure
         )
+        self.tally.final = response
         out.append(self._event("response.failed", {"response": response}))
         return out

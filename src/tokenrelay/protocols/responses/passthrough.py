@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from ...events import Error
+from ...events import ChatRequest, Error
 from ...fold import Tally
 from ...sse import ServerSentEvent
 from ...sse import encode as sse_encode
@@ -26,7 +26,9 @@ from .wire import (
     TRUNCATED,
     error_event,
     error_from_wire,
+    json_decode,
     json_encode,
+    state_echo,
     usage_from_wire,
 )
 
@@ -51,6 +53,21 @@ class _View(msgspec.Struct):
 
 _view = msgspec.json.Decoder(_View).decode
 _MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_STATE = re.compile(
+    r'"(store|previous_response_id|background)"\s*:\s*(?:true|false|null|"(?:[^"\\]|\\.)*")'
+)
+
+
+class _Constant:
+    """A ``re.sub`` replacement taken literally (a model name may hold backslashes)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __call__(self, _: re.Match[str]) -> str:
+        return self.text
 
 
 class ResponsesPassthrough(InBandEnd):
@@ -58,8 +75,13 @@ class ResponsesPassthrough(InBandEnd):
 
     payloads = False  # the events' names matter: whole ServerSentEvents
 
-    def __init__(self, model: str, tally: Tally) -> None:
+    def __init__(self, model: str, tally: Tally, request: ChatRequest | None = None) -> None:
         self.tally = tally
+        # the state fields of a Responses client's request are the gateway's (the
+        # upstream was called with store: false); other requests' are left as written
+        self._state = {
+            k: f'"{k}":' + json_encode(v).decode() for k, v in state_echo(request).items()
+        }
         self.ended = False
         self._done = False
         self._model = '"model":' + json_encode(model).decode()
@@ -91,9 +113,14 @@ class ResponsesPassthrough(InBandEnd):
                 self._calls = True
             if e.response is not None:
                 self._id = self._id or e.response.id
-                data = _MODEL.sub(lambda _: self._model, data, count=1)
+                if self._state:
+                    data = _STATE.sub(lambda m: self._state.get(m.group(1), m.group(0)), data)
+                model = self._model + "".join(
+                    "," + v for k, v in self._state.items() if f'"{k}"' not in data
+                )  # and the state fields the upstream left out
+                data = _MODEL.sub(_Constant(model), data, count=1)
                 if kind in TERMINAL:
-                    self._end(kind, e.response)
+                    self._end(kind, e.response, data)
             out.append(sse_encode(data, event=frame.event))
             if kind == "error":  # forwarded as written; it ends the stream
                 tally.error = error_from_wire({"code": e.code, "message": e.message})
@@ -103,9 +130,11 @@ class ResponsesPassthrough(InBandEnd):
             tally.started = True
         return out
 
-    def _end(self, kind: str, response: _ResponseView) -> None:
+    def _end(self, kind: str, response: _ResponseView, data: str | bytes) -> None:
         self._done = True
         tally = self.tally
+        final = json_decode(data).get("response")  # once a stream, for the stored state
+        tally.final = final if isinstance(final, dict) else None
         usage = usage_from_wire(response.usage)
         if usage is not None:
             tally.usage = usage
@@ -144,5 +173,6 @@ class ResponsesPassthrough(InBandEnd):
             "status": "incomplete",
             "incomplete_details": {"reason": "cancelled"},
         }
+        self.tally.final = response
         data = {"type": "response.incomplete", "response": response, "sequence_number": self._seq}
         return [sse_encode(json_encode(data), event="response.incomplete")]

@@ -51,9 +51,14 @@ DROPPED: tuple[tuple[str, str, str], ...] = (
         "they name OpenAI-side files or formats the canon does not carry",
     ),
     (
-        "reasoning.summary, include, store, previous_response_id, metadata, truncation",
+        "reasoning.summary, include, metadata, truncation",
         "dropped for other upstreams",
-        "stored state and OpenAI-side options mean nothing there",
+        "OpenAI-side options mean nothing there",
+    ),
+    (
+        "store, previous_response_id",
+        "kept by the gateway for every upstream; a Responses upstream gets store: false",
+        "the history is put in the input (state.py), so it continues on any upstream",
     ),
     (
         "redacted reasoning (Anthropic redacted_thinking) to a Responses client",
@@ -199,6 +204,11 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
     source = request.source
     if source is not None and source.protocol == name:
         body = dict(source.body)
+        # The state is the gateway's (state.py): the history of previous_response_id is
+        # in the input already, background runs here, and the upstream keeps nothing.
+        body.pop("previous_response_id", None)
+        body.pop("background", None)
+        body["store"] = False
     else:
         instructions, items = wire_input(request.messages)
         body = {"input": items}

@@ -135,7 +135,29 @@ def echoed(request: ChatRequest | None) -> dict[str, Any]:
     was a Responses request (its defaults otherwise)."""
     body = request.source.body if request is not None and request.source is not None else {}
     own = request is not None and request.source is not None and request.source.protocol == name
-    return {k: (body.get(k, v) if own else v) for k, v in _DEFAULTS.items() if k in _ECHOED}
+    echo = {k: (body.get(k, v) if own else v) for k, v in _DEFAULTS.items() if k in _ECHOED}
+    echo.update(store=False, background=False)
+    echo.update(state_echo(request))
+    return echo
+
+
+def state_echo(request: ChatRequest | None) -> dict[str, Any]:
+    """The state fields of a ``response`` object, which the gateway owns (``state.py``):
+    kept unless the client said ``store: false`` (the default is true), the response it
+    continues, background mode (not served yet: false). A Responses upstream's own values (it is called with
+    ``store: false``) are replaced by these. None for a request in another protocol."""
+    source = request.source if request is not None else None
+    if source is None or source.protocol != name:
+        return {}
+    body = source.body
+    previous = body.get("previous_response_id")
+    return {
+        "previous_response_id": previous if isinstance(previous, str) else None,
+        "store": body.get("store", True) is not False,
+        # background mode is not served yet: the response runs in the foreground (the
+        # client gets it whole, or streamed, and need not poll) and says so
+        "background": False,
+    }
 
 
 class Envelope:
@@ -162,13 +184,11 @@ class Envelope:
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "background": False,
             "error": error,
             "incomplete_details": incomplete,
             "model": self.model,
             "output": output,
             **self.echo,
-            "store": False,
             "usage": usage_to_wire(usage) if usage is not None else None,
         }
 
