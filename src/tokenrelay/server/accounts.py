@@ -56,7 +56,9 @@ class Accounts:
         self.key_changes: KeyChanges | None = None
 
     async def start(self) -> None:
-        self.store = await Store.open(self.config.database_url)
+        self.store = await Store.open(
+            self.config.database_url, key_prefix=self.config.key_prefix or "sk-"
+        )
         self.auth.store = self.store
         if self.config.redis_url:  # revokes and rotations heard from every replica
             from ..store.revocations import KeyChanges
