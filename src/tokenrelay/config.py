@@ -43,6 +43,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     base_url: str
     protocol: str = "openai"  # an upstream protocol of the registry (checked by parse)
     api_key: str | None = None
+    api_keys: list[str] = []  # more upstream keys: requests spread over all of them
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
     headers: dict[str, str] = {}
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)

@@ -47,6 +47,7 @@ def count_tokens(text: str) -> int:
 
 class LocalUpstream:
     protocol: str | None = None
+    key_id: str | None = None
 
     def __init__(self, events: list[Event], delay: float) -> None:
         self._events = events

@@ -143,6 +143,7 @@ class Accounts:
                 key_id=key.id if key is not None else None,
                 provider=deployment.provider.name if deployment is not None else None,
                 deployment=deployment.name if deployment is not None else None,
+                upstream_key_id=exchange.attempts.key_id if exchange.attempts else None,
                 cost_usd=cost,
                 ttft_ms=exchange.ttft_ms(),
                 duration_ms=exchange.elapsed_ms(),

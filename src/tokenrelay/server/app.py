@@ -17,6 +17,7 @@ from ..metrics import Metrics
 from ..protocols.registry import REGISTRY
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
+from ..providers.keys import key_id
 from ..providers.local import LocalProvider
 from ..router import ModelSpec, Router, Timeouts
 from ..streams.hub import HubSettings, StreamHub
@@ -46,7 +47,12 @@ def build_router(config: Config) -> Router:
     for p in config.providers:
         timeouts[p.name] = Timeouts().merged(_timeouts(p.timeouts))
         endpoint = Endpoint(
-            p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect, p.anthropic_betas
+            p.base_url,
+            p.api_key,
+            dict(p.headers),
+            timeouts[p.name].connect,
+            p.anthropic_betas,
+            [(key_id(p.name, k), k) for k in p.api_keys],
         )
         codec = REGISTRY.upstream(p.protocol)
         providers.append(HTTPProvider(p.name, codec, endpoint, list(p.models)))

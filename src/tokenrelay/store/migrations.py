@@ -101,8 +101,13 @@ def _v1_keys_and_usage(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v2_usage_upstream_key(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE usage ADD COLUMN upstream_key_id VARCHAR(64)"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "api keys and usage", _v1_keys_and_usage),
+    (2, "usage names the upstream key", _v2_usage_upstream_key),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -63,6 +63,7 @@ usage = Table(
     Column("model", String(200), nullable=False),
     Column("provider", String(100), nullable=True),
     Column("deployment", String(200), nullable=True),
+    Column("upstream_key_id", String(64), nullable=True),  # migration 2
     Column("input_tokens", BigInteger, nullable=False),
     Column("output_tokens", BigInteger, nullable=False),
     Column("cached_tokens", BigInteger, nullable=False),
