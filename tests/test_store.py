@@ -70,11 +70,11 @@ async def test_migrations_are_idempotent_concurrent_and_match_the_schema(url: st
     engine = create_engine(url)
     try:
         # Three processes' worth of start-ups at once: one migrates, the others wait.
-        assert await asyncio.gather(migrate(engine), migrate(engine), migrate(engine)) == [2, 2, 2]
-        assert await migrate(engine) == 2
+        assert await asyncio.gather(migrate(engine), migrate(engine), migrate(engine)) == [3, 3, 3]
+        assert await migrate(engine) == 3
         async with engine.connect() as conn:
             versions = (await conn.execute(text("SELECT version FROM schema_version"))).all()
-            assert sorted(v[0] for v in versions) == [1, 2]
+            assert sorted(v[0] for v in versions) == [1, 2, 3]
 
             def shape(sync_conn: object) -> dict[str, object]:
                 found = inspect(sync_conn)

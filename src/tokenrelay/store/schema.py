@@ -81,3 +81,30 @@ usage = Table(
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_created", "created_at"),
 )
+
+
+channels = Table(  # providers managed live (migration 3); the config file's are not here
+    "channels",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("protocol", String(32), nullable=False),
+    Column("base_url", String(2000), nullable=False),
+    Column("models", JSON, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("timeouts", JSON, nullable=False),
+    Column("images", Boolean, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+channel_keys = Table(  # their upstream keys, encrypted (store/secrets.py)
+    "channel_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("channel_id", String(32), nullable=False, index=True),
+    Column("secret", String(4000), nullable=False),  # Fernet token, never the key itself
+    Column("last4", String(8), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
