@@ -59,7 +59,7 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
 class KeyOut(msgspec.Struct):
     id: str
     masked: str
-    state: str  # active | resting | disabled | unknown (not served: disabled channel)
+    state: str  # active | resting | disabled | "not served" (a disabled channel)
     served: int = 0  # requests sent with it by this replica
 
 
@@ -116,7 +116,7 @@ class ChannelsAPI(AdminGate):
         if isinstance(provider, HTTPProvider):
             now = time.monotonic()
             states = {k.id: (k.state(now), k.served) for k in provider.keys.keys}
-        return [KeyOut(i, masked, *states.get(i, ("unknown", 0))) for i, masked in known]
+        return [KeyOut(i, masked, *states.get(i, ("not served", 0))) for i, masked in known]
 
     def _configured(self) -> list[ChannelOut]:
         out = []
