@@ -100,7 +100,8 @@ def stored_keys(database_url: str) -> list[dict[str, Any]]:
 def test_channels_through_the_admin_api(
     workdir: Path, fake: FakeUpstream, second_fake: FakeUpstream
 ) -> None:
-    gw = gateway_with(workdir, fake)
+    smart = {"name": "smart", "deployments": ["live/gen/2"], "fallbacks": ["fake/gen/2"]}
+    gw = gateway_with(workdir, fake, models=[smart])
     try:
         secret = "live-upstream-key-0000k1k1"
         made = httpx.post(
@@ -112,6 +113,7 @@ def test_channels_through_the_admin_api(
         assert secret not in made.text and made.json()["keys"][0]["masked"] == "…k1k1"
         assert made.json()["served"] is True
         assert ask(gw, "live/gen/2") == "tok0 tok1 "  # served at once
+        assert ask(gw, "smart") == "tok0 tok1 "  # and as a configured model's deployment
         assert fake.find("gen/2")["key"] == "…k1k1"  # with the channel's key
         rows = stored_keys(gw.config["database_url"])
         assert rows and all(secret not in str(v) for r in rows for v in r.values())  # encrypted
@@ -129,6 +131,9 @@ def test_channels_through_the_admin_api(
         off = httpx.patch(f"{gw.url}/admin/channels/live", headers=ADMIN, json={"enabled": False})
         assert off.status_code == 200 and off.json()["served"] is False
         assert status_of(gw, "live/gen/2") == 404
+        fake.clear()
+        assert ask(gw, "smart") == "tok0 tok1 "  # a configured model falls back
+        assert fake.find("gen/2")["key"] == "…" + UPSTREAM_KEY[-4:]  # on the config's provider
 
         listed = httpx.get(f"{gw.url}/admin/channels", headers=ADMIN).json()["data"]
         config_one = next(c for c in listed if c["name"] == "fake")
