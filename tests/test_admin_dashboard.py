@@ -642,7 +642,7 @@ def test_dashboard_key_life_cycle_and_charts(browser: Any, dash: Gateway) -> Non
         assert rotate.inner_text() == "Confirm rotate"
         rotate.click()
         page.until(
-            f"() => document.querySelector('#secret-value').textContent.startsWith('tr-')"
+            f"() => document.querySelector('#secret-value').textContent.startsWith('sk-')"
             f" && document.querySelector('#secret-value').textContent !== '{secret}'"
         )
         rotated = page.text("#secret-value")

@@ -143,6 +143,9 @@ def test_channels_through_the_admin_api(
         refused = httpx.patch(f"{gw.url}/admin/channels/fake", headers=ADMIN, json={"models": []})
         assert refused.status_code == 409
 
+        document = httpx.get(f"{gw.url}/admin/openapi.json").json()
+        assert {"/admin/channels", "/admin/channels/{name}"} <= set(document["paths"])
+        assert "ChannelOut" in document["components"]["schemas"]
         gone = httpx.delete(f"{gw.url}/admin/channels/live", headers=ADMIN)
         assert gone.status_code == 204
         assert httpx.get(f"{gw.url}/admin/channels/live", headers=ADMIN).status_code == 404

@@ -22,6 +22,7 @@ from ..providers.keys import mask
 from ..store.channels import Channel, ChannelExists, ChannelNotFound, ChannelSpec, ChannelStore
 from ..store.secrets import NoSecretKey
 from .admin_http import METHODS, AdminGate, Handler, bad_request, error_response, json_response
+from .admin_schema import ErrorBody, error_bodies, json_body, schemas_of
 from .channels import ChannelRegistry
 
 MAX_BODY = 1024 * 1024
@@ -287,3 +288,103 @@ async def _decoded(request: Request, kind: type[_T]) -> _T | Response:
         return bad_request(f"The request body is not valid JSON: {exc}")
     except RecursionError:
         return bad_request("The request body is nested too deeply.")
+
+
+_ERROR_TEXTS = {
+    "404": "No such channel (or key)",
+    "409": "The channel is the config file's (read-only), or the name is taken",
+}
+
+
+def _openapi() -> dict[str, Any]:
+    def body(name: str) -> dict[str, Any]:
+        ref = {"$ref": f"#/components/schemas/{name}"}
+        return {"required": True, "content": {"application/json": {"schema": ref}}}
+
+    def op(
+        op_id: str, summary: str, ok: tuple[str, str, str] | None, *errors: str, **extra: Any
+    ) -> Any:
+        responses: dict[str, Any] = {} if ok is None else {ok[0]: json_body(ok[1], ok[2])}
+        if ok is None:
+            responses["204"] = {"description": "Deleted"}
+        responses.update(error_bodies(*errors, "401", "403", "503"))
+        for status, text in _ERROR_TEXTS.items():
+            if status in responses:
+                responses[status] = {**responses[status], "description": text}
+        return {"operationId": op_id, "summary": summary, "responses": responses, **extra}
+
+    def path(*names: str) -> list[dict[str, Any]]:
+        return [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+        ]
+
+    one = ("200", "ChannelOut", "The channel")
+    paths = {
+        "/admin/channels": {
+            "get": op(
+                "listChannels",
+                "List channels (the config file's read-only)",
+                ("200", "ChannelList", "The channels"),
+            ),
+            "post": op(
+                "createChannel",
+                "Create a channel",
+                ("201", "ChannelOut", "The channel"),
+                "400",
+                "409",
+                "413",
+                requestBody=body("ChannelIn"),
+            ),
+        },
+        "/admin/channels/{name}": {
+            "get": op("getChannel", "A channel", one, "404", parameters=path("name")),
+            "patch": op(
+                "updateChannel",
+                "Change a channel (api_keys given: they replace its keys)",
+                one,
+                "400",
+                "404",
+                "409",
+                "413",
+                parameters=path("name"),
+                requestBody=body("ChannelPatch"),
+            ),
+            "delete": op(
+                "deleteChannel",
+                "Delete a channel and its keys",
+                None,
+                "404",
+                "409",
+                parameters=path("name"),
+            ),
+        },
+        "/admin/channels/{name}/keys": {
+            "post": op(
+                "addChannelKey",
+                "Add an upstream key",
+                ("201", "ChannelOut", "The channel"),
+                "400",
+                "404",
+                "409",
+                "413",
+                parameters=path("name"),
+                requestBody=body("KeyIn"),
+            ),
+        },
+        "/admin/channels/{name}/keys/{key_id}": {
+            "delete": op(
+                "removeChannelKey",
+                "Remove an upstream key",
+                one,
+                "404",
+                "409",
+                parameters=path("name", "key_id"),
+            ),
+        },
+    }
+    schemas = schemas_of([ChannelIn, ChannelPatch, KeyIn, ChannelOut, ChannelList, ErrorBody])
+    return {"paths": paths, "components": {"schemas": schemas}}
+
+
+CHANNELS_OPENAPI: dict[str, Any] = _openapi()
+"""This API's paths and schemas, merged into the admin API's document (``merge_openapi``)."""
