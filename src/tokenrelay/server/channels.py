@@ -88,7 +88,7 @@ class ChannelRegistry:
         self._poller = asyncio.ensure_future(self._poll())
 
     def _heard(self, what: str) -> None:
-        task = asyncio.ensure_future(self.reload())
+        task = asyncio.ensure_future(self._reload_heard())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
@@ -96,6 +96,12 @@ class ChannelRegistry:
         """A change was made here (already reloaded): tell the other replicas."""
         if self.changes is not None:
             self.changes.publish("*")
+
+    async def _reload_heard(self) -> None:
+        try:
+            await self.reload()
+        except DRIVER_ERRORS as exc:  # the poll tries again
+            log.warning("reloading the channels failed: %s", exc)
 
     async def _poll(self) -> None:
         while True:
