@@ -1,9 +1,9 @@
-"""``tokenrelay channels list|create|edit|enable|disable|delete|add-key|remove-key``:
-channels managed straight on the database (``--database-url``,
+"""``tokenrelay channels list|create|edit|enable|disable|delete``: channels managed
+straight on the database (``--database-url``,
 ``$TOKENRELAY_DATABASE_URL``), no running gateway needed. Upstream keys are encrypted
 with ``$TOKENRELAY_SECRET_KEY`` (the gateways' own); they are read from ``--api-key``
 (repeatable) or, safer than the command line, ``--api-keys-from-env VAR`` (comma-
-separated). A change is published to Redis (``--redis-url``, ``$TOKENRELAY_REDIS_URL``)
+separated); keys given to ``edit`` replace the channel's keys. A change is published to Redis (``--redis-url``, ``$TOKENRELAY_REDIS_URL``)
 so every gateway applies it within a second; without it, within their poll interval.
 Keys are only ever shown masked. Exit status: 0 done, 1 no such channel, 2 bad input.
 """
