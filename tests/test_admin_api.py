@@ -58,7 +58,7 @@ async def test_key_life_cycle_over_http(store: Store) -> None:
         assert created.status_code == 201, created.text
         body = created.json()
         secret, key = body["secret"], body["key"]
-        assert secret.startswith("tr-") and key["prefix"] == f"{secret[:7]}…{secret[-4:]}"
+        assert secret.startswith("sk-") and key["prefix"] == f"{secret[:7]}…{secret[-4:]}"
         assert key["expires_at"] == "2029-12-31T22:00:00Z" and key["status"] == "active"
         assert (await store.find_key(secret)) is not None
 

@@ -578,7 +578,7 @@ def test_dashboard_key_life_cycle_and_charts(browser: Any, dash: Gateway) -> Non
         page.page.click("#create-form button[type=submit]")
         page.page.wait_for_selector("#secret-box", state="visible")
         secret = page.text("#secret-value")
-        assert re.fullmatch(r"tr-[A-Za-z0-9_-]{40}", secret), secret
+        assert re.fullmatch(r"sk-[A-Za-z0-9_-]{40}", secret), secret
         assert page.text("#secret-name") == "e2e-dashboard" and page.page.is_hidden("#create-form")
         row = page.row("e2e-dashboard")
         row.wait_for()
@@ -642,7 +642,7 @@ def test_dashboard_key_life_cycle_and_charts(browser: Any, dash: Gateway) -> Non
         assert rotate.inner_text() == "Confirm rotate"
         rotate.click()
         page.until(
-            f"() => document.querySelector('#secret-value').textContent.startsWith('tr-')"
+            f"() => document.querySelector('#secret-value').textContent.startsWith('sk-')"
             f" && document.querySelector('#secret-value').textContent !== '{secret}'"
         )
         rotated = page.text("#secret-value")

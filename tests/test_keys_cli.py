@@ -49,7 +49,7 @@ def test_key_life_cycle(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     )  # fmt: skip
     assert code == 0, err
     secret = out.strip()
-    assert secret.startswith("tr-") and len(secret) == 43  # stdout holds only the secret
+    assert secret.startswith("sk-") and len(secret) == 43  # stdout holds only the secret
     assert "shown only now" in err
     assert asyncio.run(_find(db, secret)) == "active"
 
@@ -84,7 +84,7 @@ def test_create_json_and_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFix
     db = f"sqlite:///{tmp_path / 'j.db'}"
     code, out, _ = run(capsys, "keys", "create", "--name", "j", "--json", "--database-url", db)
     created = json.loads(out)
-    assert code == 0 and created["secret"].startswith("tr-") and created["key"]["models"] is None
+    assert code == 0 and created["secret"].startswith("sk-") and created["key"]["models"] is None
     code, _, err = run(capsys, "keys", "create", "--name", " ", "--database-url", db)
     assert code == 2 and "name:" in err
     code, _, err = run(
@@ -147,7 +147,7 @@ def test_database_defaults_from_environment_then_local_file(tmp_path: Path) -> N
     cli = [sys.executable, "-m", "tokenrelay.keys_cli"]
     made = subprocess.run([*cli, "keys", "create", "--name", "local"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, check=True)  # fmt: skip
-    assert made.stdout.strip().startswith("tr-") and (tmp_path / "tokenrelay.db").exists()
+    assert made.stdout.strip().startswith("sk-") and (tmp_path / "tokenrelay.db").exists()
     other = tmp_path / "elsewhere.db"
     env["TOKENRELAY_DATABASE_URL"] = f"sqlite:///{other}"
     listed = subprocess.run([*cli, "keys", "list", "--json"], cwd=tmp_path, env=env,

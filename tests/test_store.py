@@ -70,11 +70,11 @@ async def test_migrations_are_idempotent_concurrent_and_match_the_schema(url: st
     engine = create_engine(url)
     try:
         # Three processes' worth of start-ups at once: one migrates, the others wait.
-        assert await asyncio.gather(migrate(engine), migrate(engine), migrate(engine)) == [2, 2, 2]
-        assert await migrate(engine) == 2
+        assert await asyncio.gather(migrate(engine), migrate(engine), migrate(engine)) == [4, 4, 4]
+        assert await migrate(engine) == 4
         async with engine.connect() as conn:
             versions = (await conn.execute(text("SELECT version FROM schema_version"))).all()
-            assert [v[0] for v in versions] == [1, 2]
+            assert sorted(v[0] for v in versions) == [1, 2, 3, 4]
 
             def shape(sync_conn: object) -> dict[str, object]:
                 found = inspect(sync_conn)
@@ -114,7 +114,7 @@ async def test_a_newer_schema_is_refused(url: str) -> None:
 async def test_key_life_cycle(store: Store) -> None:
     created = await store.create_key(KeySpec(name="ci", models=["openai/*"], rpm=10))
     secret, key = created.secret, created.key
-    assert secret.startswith("tr-") and len(secret) == 43
+    assert secret.startswith("sk-") and len(secret) == 43
     assert key.prefix == f"{secret[:7]}…{secret[-4:]}"
     assert secret not in repr(created) and secret not in repr(key)
     # Only the hash is stored: no column holds the secret.
@@ -148,6 +148,24 @@ async def test_key_life_cycle(store: Store) -> None:
         await store.revoke_key("key_0000000000000000")
     with pytest.raises(KeyNotFound):
         await store.rotate_key("key_0000000000000000")
+
+
+async def test_new_keys_look_like_sk_keys_and_old_tr_keys_keep_working(store: Store) -> None:
+    """Clients that check for ``sk-`` get it; keys made before (``tr-``) or with a
+    configured prefix are all still accepted."""
+    auth = Authenticator(store, "master-secret")
+    fresh = await store.create_key(KeySpec(name="new"))
+    assert fresh.secret.startswith("sk-") and fresh.key.prefix.startswith("sk-")
+    store.key_prefix = "tr-"  # as the old default made them
+    old = await store.create_key(KeySpec(name="old"))
+    store.key_prefix = "acme_1-"
+    custom = await store.create_key(KeySpec(name="custom"))
+    assert old.secret.startswith("tr-") and custom.secret.startswith("acme_1-")
+    assert custom.key.prefix == f"{custom.secret[:11]}…{custom.secret[-4:]}"
+    for made in (fresh, old, custom):
+        assert (await auth.authenticate({"authorization": f"Bearer {made.secret}"})).key == made.key
+    with pytest.raises(ValueError, match="key_prefix"):
+        await Store.open(str(store.engine.url.database), key_prefix="no prefix")
 
 
 async def test_expiry(store: Store) -> None:

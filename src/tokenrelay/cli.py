@@ -147,8 +147,12 @@ def build_parser(with_store: bool = True) -> argparse.ArgumentParser:
         from .keys_cli import add_subcommands  # imports the store (SQLAlchemy): only when used
 
         add_subcommands(sub)
+        from .channels_cli import add_subcommands as add_channels
+
+        add_channels(sub)
     else:
         sub.add_parser("keys", help="create, list, revoke and rotate API keys")
+        sub.add_parser("channels", help="channels (providers) managed live")
         sub.add_parser("usage", help="usage and cost, by key, model or day")
 
     sub.add_parser(
@@ -161,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["fake-upstream"]:
         return _fake(argv[1:])
-    with_store = not argv or argv[0] in ("keys", "usage", "-h", "--help")
+    with_store = not argv or argv[0] in ("keys", "usage", "channels", "-h", "--help")
     args = build_parser(with_store).parse_args(argv)
     try:
         return int(args.func(args))

@@ -47,6 +47,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     base_url: str
     protocol: str = "openai"  # an upstream protocol of the registry (checked by parse)
     api_key: str | None = None
+    api_keys: list[str] = []  # more upstream keys: requests spread over all of them
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
     headers: dict[str, str] = {}
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
@@ -164,6 +165,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     database_url: str | None = (
         None  # keys and usage: sqlite:///path (default ./tokenrelay.db) or postgresql://
     )
+    key_prefix: str | None = None  # of new virtual keys (default sk-; TOKENRELAY_KEY_PREFIX)
     master_key: str | None = None  # administration; without it: open mode (loopback only)
     metrics_token: str | None = None  # a scrape token for /metrics (besides the master key)
     auth_cache_ttl: float = (
@@ -245,6 +247,9 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
             ) from None
     if config.env_providers:
         config.providers.extend(_env_providers(env, names))
+    config.key_prefix = config.key_prefix or env.get("TOKENRELAY_KEY_PREFIX") or "sk-"
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,11}-", config.key_prefix):
+        raise ConfigError(f"{source}: $.key_prefix: {config.key_prefix!r} must look like 'sk-'")
     config.master_key = config.master_key or env.get("TOKENRELAY_MASTER_KEY") or None
     config.database_url = config.database_url or env.get("TOKENRELAY_DATABASE_URL") or None
     config.redis_url = config.redis_url or env.get("TOKENRELAY_REDIS_URL") or None

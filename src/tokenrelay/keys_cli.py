@@ -126,7 +126,8 @@ async def _with_store(
 ) -> None:
     where = args.database_url
     try:
-        store = await Store.open(where)
+        prefix = os.environ.get("TOKENRELAY_KEY_PREFIX") or "sk-"
+        store = await Store.open(where, key_prefix=prefix)
     except (SchemaError, ValueError) as exc:
         raise _Exit(2, f"cannot use the database: {exc}") from None
     except DRIVER_ERRORS as exc:

@@ -229,7 +229,13 @@ class Router:
         spec = self._models.get(model)
         if spec is None:
             return [self._candidate(model, 1.0, None)]
-        return [self._candidate(n, w, spec.timeouts, spec.images) for n, w in spec.deployments]
+        group = []
+        for name, weight in spec.deployments:
+            try:
+                group.append(self._candidate(name, weight, spec.timeouts, spec.images))
+            except GatewayError:
+                continue  # on a channel not served now (disabled, deleted): the others serve
+        return group
 
     def plan(self, model: str, images: bool = False) -> Plan:
         """The deployments to try for ``model``; 404 if the name is unknown, 400 if the
@@ -237,7 +243,13 @@ class Router:
         groups = [self._group(model)]
         spec = self._models.get(model)
         for fallback in spec.fallbacks if spec else ():
-            groups.append(self._group(fallback))
+            try:
+                groups.append(self._group(fallback))
+            except GatewayError:
+                continue  # a fallback on a channel not served now
+        groups = [g for g in groups if g]
+        if not groups:
+            raise not_found(model)
         if images:
             groups = [[c for c in g if c.images] for g in groups]
             groups = [g for g in groups if g]

@@ -80,6 +80,10 @@ class FakeUpstream:
     def clear(self) -> None:
         httpx.delete(f"{self.base_url}/_fake/log", timeout=5)
 
+    def per_key(self) -> dict[str, int]:
+        """Requests seen per API key, by the key's last 4 characters ("…abcd")."""
+        return dict(httpx.get(f"{self.base_url}/_fake/keys", timeout=5).json())
+
     def find(self, model: str, timeout: float = 2.0) -> dict[str, Any]:
         """The log entry of the request for ``model`` (waits for it to appear)."""
         deadline = time.monotonic() + timeout

@@ -75,6 +75,7 @@ class RequestRecord:
     complete: bool = False
     client_closed: bool = False
     plan: tuple[Proto, list[bytes]] | None = None  # a stream's wire and its events
+    key: str | None = None  # the API key it came with, by its last 4 characters
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (the ``GET /_fake/log`` item)."""
@@ -91,6 +92,7 @@ class RequestRecord:
             "events_sent": self.events_sent,
             "complete": self.complete,
             "client_closed": self.client_closed,
+            "key": self.key,
             "sent": self._sent(),
         }
 

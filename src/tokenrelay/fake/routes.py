@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import msgspec
 
 from ..stops import cut_at_stop
-from . import counting, extras, scenes, wire
+from . import counting, extras, keys, scenes, wire
 from .httpio import Reply, Request, RequestRecord
 from .options import Script, ScriptError, parse_model
 from .plan import BAD_UTF8, End, StreamPlan, build_plan, read_replay, split_events
@@ -56,6 +56,7 @@ class Router:
         self.log_limit = log_limit
         self.attempts: dict[str, int] = {}
         self.requests = 0
+        self.per_key: dict[str, int] = {}  # requests per key (by its last 4 characters)
         self.events_sent = 0
         self._scripts: dict[str, Script] = {}
         self._files: dict[tuple[str, str], list[bytes]] = {}
@@ -67,6 +68,7 @@ class Router:
         """Forget the log and the ``fail_times`` counters."""
         self.log.clear()
         self.attempts.clear()
+        self.per_key.clear()
 
     def record(self, entry: RequestRecord) -> None:
         """Append to the log, dropping the oldest half when it outgrows ``log_limit``."""
@@ -96,12 +98,23 @@ class Router:
         proto: Proto = "gemini" if gemini is not None else _CHAT_PATHS.get(path, "openai")
         if path in _COUNT_PATHS:
             proto = "anthropic"
+        key = keys.key_of(req.headers, query)
+        refused = None
+        if key is not None:
+            record.key = keys.tag(key)
+            self.per_key[record.key] = self.per_key.get(record.key, 0) + 1
+            refused = keys.refusal(key)
         if path in _EXTRA_PATHS or (
             gemini is not None and gemini["method"] == "batchEmbedContents"
         ):
             reply = self._extra(req, path, record, gemini is not None)
         elif gemini is not None or path in _CHAT_PATHS or path in _COUNT_PATHS:
-            if req.method != "POST":
+            if refused is not None:
+                status, retry_after = refused
+                reply = _error(proto, status, f"fake upstream: key {record.key} refused ({status})")
+                if retry_after is not None:
+                    reply.headers = [*reply.headers, ("retry-after", retry_after)]
+            elif req.method != "POST":
                 reply = _error(proto, 405, f"{req.method} is not allowed on {path}; use POST")
             else:
                 reply = self._chat(req, proto, record, gemini)
@@ -118,6 +131,8 @@ class Router:
         if path == "/_fake/log" and method == "DELETE":
             self.reset()
             return Reply(body=b'{"cleared":true}', log=False)
+        if path == "/_fake/keys" and method == "GET":
+            return Reply(body=wire.encode_json(self.per_key), log=False)
         if path == "/_fake/stats" and method == "GET":
             stats = {
                 "cpu_seconds": time.process_time(),

@@ -21,6 +21,7 @@ class Upstream(Protocol):
     """
 
     protocol: str | None
+    key_id: str | None  # the upstream key that served it (None: keyless, in-process)
 
     def frames(self) -> AsyncIterator[list[ServerSentEvent]]: ...
 

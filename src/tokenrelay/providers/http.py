@@ -18,6 +18,7 @@ from ..events import ChatRequest, Event, GatewayError, too_deep
 from ..protocols.base import EmbeddingWire, UpstreamProtocol
 from ..sse import ServerSentEvent, SSEDataDecoder, SSEDecoder
 from .betas import BetaFilter
+from .keys import KeyPool, UpstreamKey, key_id, parse_retry_after
 from .transport import Pool, Response, TransportError
 
 T = TypeVar("T")
@@ -32,11 +33,24 @@ class Endpoint:
     headers: dict[str, str] = field(default_factory=dict)
     connect_timeout: float | None = 10.0  # the other timeouts are the relay's (router.Timeouts)
     anthropic_betas: list[str] | None = None  # the flags accepted (betas.py); None: by host
+    api_keys: list[tuple[str, str]] = field(default_factory=list)  # (id, secret), more keys
+
+    def secrets(self, provider: str) -> list[tuple[str, str]]:
+        """Every key as (id, secret): ``api_key`` first, then ``api_keys``."""
+        keys = [(key_id(provider, self.api_key), self.api_key)] if self.api_key else []
+        return keys + [k for k in self.api_keys if k[1] != self.api_key]
 
 
 class HTTPUpstream:
-    def __init__(self, provider: HTTPProvider, response: Response, codec: UpstreamProtocol) -> None:
+    def __init__(
+        self,
+        provider: HTTPProvider,
+        response: Response,
+        codec: UpstreamProtocol,
+        key_id: str | None = None,
+    ) -> None:
         self.protocol: str | None = codec.name
+        self.key_id = key_id  # the upstream key that served it
         self._provider = provider
         self._response = response
         self._codec = codec
@@ -99,6 +113,7 @@ class HTTPProvider:
         models: list[str],
         embeddings: EmbeddingWire | None = None,
         variants: dict[str, UpstreamProtocol | None] | None = None,
+        keys: KeyPool | None = None,
     ) -> None:
         self.name = name
         self.codec = codec
@@ -110,19 +125,23 @@ class HTTPProvider:
         self._models = models
         self._pool = Pool(connect_timeout=endpoint.connect_timeout)
         self.betas = BetaFilter(endpoint.anthropic_betas, endpoint.base_url)
-        self._headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream",
-            **endpoint.headers,
-            **codec.headers(endpoint.api_key),
-        }
+        base = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        base.update(endpoint.headers)
+        if keys is None:
+            keys = KeyPool([UpstreamKey(i, s) for i, s in endpoint.secrets(name)])
+        for key in keys.keys:
+            key.headers = {**base, **codec.headers(key.secret)}
+        self.keys = keys
+        self._headers = {**base, **codec.headers(None)}  # keyless
+
+    def _headers_of(self, key: UpstreamKey | None) -> dict[str, str]:
+        return key.headers if key is not None else self._headers
 
     def models(self) -> list[str]:
         return self._models
 
     def redact(self, text: str) -> str:
-        key = self.endpoint.api_key
-        return text.replace(key, "[redacted]") if key and len(key) >= 4 else text
+        return self.keys.redact(text)
 
     def failure(self, exc: BaseException, when: str) -> GatewayError:
         if isinstance(exc, TimeoutError):
@@ -155,30 +174,56 @@ class HTTPProvider:
         except RecursionError:  # tool arguments (JSON in the JSON) nested too deeply
             raise too_deep() from None
         url = codec.url(self.endpoint.base_url, model, True)
-        headers = self._headers
+        forwarded = None
         if source is not None and source.headers and source.protocol == codec.name:
-            headers = with_client_headers(headers, self.betas.headers(source.headers))
-        try:
-            response = await self._pool.request("POST", url, headers, body)
-        except (TransportError, ValueError) as exc:
-            raise self.failure(exc, "before responding") from None
-        if response.status != 200:
+            forwarded = self.betas.headers(source.headers)
+        tried: set[str] = set()
+        while True:
+            key = self.keys.pick(tried)
+            headers = self._headers_of(key)
+            if forwarded:
+                headers = with_client_headers(headers, forwarded)
             try:
-                raw = await response.read(_ERROR_BODY_LIMIT)
-            except TransportError:
-                raw = b""
-            finally:
-                response.close()
-            error = codec.decode_error(response.status, raw)
-            error.message = self.redact(error.message)
-            key = self.endpoint.api_key
-            if key and key.encode() in raw:
-                error.upstream = None  # the verbatim body would leak the key
-            retry_after = response.header("Retry-After")
-            if retry_after:
-                error.headers["Retry-After"] = retry_after
-            raise error
-        return HTTPUpstream(self, response, codec)
+                response = await self._pool.request("POST", url, headers, body)
+            except (TransportError, ValueError) as exc:
+                raise self.failure(exc, "before responding") from None
+            if key is not None:
+                key.served += 1
+            if response.status == 200:
+                return HTTPUpstream(self, response, codec, key.id if key is not None else None)
+            error = await self._refused(response)
+            if key is None or not self._key_failed(key, response.status, error):
+                raise error
+            tried.add(key.id)
+            if not self.keys.usable(tried):
+                raise error  # no other key to try: the upstream's answer goes back
+
+    def _key_failed(self, key: UpstreamKey, status: int, error: GatewayError) -> bool:
+        """Whether ``status`` was the key's fault (429: it rests for the Retry-After;
+        401/403: it is disabled), so another key may be tried at once."""
+        if status == 429:
+            self.keys.rest(key, parse_retry_after(error.headers.get("Retry-After")))
+            return True
+        if status in (401, 403):
+            self.keys.disable(key, status)
+            return True
+        return False
+
+    async def _refused(self, response: Response) -> GatewayError:
+        try:
+            raw = await response.read(_ERROR_BODY_LIMIT)
+        except TransportError:
+            raw = b""
+        finally:
+            response.close()
+        error = self.codec.decode_error(response.status, raw)
+        error.message = self.redact(error.message)
+        if self.keys.leaks(raw):
+            error.upstream = None  # the verbatim body would leak the key
+        retry_after = response.header("Retry-After")
+        if retry_after:
+            error.headers["Retry-After"] = retry_after
+        return error
 
     async def post(
         self, url: str, body: bytes, client_headers: dict[str, str] | None = None
@@ -186,7 +231,7 @@ class HTTPProvider:
         """A plain (not streamed) JSON request on this provider's pool, with its key and
         headers (and the client's forwarded ones, betas filtered): (status, body), the
         body redacted. For side requests such as counting tokens."""
-        headers = {**self._headers, "Accept": "application/json"}
+        headers = {**self._headers_of(self.keys.pick()), "Accept": "application/json"}
         if client_headers:
             headers = with_client_headers(headers, self.betas.headers(client_headers))
         try:
@@ -197,9 +242,8 @@ class HTTPProvider:
                 response.close()
         except (TransportError, ValueError) as exc:
             raise self.failure(exc, "before responding") from None
-        key = self.endpoint.api_key
-        if key and len(key) >= 4 and key.encode() in raw:
-            raw = raw.replace(key.encode(), b"[redacted]")
+        if self.keys.leaks(raw):
+            raw = self.redact(raw.decode("utf-8", "replace")).encode()
         return response.status, raw
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingAnswer:

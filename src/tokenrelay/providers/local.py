@@ -76,6 +76,7 @@ def _not_this(model: str, use: str) -> GatewayError:
 
 class LocalUpstream:
     protocol: str | None = None
+    key_id: str | None = None
 
     def __init__(self, events: list[Event], delay: float) -> None:
         self._events = events

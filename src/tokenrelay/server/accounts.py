@@ -62,7 +62,9 @@ class Accounts:
         self.key_changes: KeyChanges | None = None
 
     async def start(self) -> None:
-        self.store = await Store.open(self.config.database_url)
+        self.store = await Store.open(
+            self.config.database_url, key_prefix=self.config.key_prefix or "sk-"
+        )
         self.auth.store = self.store
         if self.config.redis_url:  # revokes and rotations heard from every replica
             from ..store.revocations import KeyChanges
@@ -147,6 +149,7 @@ class Accounts:
                 key_id=key.id if key is not None else None,
                 provider=deployment.provider.name if deployment is not None else None,
                 deployment=deployment.name if deployment is not None else None,
+                upstream_key_id=exchange.attempts.key_id if exchange.attempts else None,
                 cost_usd=cost,
                 ttft_ms=exchange.ttft_ms(),
                 duration_ms=exchange.elapsed_ms(),

@@ -192,13 +192,17 @@ STATS_OPENAPI: dict[str, Any] = _openapi()
 
 
 def merge_openapi(document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` (the admin API's OpenAPI document) with ``STATS_OPENAPI`` added."""
+    """``document`` (the admin API's OpenAPI document) with ``STATS_OPENAPI`` and the
+    channels' ``CHANNELS_OPENAPI`` added."""
+    from .admin_channels import (
+        CHANNELS_OPENAPI,  # the channels' routes (no cycle: it needs not this)
+    )
+
     components = document.get("components", {})
-    return {
-        **document,
-        "paths": {**document.get("paths", {}), **STATS_OPENAPI["paths"]},
-        "components": {
-            **components,
-            "schemas": {**components.get("schemas", {}), **STATS_OPENAPI["components"]["schemas"]},
-        },
-    }
+    fragments = (STATS_OPENAPI, CHANNELS_OPENAPI)
+    paths = dict(document.get("paths", {}))
+    schemas = dict(components.get("schemas", {}))
+    for fragment in fragments:
+        paths.update(fragment["paths"])
+        schemas.update(fragment["components"]["schemas"])
+    return {**document, "paths": paths, "components": {**components, "schemas": schemas}}

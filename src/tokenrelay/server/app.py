@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from starlette.applications import Starlette
@@ -19,13 +20,18 @@ from ..protocols.base import EmbeddingWire, UpstreamProtocol
 from ..protocols.registry import REGISTRY
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
+from ..providers.keys import key_id
 from ..providers.local import LocalProvider
 from ..router import ModelSpec, Router, Timeouts
+from ..store.channels import ChannelStore
+from ..store.secrets import SecretBox
 from ..streams.hub import HubSettings, StreamHub
 from .accounts import Accounts
 from .admin import AdminAPI
+from .admin_channels import ChannelsAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
+from .channels import ChannelRegistry, LiveProvider
 from .count_tokens import TokenCounter, count_routes
 from .door import Door, adding
 from .embeddings import Embeddings, embedding_routes
@@ -63,22 +69,44 @@ def _endpoints(
     return embeddings, variants
 
 
-def build_router(config: Config) -> Router:
-    """Providers, their timeouts, and the configured model names, as a router."""
+def build_router(
+    config: Config,
+    live: Sequence[LiveProvider] = (),
+    made: dict[str, tuple[Any, Provider]] | None = None,
+) -> Router:
+    """Providers (the config file's, then ``live``: the database's channels with their
+    keys), their timeouts, and the configured model names, as a router. ``made``:
+    providers built before, by name with their signature, reused when unchanged (and
+    updated to what this router uses)."""
     providers: list[Provider] = []
     timeouts: dict[str, Timeouts] = {}
     if config.local.enabled:
         providers.append(LocalProvider(config.local.rate))
-    for p in config.providers:
+    every = [(p, [(key_id(p.name, k), k) for k in p.api_keys], "config") for p in config.providers]
+    every += list(live)
+    cache = made if made is not None else {}
+    used: dict[str, tuple[Any, Provider]] = {}
+    for p, keys, signature in every:
         timeouts[p.name] = Timeouts().merged(_timeouts(p.timeouts))
-        endpoint = Endpoint(
-            p.base_url, p.api_key, dict(p.headers), timeouts[p.name].connect, p.anthropic_betas
-        )
-        codec = REGISTRY.upstream(p.protocol)
-        embeddings, variants = _endpoints(p.protocol, p.endpoints)
-        providers.append(
-            HTTPProvider(p.name, codec, endpoint, list(p.models), embeddings, variants)
-        )
+        found = cache.get(p.name)
+        if found is not None and found[0] == signature:
+            provider = found[1]
+        else:
+            endpoint = Endpoint(
+                p.base_url,
+                p.api_key,
+                dict(p.headers),
+                timeouts[p.name].connect,
+                p.anthropic_betas,
+                keys,
+            )
+            codec = REGISTRY.upstream(p.protocol)
+            embeddings, variants = _endpoints(p.protocol, p.endpoints)
+            provider = HTTPProvider(p.name, codec, endpoint, list(p.models), embeddings, variants)
+        used[p.name] = (signature, provider)
+        providers.append(provider)
+    cache.clear()
+    cache.update(used)
     models = {
         m.name: ModelSpec(
             [(d, 1.0) if isinstance(d, str) else (d.model, d.weight) for d in m.deployments]
@@ -90,7 +118,7 @@ def build_router(config: Config) -> Router:
         for m in config.models
     }
     r = config.retries
-    text_only = {p.name for p in config.providers if not p.images}
+    text_only = {p.name for p, _, _ in every if not p.images}
     return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown), text_only)
 
 
@@ -113,7 +141,8 @@ def error_frame(protocol: str, error: Error) -> bytes:
 def create_app(config: Config, host: str | None = None) -> Front:
     """The gateway as an ASGI app; ``app.state.gateway`` is its ``Gateway``. ``host``:
     the address it is bound to (a name there is a Host it serves, see ``door.py``)."""
-    router = build_router(config)
+    registry = ChannelRegistry(config, build_router, lambda router: swap(router))
+    router = registry.first()
     s = config.streams
     settings = HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes)
     mirror = None
@@ -124,21 +153,30 @@ def create_app(config: Config, host: str | None = None) -> Front:
     hub = StreamHub(settings, mirror, error_frame)
     metrics = Metrics()
     metrics.name(*served_names(config, router))
-    metrics.watch(hub, router.deployments)
     accounts = Accounts(config)
     gateway = Gateway(config, router, hub, metrics, accounts)
     kept = Kept(accounts, config.responses.retention_seconds)
     gateway.kept = kept
+    metrics.watch(hub, lambda: gateway.router.deployments())
+
+    def swap(new: Router) -> None:  # one assignment: each request reads the router once
+        gateway.router = new
+        metrics.name(*served_names(config, new))
+
     admin = AdminAPI(None, config.master_key, on_change=accounts.keys_changed)
+    channels_api = ChannelsAPI(registry, config.master_key)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await accounts.start()
-        admin.store = accounts.store
+        admin.store = channels_api.store = accounts.store
+        assert accounts.store is not None
+        await registry.start(ChannelStore(accounts.store.engine, SecretBox.from_env()))
         await hub.start()
         yield
         await hub.aclose()
-        await router.aclose()
+        await registry.aclose()
+        await gateway.router.aclose()
         await kept.close()
         await accounts.close()
 
@@ -153,12 +191,14 @@ def create_app(config: Config, host: str | None = None) -> Front:
             *web_routes(),
             *admin_page_routes(),
             *stats_routes(admin),
+            *channels_api.routes,
             *admin.routes,  # last: its catch-all answers any other /admin/... path
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.gateway = gateway
+    app.state.channels = registry
     door = Door(config.http, open_mode=config.master_key is None, bind_host=host)
     return Front(app, api, door)
 

@@ -63,6 +63,7 @@ class Attempts:
     watchdog: Watchdog | None = None
     opened: bool = False  # the current attempt's upstream answered 200 (logged ":open")
     answered: bool = False  # the last attempt made opened and did not fail (it is charged)
+    key_id: str | None = None  # the upstream key of the last attempt that opened
 
     @property
     def count(self) -> int:
@@ -166,6 +167,7 @@ class Attempts:
                 continue
             self.log.append(f"{deployment.name}:open")
             self.opened = self.answered = True
+            self.key_id = getattr(upstream, "key_id", None)  # the upstream key that served it
             return upstream
         if last_error is None:
             raise GatewayError("upstream", "No deployment is available for this model.")

@@ -16,9 +16,11 @@ from . import usage as usage_sql
 from .db import create_engine
 from .keys import (
     BLANK,
+    SECRET_PREFIX,
     ApiKey,
     CreatedKey,
     KeySpec,
+    check_prefix,
     display_prefix,
     hash_secret,
     new_key_id,
@@ -43,14 +45,18 @@ class Store:
     """The database of keys and usage. Open with ``await Store.open(url)``, which runs
     the migrations; close with ``await store.close()``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, key_prefix: str = SECRET_PREFIX) -> None:
         self.engine = engine
+        self.key_prefix = check_prefix(key_prefix)  # of the secrets made from now on
         self._sqlite_rows = SQLiteRows.for_engine(engine)  # usage batches to a SQLite file
 
     @classmethod
-    async def open(cls, url: str | None = None, *, migrate_schema: bool = True) -> Store:
+    async def open(
+        cls, url: str | None = None, *, migrate_schema: bool = True, key_prefix: str = SECRET_PREFIX
+    ) -> Store:
         """A store on ``url`` (``postgresql://…``, ``sqlite:///path``, a file path, or
         ``None`` for ``./tokenrelay.db``), migrated to the current schema."""
+        check_prefix(key_prefix)
         engine = create_engine(url)
         if migrate_schema:
             try:
@@ -58,7 +64,7 @@ class Store:
             except BaseException:
                 await engine.dispose()
                 raise
-        return cls(engine)
+        return cls(engine, key_prefix)
 
     async def close(self) -> None:
         if self._sqlite_rows is not None:
@@ -69,7 +75,7 @@ class Store:
 
     async def create_key(self, spec: KeySpec) -> CreatedKey:
         """A new key; its secret is in the result and nowhere else."""
-        secret = new_secret()
+        secret = new_secret(self.key_prefix)
         key = ApiKey(
             id=new_key_id(),
             name=spec.name.strip(BLANK),
@@ -115,7 +121,7 @@ class Store:
     async def rotate_key(self, key_id: str) -> CreatedKey:
         """A new secret for the same key (same id, limits and usage history); the old
         secret stops working at once. Raises ``KeyNotFound`` or ``KeyRevoked``."""
-        secret = new_secret()
+        secret = new_secret(self.key_prefix)
         async with self.engine.begin() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
             if row is None:

@@ -1,17 +1,20 @@
 """Virtual API keys: what a key is, how its secret is made, hashed and shown, and which
 models it may use.
 
-A secret is ``tr-`` followed by 40 URL-safe random characters (240 bits). Only its
+A secret is a prefix (``sk-`` by default, the shape clients and tutorials expect; the
+``key_prefix`` setting) followed by 40 URL-safe random characters (240 bits). Keys made
+with another prefix (``tr-``, before ``sk-`` became the default) keep working. Only its
 SHA-256 is stored: a fast hash is right for high-entropy random secrets (there is
 nothing to brute-force, so a slow password hash would only cost every request CPU), and
 it lets the key be found by an indexed equality lookup. The found row's hash is then
 compared again with ``hmac.compare_digest``. Humans see only a short ``prefix`` such as
-``tr-AbCd…wXyZ`` (7 leading and 4 trailing characters, 48 of 240 bits).
+``sk-AbCd…wXyZ`` (the prefix and 4 characters, then the last 4: 48 of 240 bits).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,8 +25,10 @@ from ..ids import token_hex
 from ..limits.base import BUDGET_PERIODS, Limits
 from ..limits.fields import LIMIT_FIELDS, LIMIT_NAMES
 
-SECRET_PREFIX = "tr-"
+SECRET_PREFIX = "sk-"  # the default for new keys
 SECRET_CHARS = 40
+PREFIX_PATTERN = r"[A-Za-z][A-Za-z0-9_]{0,11}-"  # what a configured prefix may be
+_KEY_SHAPE = re.compile(PREFIX_PATTERN + r"[A-Za-z0-9_\-]{" + str(SECRET_CHARS) + "}")
 MAX_NAME = 200
 MAX_MODELS = 1000
 MAX_MODEL_PATTERN = 200
@@ -51,9 +56,19 @@ def as_utc(value: datetime) -> datetime:
         return datetime.max if ahead else datetime.min
 
 
-def new_secret() -> str:
+def new_secret(prefix: str = SECRET_PREFIX) -> str:
     # A credential, not an id: straight from ``secrets``, never from the ids' pool.
-    return SECRET_PREFIX + secrets.token_urlsafe(30)
+    return prefix + secrets.token_urlsafe(30)
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it can start a key (a letter, up to 11 more letters, digits or
+    ``_``, then ``-``); ``ValueError`` otherwise."""
+    if not re.fullmatch(PREFIX_PATTERN, prefix):
+        raise ValueError(
+            f"key_prefix: {prefix!r} must look like 'sk-' (letters, digits, '_', then '-')"
+        )
+    return prefix
 
 
 def new_key_id() -> str:
@@ -65,12 +80,13 @@ def hash_secret(secret: str) -> str:
 
 
 def display_prefix(secret: str) -> str:
-    return f"{secret[:7]}…{secret[-4:]}"
+    return f"{secret[: len(secret) - SECRET_CHARS + 4]}…{secret[-4:]}"
 
 
 def looks_like_key(secret: str) -> bool:
-    """Whether ``secret`` has the shape of a tokenrelay key (cheap pre-check)."""
-    return secret.startswith(SECRET_PREFIX) and len(secret) == len(SECRET_PREFIX) + SECRET_CHARS
+    """Whether ``secret`` has the shape of a tokenrelay key, whatever prefix it was
+    made with (cheap pre-check before the lookup)."""
+    return _KEY_SHAPE.fullmatch(secret) is not None
 
 
 def model_allowed(patterns: list[str] | None, model: str) -> bool:

@@ -116,9 +116,44 @@ def _v2_responses(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_usage_upstream_key(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE usage ADD COLUMN upstream_key_id VARCHAR(64)"))
+
+
+def _v4_channels(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "channels",
+        md,
+        Column("id", String(32), primary_key=True),
+        Column("name", String(100), nullable=False, unique=True),
+        Column("protocol", String(32), nullable=False),
+        Column("base_url", String(2000), nullable=False),
+        Column("models", JSON, nullable=False),
+        Column("headers", JSON, nullable=False),
+        Column("timeouts", JSON, nullable=False),
+        Column("images", Boolean, nullable=False),
+        Column("enabled", Boolean, nullable=False),
+        Column("created_at", DateTime, nullable=False),
+        Column("updated_at", DateTime, nullable=False),
+    )
+    Table(
+        "channel_keys",
+        md,
+        Column("id", String(32), primary_key=True),
+        Column("channel_id", String(32), nullable=False, index=True),
+        Column("secret", String(4000), nullable=False),
+        Column("last4", String(8), nullable=False),
+        Column("created_at", DateTime, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "api keys and usage", _v1_keys_and_usage),
     (2, "stored responses", _v2_responses),
+    (3, "usage names the upstream key", _v3_usage_upstream_key),
+    (4, "channels managed live", _v4_channels),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -24,11 +24,11 @@ log = logging.getLogger("tokenrelay.auth")
 CHANNEL = "tokenrelay:keys"
 
 
-async def announce(url: str, key_id: str) -> None:
+async def announce(url: str, key_id: str, channel: str = CHANNEL) -> None:
     """Publish one key change (raises ``RedisError`` or ``OSError`` when Redis is away)."""
     client: Any = aioredis.from_url(url, socket_timeout=5)
     try:
-        await client.publish(CHANNEL, key_id)
+        await client.publish(channel, key_id)
     finally:
         await client.aclose()
 
@@ -37,8 +37,9 @@ class KeyChanges:
     """One gateway's side: ``changed`` runs for every change heard; ``publish`` tells
     the others of a change made here."""
 
-    def __init__(self, url: str, changed: Callable[[str], None]) -> None:
+    def __init__(self, url: str, changed: Callable[[str], None], channel: str = CHANNEL) -> None:
         self.redis: Any = aioredis.from_url(url, socket_timeout=5)
+        self.channel = channel  # also used for channel (provider) changes
         self.changed = changed
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -51,7 +52,7 @@ class KeyChanges:
         while True:
             try:
                 pubsub = self.redis.pubsub()
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 if missed:  # a change made while not subscribed: forget everything
                     self.changed("*")
                 async for message in pubsub.listen():
@@ -69,7 +70,7 @@ class KeyChanges:
 
     async def _publish(self, key_id: str) -> None:
         try:
-            await self.redis.publish(CHANNEL, key_id)
+            await self.redis.publish(self.channel, key_id)
         except (RedisError, OSError) as exc:
             log.warning("telling the other replicas of a key change failed: %s", exc)
 

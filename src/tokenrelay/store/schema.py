@@ -63,6 +63,7 @@ usage = Table(
     Column("model", String(200), nullable=False),
     Column("provider", String(100), nullable=True),
     Column("deployment", String(200), nullable=True),
+    Column("upstream_key_id", String(64), nullable=True),  # migration 2
     Column("input_tokens", BigInteger, nullable=False),
     Column("output_tokens", BigInteger, nullable=False),
     Column("cached_tokens", BigInteger, nullable=False),
@@ -94,3 +95,29 @@ responses = Table(
 """Stored answers of a stateful client protocol (the Responses API's ``store``): one
 opaque JSON ``record`` per response id, visible to its ``owner`` only, until
 ``expires_at`` (the configured retention)."""
+
+channels = Table(  # providers managed live (migration 4); the config file's are not here
+    "channels",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("protocol", String(32), nullable=False),
+    Column("base_url", String(2000), nullable=False),
+    Column("models", JSON, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("timeouts", JSON, nullable=False),
+    Column("images", Boolean, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+channel_keys = Table(  # their upstream keys, encrypted (store/secrets.py)
+    "channel_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("channel_id", String(32), nullable=False, index=True),
+    Column("secret", String(4000), nullable=False),  # Fernet token, never the key itself
+    Column("last4", String(8), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)

@@ -35,6 +35,7 @@ class UsageRow(msgspec.Struct, kw_only=True):
     key_id: str | None = None
     provider: str | None = None
     deployment: str | None = None
+    upstream_key_id: str | None = None  # which of the channel's upstream keys served it
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0

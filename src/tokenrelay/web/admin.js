@@ -8,11 +8,13 @@
 //
 // The parts are ES modules under /static/admin/: api.js (the client), format.js,
 // dom.js, state.js, charts.js and stats.js (the charts and totals), keys.js (the
-// table), form.js (the new-key form) and limits.js (the limit fields). This one wires
+// table), form.js (the new-key form), limits.js (the limit fields) and channels.js (the
+// channels section). This one wires
 // them: the master key panel, loading, the actions that call the API, the events.
 
 import { copyText, initTheme } from './common.js';
 import { AdminError, api, errorText, masterKey, setMasterKey } from './admin/api.js';
+import { initChannels, loadChannels } from './admin/channels.js';
 import { destroyCharts, toggleModel } from './admin/charts.js';
 import { $, els, say } from './admin/dom.js';
 import { FieldError, createBody, markField, toggleCreate } from './admin/form.js';
@@ -104,6 +106,7 @@ async function refresh() {
       state.stats = stats.value;
       renderStats(stats.value);
     }
+    await loadChannels();
     if (!failures.length) els.updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } finally {
     state.loading = false;
@@ -238,6 +241,7 @@ function init() {
     els.secretCopy.textContent = ok ? 'Copied' : 'Select and copy';
   });
   els.secretDone.addEventListener('click', hideSecret);
+  initChannels(authFailure);
   els.keysBody.addEventListener('click', (event) => {
     const button = /** @type {HTMLElement} */ (event.target).closest('button[data-action]');
     if (!(button instanceof HTMLButtonElement)) return;
