@@ -19,7 +19,7 @@ from ..events import ChatRequest, Usage
 from ..fold import estimate_tokens as tokens_of
 from ..fold import prompt_chars
 from ..limits import Limiter, Ticket, create_limiter
-from ..pricing import PriceTable
+from ..pricing import PriceTable, saved_by_cache
 from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
 
 if TYPE_CHECKING:
@@ -142,6 +142,7 @@ class Accounts:
                 provider=deployment.provider.name if deployment is not None else None,
                 deployment=deployment.name if deployment is not None else None,
                 cost_usd=cost,
+                cache_saved_usd=saved_by_cache(self.prices.lookup(model), usage),
                 ttft_ms=exchange.ttft_ms(),
                 duration_ms=exchange.elapsed_ms(),
                 outcome=outcome,

@@ -69,6 +69,9 @@ usage = Table(
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cache_write_tokens", BigInteger, nullable=False),
     Column("cost_usd", Float, nullable=True),
+    # migration 2: the 1-hour part of cache_write_tokens, and what caching saved
+    Column("cache_write_1h_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_saved_usd", Float, nullable=True),
     Column("ttft_ms", Float, nullable=True),
     Column("duration_ms", Float, nullable=False),
     Column("outcome", String(32), nullable=False),
