@@ -20,10 +20,10 @@ cache read $0.20, 5-minute write $2.50, 1-hour write $4.
   turn 1: 12 x 2 + 4 x 10 = $64; turn 2: 7 x 2 + 12 x 0.2 + 3 x 10 = $46.40
   (what caching saved on turn 2: 19 x 2 + 30 - 46.40 = $21.60).
 * Anthropic, turn 1 marked ``ttl: "1h"`` on the system prompt, turn 2 marked (5 minutes)
-  on its last message: turn 1 writes all 12 for an hour: 12 x 4 + 40 = $88 (saved -$24);
-  turn 2 reads 12 and writes 7 for 5 minutes: 12 x 0.2 + 7 x 2.5 + 30 = $49.90.
-* Anthropic from a client whose protocol has no cache hint the gateway forwards: nothing
-  marked, nothing cached: $64, then 19 x 2 + 30 = $68.
+  on its last message, with Anthropic's ``cache_control`` (on OpenAI and Responses text
+  content parts too, OpenRouter's convention): turn 1 writes all 12 for an hour:
+  12 x 4 + 40 = $88 (saved -$24); turn 2 reads 12 and writes 7 for 5 minutes:
+  12 x 0.2 + 7 x 2.5 + 30 = $49.90 (saved 19 x 2 + 30 - 49.90 = $18.10).
 """
 
 from __future__ import annotations
@@ -72,13 +72,16 @@ class Turn:
 
 AUTO = (Turn(12, 4, 0, 0, 0, 64.0, 0.0), Turn(19, 3, 12, 0, 0, 46.4, 21.6))
 MARKED = (Turn(12, 4, 0, 12, 12, 88.0, -24.0), Turn(19, 3, 12, 7, 0, 49.9, 18.1))
-UNMARKED = (Turn(12, 4, 0, 0, 0, 64.0, 0.0), Turn(19, 3, 0, 0, 0, 68.0, 0.0))
+HOUR = {"type": "ephemeral", "ttl": "1h"}
+FIVE = {"type": "ephemeral"}
 
 
-def expected(client: str, upstream: str) -> tuple[Turn, Turn]:
-    if upstream != "anthropic":
-        return AUTO
-    return MARKED if client == "anthropic" else UNMARKED
+def expected(upstream: str) -> tuple[Turn, Turn]:
+    return MARKED if upstream == "anthropic" else AUTO
+
+
+def _text(text: str, mark: dict[str, str], kind: str = "text") -> list[dict[str, Any]]:
+    return [{"type": kind, "text": text, "cache_control": mark}]
 
 
 @dataclass
@@ -119,13 +122,14 @@ def _row(gw: Gateway, model: str) -> dict[str, Any]:
 def _chat(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
     messages: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": U1}]
     if turn == 1:
+        messages[0]["content"] = _text(system, HOUR)
         reply = e.oa.chat.completions.create(model=model, messages=messages)
         assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
         return {
             "prompt": reply.usage.prompt_tokens,
             "cached": reply.usage.prompt_tokens_details.cached_tokens or 0,
         }
-    messages += [{"role": "assistant", "content": U1}, {"role": "user", "content": U2}]
+    messages += [{"role": "assistant", "content": U1}, {"role": "user", "content": _text(U2, FIVE)}]
     stream = e.oa.chat.completions.create(
         model=model, messages=messages, stream=True, stream_options={"include_usage": True}
     )
@@ -135,13 +139,15 @@ def _chat(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
 
 
 def _responses(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
-    items: list[Any] = [{"role": "user", "content": U1}]
+    items: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": U1}]
     if turn == 1:
-        reply = e.oa.responses.create(model=model, instructions=system, input=items)
+        items[0]["content"] = _text(system, HOUR, "input_text")
+        reply = e.oa.responses.create(model=model, input=items)
         usage = reply.usage
     else:
-        items += [{"role": "assistant", "content": U1}, {"role": "user", "content": U2}]
-        stream = e.oa.responses.create(model=model, instructions=system, input=items, stream=True)
+        last = _text(U2, FIVE, "input_text")
+        items += [{"role": "assistant", "content": U1}, {"role": "user", "content": last}]
+        stream = e.oa.responses.create(model=model, input=items, stream=True)
         done = [ev for ev in stream if ev.type == "response.completed"]
         usage = done[-1].response.usage
     assert usage is not None
@@ -150,9 +156,7 @@ def _responses(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
 
 def _anthropic(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
     if turn == 1:
-        blocks: Any = [
-            {"type": "text", "text": system, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
-        ]
+        blocks: Any = _text(system, HOUR)
         reply = e.an.messages.create(
             model=model, max_tokens=64, system=blocks, messages=[{"role": "user", "content": U1}]
         )
@@ -166,7 +170,7 @@ def _anthropic(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
             "write": u.cache_creation_input_tokens or 0,
             "write_1h": split.ephemeral_1h_input_tokens if split is not None else 0,
         }
-    last = [{"type": "text", "text": U2, "cache_control": {"type": "ephemeral"}}]
+    last = _text(U2, FIVE)
     messages: Any = [
         {"role": "user", "content": U1},
         {"role": "assistant", "content": U1},
@@ -196,13 +200,13 @@ def test_cache_reads_and_writes_are_counted_once_priced_by_kind_and_reported(
     tag = next(_tags)
     system = f"you are a careful assistant for conversation {client}{upstream}{tag}"
     assert len(system.split()) == 8
-    for turn, want in enumerate(expected(client, upstream), start=1):
+    for turn, want in enumerate(expected(upstream), start=1):
         model = f"{PROVIDER[upstream]}/echo?cache=1&ttft=0.00{tag:04d}{turn}"
         seen = CALL[client](ends, model, system, turn)
         # the client's own fields: the whole prompt, and the cached part of it
         assert seen["prompt"] == want.input, (turn, seen)
         assert seen["cached"] == want.cached, (turn, seen)
-        if client == "anthropic":
+        if "write" in seen:
             assert seen["write"] == want.write, (turn, seen)
             if "write_1h" in seen:
                 assert seen["write_1h"] == want.write_1h, (turn, seen)

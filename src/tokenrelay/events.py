@@ -25,7 +25,11 @@ FINISH_REASONS: tuple[str, ...] = ("stop", "length", "tool_calls", "content_filt
 
 
 class TextPart(msgspec.Struct, tag="text", omit_defaults=True):
+    """Text. ``cache``: a prompt-cache breakpoint the client set after it, ``"5m"`` or
+    ``"1h"`` (``protocols/cache_hints.py``)."""
+
     text: str
+    cache: str | None = None
 
 
 class ImagePart(msgspec.Struct, tag="image", omit_defaults=True):

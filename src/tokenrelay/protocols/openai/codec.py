@@ -33,6 +33,7 @@ from ...events import (
 )
 from ...fold import Fold, Tally
 from ..base import bearer
+from ..cache_hints import hint_of
 from .passthrough import OpenAIPassthrough
 from .stream import (
     FINISH_FROM_WIRE,
@@ -122,7 +123,7 @@ def _content_parts(content: Any, param: str) -> list[Part]:
             raise _invalid("a content part must be an object", where)
         kind = item.get("type")
         if kind == "text" and isinstance(item.get("text"), str):
-            parts.append(TextPart(item["text"]))
+            parts.append(TextPart(item["text"], cache=hint_of(item)))
         elif kind == "image_url":
             image = item.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image

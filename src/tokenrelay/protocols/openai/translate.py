@@ -89,6 +89,11 @@ DROPPED: tuple[tuple[str, str, str], ...] = (
         "sent as reasoning_effort: <=2048 low, <=8192 medium, else high",
         "OpenAI sets reasoning by effort, not by a token budget",
     ),
+    (
+        "TextPart.cache (cache_control hints)",
+        "dropped",
+        "this provider caches every prompt by itself, with no per-part hint",
+    ),
     ("ToolResultPart.is_error", "dropped", "a tool message has no error flag"),
     ("ToolResultPart.name", "dropped", "tool messages are matched by tool_call_id"),
     ("Tool.strict None", "omitted", "the upstream's default applies"),

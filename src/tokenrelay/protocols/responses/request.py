@@ -28,6 +28,7 @@ from ...events import (
     ToolCallPart,
     ToolResultPart,
 )
+from ..cache_hints import hint_of
 from .wire import json_encode, name
 
 _KNOWN = frozenset(
@@ -81,7 +82,7 @@ def _content(content: Any, where: str) -> list[TextPart | ImagePart]:
             raise _invalid("a content part must be an object", at)
         kind = part.get("type")
         if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
-            parts.append(TextPart(part["text"]))
+            parts.append(TextPart(part["text"], cache=hint_of(part)))
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             parts.append(TextPart(part["refusal"]))
         elif kind == "input_image":

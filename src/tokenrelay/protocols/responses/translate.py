@@ -105,6 +105,11 @@ DROPPED: tuple[tuple[str, str, str], ...] = (
         "the gateway is stateless towards its upstreams; OpenAI refuses that include "
         "for models that do not reason",
     ),
+    (
+        "TextPart.cache (cache_control hints)",
+        "dropped",
+        "this provider caches every prompt by itself, with no per-part hint",
+    ),
     ("extra (fields of another protocol)", "dropped", "they mean nothing on this wire"),
 )
 
