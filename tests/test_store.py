@@ -72,9 +72,9 @@ async def test_migrations_are_idempotent_concurrent_and_match_the_schema(url: st
     try:
         # Three processes' worth of start-ups at once: one migrates, the others wait.
         every = [v for v, _, _ in MIGRATIONS]
-        assert await asyncio.gather(migrate(engine), migrate(engine), migrate(engine)) == [
-            LATEST
-        ] * 3
+        assert (
+            await asyncio.gather(migrate(engine), migrate(engine), migrate(engine)) == [LATEST] * 3
+        )
         assert await migrate(engine) == LATEST
         async with engine.connect() as conn:
             versions = (await conn.execute(text("SELECT version FROM schema_version"))).all()

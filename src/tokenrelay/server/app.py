@@ -57,6 +57,7 @@ def build_router(config: Config) -> Router:
             list(m.fallbacks),
             _timeouts(m.timeouts),
             m.images,
+            m.affinity,
         )
         for m in config.models
     }

@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..affinity import Conversation
 from ..config import Config
 from ..events import ChatRequest, GatewayError, Usage
 from ..fold import Fold, Tally, charged_usage
@@ -207,7 +208,11 @@ class Gateway:
             exchange.decoded = True
             exchange.admission = await self.accounts.admit(principal, request)
             attempts = Attempts(
-                self.router.plan(request.model, images=request.has_images()),
+                self.router.plan(
+                    request.model,
+                    images=request.has_images(),
+                    conversation=Conversation(request, headers.get("x-claude-code-session-id")),
+                ),
                 self.config.retries,
                 exchange.request_id,
                 self.metrics.retried,
