@@ -119,15 +119,20 @@ def _row(gw: Gateway, model: str) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def _chat(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
+def _chat(e: Ends, model: str, system: str, turn: int) -> dict[str, float]:
     messages: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": U1}]
     if turn == 1:
         messages[0]["content"] = _text(system, HOUR)
-        reply = e.oa.chat.completions.create(model=model, messages=messages)
+        raw = e.oa.chat.completions.with_raw_response.create(
+            model=model, messages=messages, extra_body={"usage": {"include": True}}
+        )
+        reply = raw.parse()
         assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
         return {
             "prompt": reply.usage.prompt_tokens,
             "cached": reply.usage.prompt_tokens_details.cached_tokens or 0,
+            "cost": float(raw.headers["x-tokenrelay-cost"]),
+            "usage.cost": (reply.usage.model_extra or {})["cost"],
         }
     messages += [{"role": "assistant", "content": U1}, {"role": "user", "content": _text(U2, FIVE)}]
     stream = e.oa.chat.completions.create(
@@ -138,12 +143,18 @@ def _chat(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
     return {"prompt": usage.prompt_tokens, "cached": usage.prompt_tokens_details.cached_tokens or 0}
 
 
-def _responses(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
+def _responses(e: Ends, model: str, system: str, turn: int) -> dict[str, float]:
     items: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": U1}]
     if turn == 1:
         items[0]["content"] = _text(system, HOUR, "input_text")
-        reply = e.oa.responses.create(model=model, input=items)
-        usage = reply.usage
+        raw = e.oa.responses.with_raw_response.create(model=model, input=items)
+        usage = raw.parse().usage
+        assert usage is not None
+        return {
+            "prompt": usage.input_tokens,
+            "cached": usage.input_tokens_details.cached_tokens,
+            "cost": float(raw.headers["x-tokenrelay-cost"]),
+        }
     else:
         last = _text(U2, FIVE, "input_text")
         items += [{"role": "assistant", "content": U1}, {"role": "user", "content": last}]
@@ -154,13 +165,17 @@ def _responses(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
     return {"prompt": usage.input_tokens, "cached": usage.input_tokens_details.cached_tokens}
 
 
-def _anthropic(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
+def _anthropic(e: Ends, model: str, system: str, turn: int) -> dict[str, float]:
     if turn == 1:
         blocks: Any = _text(system, HOUR)
-        reply = e.an.messages.create(
-            model=model, max_tokens=64, system=blocks, messages=[{"role": "user", "content": U1}]
+        raw = e.an.messages.with_raw_response.create(
+            model=model,
+            max_tokens=64,
+            system=blocks,
+            messages=[{"role": "user", "content": U1}],
+            extra_body={"usage": {"include": True}},
         )
-        u = reply.usage
+        u = raw.parse().usage
         split = u.cache_creation
         return {
             "prompt": u.input_tokens
@@ -169,6 +184,8 @@ def _anthropic(e: Ends, model: str, system: str, turn: int) -> dict[str, int]:
             "cached": u.cache_read_input_tokens or 0,
             "write": u.cache_creation_input_tokens or 0,
             "write_1h": split.ephemeral_1h_input_tokens if split is not None else 0,
+            "cost": float(raw.headers["x-tokenrelay-cost"]),
+            "usage.cost": (u.model_extra or {})["cost"],
         }
     last = _text(U2, FIVE)
     messages: Any = [
@@ -210,6 +227,9 @@ def test_cache_reads_and_writes_are_counted_once_priced_by_kind_and_reported(
             assert seen["write"] == want.write, (turn, seen)
             if "write_1h" in seen:
                 assert seen["write_1h"] == want.write_1h, (turn, seen)
+        for field in ("cost", "usage.cost"):  # the bill of a non-streamed answer
+            if field in seen:
+                assert seen[field] == pytest.approx(want.cost), (turn, field, seen)
         row = _row(ends.gateway, model)
         got = (
             row["input_tokens"],

@@ -122,6 +122,7 @@ class Accounts:
         deployment = exchange.attempts.current_or_last() if exchange.attempts else None
         model = deployment.model if deployment is not None else exchange.model
         cost = self.prices.cost(model, usage) if usage is not None else None
+        exchange.cost = cost
         if admission is not None and admission.ticket is not None and self.limiter is not None:
             actual = (usage.input + usage.output) if usage is not None else 0
             task = asyncio.ensure_future(

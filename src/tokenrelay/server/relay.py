@@ -71,6 +71,7 @@ class Exchange:
     accounts: Accounts | None = None
     admission: Admission | None = None
     finished: bool = False
+    cost: float | None = None  # USD charged, set when the request is settled (priced model)
 
     def usage(self) -> Usage | None:
         """What this request is charged (``fold.charged_usage``): ``None`` when no
@@ -568,9 +569,12 @@ class _FoldResponse:
         exchange.finish("ok")
         headers = {"x-request-id": exchange.request_id}
         headers.update((k.decode(), v.decode()) for k, v in self.relay.attempts.headers())
-        return JSONResponse(
-            self.protocol.encode_response(fold, self.relay.request.model), headers=headers
-        )
+        body = self.protocol.encode_response(fold, self.relay.request.model)
+        if exchange.cost is not None:  # the bill of this answer (README: prompt caching)
+            headers["x-tokenrelay-cost"] = format(exchange.cost, ".9f")
+            if _cost_asked(self.relay.request) and isinstance(body.get("usage"), dict):
+                body["usage"]["cost"] = round(exchange.cost, 9)
+        return JSONResponse(body, headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await race_disconnect(self._answer(), receive)
@@ -583,3 +587,10 @@ class _FoldResponse:
             self.relay.exchange.finish("disconnected", 499)
             return
         await response(scope, receive, send)
+
+
+def _cost_asked(request: ChatRequest) -> bool:
+    """OpenRouter's convention: ``"usage": {"include": true}`` asks for ``usage.cost``."""
+    source = request.source.body if request.source is not None else request.extra
+    asked = source.get("usage")
+    return isinstance(asked, dict) and asked.get("include") is True
