@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenrelay.affinity import Conversation, conversation_key
-from tokenrelay.events import ChatRequest, Message, Source, TextPart, Usage
+from tokenrelay.events import ChatRequest, Message, TextPart, Usage
 from tokenrelay.pricing import DEFAULT_PRICES, Price, price_usage, saved_by_cache
 from tokenrelay.protocols.anthropic.wire import UsageState, UsageView, usage_to_wire
 from tokenrelay.protocols.openai import stream as openai_stream
@@ -136,7 +136,7 @@ def test_the_conversation_key_in_order_of_preference() -> None:
     assert conversation_key(base, "sess") == "s:sess"
     assert conversation_key(_request("sys", "hi", user="u1"), "sess") == "s:sess"
     assert conversation_key(_request("sys", "hi", user="u1")) == "u:u1"
-    hinted = _request("sys", "hi", source=Source("openai", {"prompt_cache_key": "pk"}))
+    hinted = _request("sys", "hi", prompt_cache_key="pk")
     assert conversation_key(hinted, "sess") == "k:pk"
     # later turns keep the key of the first
     longer = _request("sys", "hi")
@@ -170,3 +170,53 @@ def test_conversations_spread_by_weight() -> None:
     group = _candidates(2, [1.0, 3.0])
     seen = Counter(_pick(group, _request(f"s{i}", "u")).weight for i in range(2000))
     assert 0.6 < seen[3.0] / 2000 < 0.9  # 0.75 expected
+
+
+# --- hints across protocols -----------------------------------------------------------
+
+
+def test_cache_hints_cross_protocols_where_the_target_understands_them() -> None:
+    from tokenrelay.protocols.anthropic import translate as to_anthropic
+    from tokenrelay.protocols.gemini import codec as to_gemini
+    from tokenrelay.protocols.openai import codec as chat
+    from tokenrelay.protocols.openai import translate as to_chat
+    from tokenrelay.protocols.responses import request as responses
+    from tokenrelay.protocols.responses import translate as to_responses
+
+    mark = {"type": "ephemeral", "ttl": "1h"}
+    body = {
+        "model": "m",
+        "prompt_cache_key": "conv-1",
+        "prompt_cache_retention": "24h",
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "sys", "cache_control": mark}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
+            },
+        ],
+    }
+    canon = chat.decode_request(body)
+    canon.source = None  # as a client of another protocol would give it
+    sent = to_responses.encode_request(canon, "m")
+    assert (sent["prompt_cache_key"], sent["prompt_cache_retention"]) == ("conv-1", "24h")
+    ant = to_anthropic.encode_request(canon, "m")
+    assert ant["system"] == [{"type": "text", "text": "sys", "cache_control": mark}]
+    assert ant["messages"][0]["content"] == [
+        {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}
+    ]
+    assert "prompt_cache_key" not in ant
+    gem = to_gemini.encode_request(canon, "m")
+    assert "cache_control" not in str(gem) and "prompt_cache" not in str(gem)
+    back = responses.decode_request({"model": "m", "input": "hi", "prompt_cache_key": "conv-2"})
+    back.source = None
+    assert to_chat.encode_request(back, "m")["prompt_cache_key"] == "conv-2"
+    # and without hints, the Anthropic system prompt stays a plain string
+    plain = chat.decode_request(
+        {
+            "model": "m",
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+        }
+    )
+    plain.source = None
+    assert to_anthropic.encode_request(plain, "m")["system"] == "s"

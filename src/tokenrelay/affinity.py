@@ -54,10 +54,8 @@ class Conversation:
 def conversation_key(request: ChatRequest, session: str | None = None) -> str | None:
     """The key that keeps a conversation on one deployment (module doc for the order);
     ``None`` for a request with nothing to go by (no text at all)."""
-    source = request.source.body if request.source is not None else {}
-    hint = source.get("prompt_cache_key") or request.extra.get("prompt_cache_key")
-    if isinstance(hint, str) and hint:
-        return "k:" + hint
+    if request.prompt_cache_key:
+        return "k:" + request.prompt_cache_key
     if session:
         return "s:" + session
     if request.user:

@@ -136,6 +136,8 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     reasoning_budget: int | None = None
     include_usage: bool = False
     user: str | None = None
+    prompt_cache_key: str | None = None  # OpenAI's cache-routing hint (affinity too)
+    prompt_cache_retention: str | None = None  # OpenAI's "in_memory" | "24h"
     extra: dict[str, Any] = {}
     source: Source | None = None
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+OPENAI_FIELDS = ("prompt_cache_key", "prompt_cache_retention")
+"""OpenAI's request-level cache fields, on Chat Completions and Responses alike."""
+
 
 def hint_of(part: dict[str, Any]) -> str | None:
     """``"1h"`` or ``"5m"`` for a part carrying a ``cache_control``; ``None`` without one."""
@@ -25,3 +28,9 @@ def hint_of(part: dict[str, Any]) -> str | None:
 def cache_control(hint: str) -> dict[str, str]:
     """The Anthropic ``cache_control`` for a canonical hint."""
     return {"type": "ephemeral", "ttl": "1h"} if hint == "1h" else {"type": "ephemeral"}
+
+
+def text_field(body: dict[str, Any], key: str) -> str | None:
+    """``body[key]`` when it is a string (an OpenAI cache field, for the canon)."""
+    value = body.get(key)
+    return value if isinstance(value, str) else None

@@ -95,6 +95,11 @@ ADJUSTMENTS: tuple[Adjustment, ...] = (
     ),
     Adjustment("images in system messages", "dropped", "Anthropic's system is text only"),
     Adjustment(
+        "prompt_cache_key, prompt_cache_retention",
+        "dropped (prompt_cache_key still keeps the conversation on one deployment)",
+        "Anthropic caches by cache_control, not by key",
+    ),
+    Adjustment(
         "cache hints on text parts (cache_control on OpenAI / Responses content parts)",
         "cache_control {type: ephemeral} on the text block (ttl 1h kept); such a system"
         " prompt is sent as blocks",

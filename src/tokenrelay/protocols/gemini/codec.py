@@ -84,6 +84,7 @@ _MAX_STOP = 5  # Gemini rejects more than five stop sequences
 
 DROPPED: list[tuple[str, str, str]] = [
     ("user", "dropped", "Gemini has no end-user field"),
+    ("prompt_cache_key, prompt_cache_retention", "dropped", "Gemini caches implicitly"),
     (
         "TextPart.cache (cache_control hints)",
         "dropped",

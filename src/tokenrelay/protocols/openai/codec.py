@@ -33,7 +33,7 @@ from ...events import (
 )
 from ...fold import Fold, Tally
 from ..base import bearer
-from ..cache_hints import hint_of
+from ..cache_hints import hint_of, text_field
 from .passthrough import OpenAIPassthrough
 from .stream import (
     FINISH_FROM_WIRE,
@@ -276,6 +276,8 @@ def decode_request(body: Any) -> ChatRequest:
         reasoning_effort=effort,
         include_usage=bool(options and options.get("include_usage")),
         user=body.get("user") if isinstance(body.get("user"), str) else None,
+        prompt_cache_key=text_field(body, "prompt_cache_key"),
+        prompt_cache_retention=text_field(body, "prompt_cache_retention"),
         extra={k: v for k, v in body.items() if k not in _KNOWN},
         source=Source(name, body),
     )

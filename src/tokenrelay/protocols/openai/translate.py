@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...events import ChatRequest, ImagePart, Message, TextPart, ToolCallPart, ToolResultPart
+from ..cache_hints import OPENAI_FIELDS
 
 name = "openai"
 
@@ -134,6 +135,7 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
             "response_format",
             "reasoning_effort",
             "user",
+            *OPENAI_FIELDS,
         ):
             value = getattr(request, key)
             if value is not None:

@@ -28,7 +28,7 @@ from ...events import (
     ToolCallPart,
     ToolResultPart,
 )
-from ..cache_hints import hint_of
+from ..cache_hints import hint_of, text_field
 from .wire import json_encode, name
 
 _KNOWN = frozenset(
@@ -268,6 +268,8 @@ def decode_request(body: Any) -> ChatRequest:
         reasoning_effort=effort if isinstance(effort, str) else None,
         include_usage=True,
         user=user if isinstance(user, str) else None,
+        prompt_cache_key=text_field(body, "prompt_cache_key"),
+        prompt_cache_retention=text_field(body, "prompt_cache_retention"),
         extra={k: v for k, v in body.items() if k not in _KNOWN},
         source=Source(name, body),
     )
