@@ -105,7 +105,7 @@ async def seed(store: Store) -> tuple[str, str]:
         row("a0", A, k1, "2026-03-10 08:20:00", input_tokens=1000),  # before since
         row(
             "a1", A, k1, "2026-03-10 08:45:00", input_tokens=10, output_tokens=20,
-            cost_usd=0.001, ttft_ms=100.0,
+            cost_usd=0.001, ttft_ms=100.0, cached_tokens=4, cache_saved_usd=0.0002,
         ),
         row("a2", A, k1, "2026-03-10 08:59:59.999999", input_tokens=1, output_tokens=2),
         row("a3", A, k1, "2026-03-10 09:00:00", outcome="error"),
@@ -174,6 +174,9 @@ async def test_stats_by_hour_are_exact(store: Store) -> None:
         "input_tokens": 26,
         "output_tokens": 39,
         "cost_usd": pytest.approx(0.0025, abs=1e-12),
+        "cached_tokens": 4,  # of a1's 10 prompt tokens
+        "cache_hit_rate": pytest.approx(4 / 26),
+        "cache_saved_usd": pytest.approx(0.0002, abs=1e-12),
         "errors": 1,
         "client_ended": 1,
         "error_rate": pytest.approx(1 / 14),

@@ -73,6 +73,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     fallbacks: list[str] = []  # other model names tried when every deployment failed
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     images: bool | None = None  # false: text only (default: as its providers say)
+    affinity: bool = True  # keep a conversation on one deployment (README: prompt caching)
 
 
 class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):

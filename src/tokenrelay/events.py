@@ -25,7 +25,11 @@ FINISH_REASONS: tuple[str, ...] = ("stop", "length", "tool_calls", "content_filt
 
 
 class TextPart(msgspec.Struct, tag="text", omit_defaults=True):
+    """Text. ``cache``: a prompt-cache breakpoint the client set after it, ``"5m"`` or
+    ``"1h"`` (``protocols/cache_hints.py``)."""
+
     text: str
+    cache: str | None = None
 
 
 class ImagePart(msgspec.Struct, tag="image", omit_defaults=True):
@@ -133,6 +137,8 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     reasoning_budget: int | None = None
     include_usage: bool = False
     user: str | None = None
+    prompt_cache_key: str | None = None  # OpenAI's cache-routing hint (affinity too)
+    prompt_cache_retention: str | None = None  # OpenAI's "in_memory" | "24h"
     extra: dict[str, Any] = {}
     source: Source | None = None
 
@@ -202,7 +208,19 @@ class Finish(msgspec.Struct, tag="finish", omit_defaults=True):
 
 
 class Usage(msgspec.Struct, tag="usage", omit_defaults=True):
-    """Token counts as the upstream reported them. ``input`` includes cached tokens;
+    """Token counts as the upstream reported them, in one convention for every protocol
+    (OpenAI's): ``input`` is the whole prompt, so it *includes* the cache reads
+    (``cached``) and the cache writes (``cache_write``); the plain, uncached input is
+    ``input - cached - cache_write``. Anthropic reports the three apart
+    (``input_tokens``, ``cache_read_input_tokens``, ``cache_creation_input_tokens``):
+    its codec adds them up on the way in and splits them back out on the way out, so a
+    cached token is counted once, never twice and never as zero.
+
+    ``cache_write`` counts every cache write, whatever its lifetime; ``cache_write_1h``
+    is the part of it written for one hour (Anthropic's ``ttl: "1h"``, from
+    ``cache_creation.ephemeral_1h_input_tokens``), billed at its own rate: the
+    5-minute writes are ``cache_write - cache_write_1h``.
+
     ``output`` includes reasoning tokens (the OpenAI convention). ``partial``: counts
     the upstream gave before its answer was whole (Anthropic's ``message_start``,
     Gemini's running totals), to be completed by its final ones or, if those never
@@ -213,8 +231,14 @@ class Usage(msgspec.Struct, tag="usage", omit_defaults=True):
     cached: int = 0
     reasoning: int = 0
     cache_write: int = 0
+    cache_write_1h: int = 0
     estimated: bool = False
     partial: bool = False
+
+    @property
+    def cache_write_5m(self) -> int:
+        """The cache writes that live five minutes (every write that is not 1-hour)."""
+        return max(0, self.cache_write - self.cache_write_1h)
 
 
 class Error(msgspec.Struct, tag="error", omit_defaults=True):

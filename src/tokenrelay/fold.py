@@ -200,5 +200,6 @@ def charged_usage(tally: Tally) -> Usage:
         cached=usage.cached,
         reasoning=usage.reasoning,
         cache_write=usage.cache_write,
+        cache_write_1h=usage.cache_write_1h,
         estimated=True,
     )

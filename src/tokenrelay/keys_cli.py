@@ -249,7 +249,8 @@ async def _usage(store: Store, args: argparse.Namespace) -> None:
         print(json.dumps({"by": args.by, "since": _iso(since), "data": rows}, indent=2))
         return
     head = [args.by.upper(), *(["NAME"] if args.by == "key" else [])]
-    head += ["REQUESTS", "INPUT", "OUTPUT", "CACHED", "REASONING", "COST USD", "ERRORS", "EST."]
+    head += ["REQUESTS", "INPUT", "OUTPUT", "CACHED", "REASONING", "COST USD"]
+    head += ["CACHE HIT", "SAVED USD", "ERRORS", "EST."]
     table = []
     for r in rows:
         group = [r["group"] or "(no key)", *([r["name"] or "-"] if args.by == "key" else [])]
@@ -260,6 +261,8 @@ async def _usage(store: Store, args: argparse.Namespace) -> None:
                 *group,
                 *map(str, numbers),
                 f"{r['cost_usd']:.6f}",
+                f"{r['cache_hit_rate']:.1%}",
+                f"{r['cache_saved_usd']:.6f}",
                 str(r["errors"]),
                 str(r["estimated"]),
             ]

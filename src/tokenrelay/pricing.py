@@ -1,16 +1,21 @@
-"""The price of a request: a table of USD per million tokens (input, output, cached
-input, cache write) per model, shipped defaults overridable in the configuration.
+"""The price of a request: a table of USD per million tokens per model, one rate per
+kind of token (input, output, cache read, 5-minute cache write, 1-hour cache write),
+shipped defaults overridable in the configuration.
 
-How a ``Usage`` is priced (its ``input`` includes cached and cache-write tokens; its
-``output`` includes reasoning tokens, which every listed provider bills as output):
+How a ``Usage`` is priced (its ``input`` includes cached and cache-write tokens, see
+``events.Usage``; its ``output`` includes reasoning tokens, which every listed provider
+bills as output):
 
     cost = (input - cached - cache_write) * input_price
-         + cached * cached_input_price     (input_price when the table has none)
-         + cache_write * cache_write_price (input_price when the table has none)
+         + cached * cached_input_price          (input_price when the table has none)
+         + cache_write_5m * cache_write_price    (input_price when the table has none)
+         + cache_write_1h * cache_write_1h_price (2 x input_price when the table has none)
          + output * output_price,  all / 1e6
 
-A missing cached or cache-write price falls back to the input price, so an unknown
-discount can only over-bill, never under-bill. A model whose input or output price is
+A missing cached or 5-minute write price falls back to the input price, so an unknown
+discount can only over-bill, never under-bill. A missing 1-hour write price falls back
+to twice the input price: Anthropic, the one provider that sells 1-hour writes, documents
+them as 2x the base input rate (its 5-minute writes as 1.25x, its reads as 0.1x). A model whose input or output price is
 unknown has no cost (``None``): the usage row says so rather than inventing a number.
 A ``long_context`` price replaces the base one for a request whose prompt (``input``)
 exceeds ``long_context_above`` tokens.
@@ -41,6 +46,7 @@ class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     output: float | None = None
     cached_input: float | None = None
     cache_write: float | None = None
+    cache_write_1h: float | None = None
     long_context_above: int | None = None
     long_context: Price | None = None
     source: str = ""
@@ -57,7 +63,7 @@ _OPENAI = (
 )
 _ANTHROPIC = (
     "platform.claude.com/docs/en/about-claude/pricing, model pricing table "
-    "(base input, cache hits, 5-minute cache writes, output)"
+    "(base input, 5-minute cache writes, 1-hour cache writes, cache hits, output)"
 )
 _GOOGLE = (
     "Gemini API pricing, ai.google.dev/gemini-api/docs/pricing (Standard tier), as recorded "
@@ -100,19 +106,29 @@ DEFAULT_PRICES: dict[str, Price] = {
         0.30,
         _ANTHROPIC,
         cache_write=3.75,
+        cache_write_1h=6.00,
         long_context_above=200_000,
         long_context=Price(
             input=6.00,
             output=22.50,
             source="simonw/llm-prices data/anthropic.json (Sonnet 4/4.5 >200k, 2026-06-30)",
-            note="cached/cache-write rates above 200k unsourced: billed at the input rate",
+            note=(
+                "cached/5-minute-write rates above 200k unsourced: billed at the input "
+                "rate; 1-hour writes at 2x input (Anthropic's documented multiplier)"
+            ),
         ),
     ),
-    "claude-sonnet-4-5-????????": _p(3.00, 15.00, 0.30, _ANTHROPIC, cache_write=3.75),
-    "claude-opus-4-1": _p(15.00, 75.00, 1.50, _ANTHROPIC, cache_write=18.75),
-    "claude-opus-4-1-????????": _p(15.00, 75.00, 1.50, _ANTHROPIC, cache_write=18.75),
-    "claude-haiku-4-5": _p(1.00, 5.00, 0.10, _ANTHROPIC, cache_write=1.25),
-    "claude-haiku-4-5-????????": _p(1.00, 5.00, 0.10, _ANTHROPIC, cache_write=1.25),
+    "claude-sonnet-4-5-????????": _p(
+        3.00, 15.00, 0.30, _ANTHROPIC, cache_write=3.75, cache_write_1h=6.00
+    ),
+    "claude-opus-4-1": _p(15.00, 75.00, 1.50, _ANTHROPIC, cache_write=18.75, cache_write_1h=30.00),
+    "claude-opus-4-1-????????": _p(
+        15.00, 75.00, 1.50, _ANTHROPIC, cache_write=18.75, cache_write_1h=30.00
+    ),
+    "claude-haiku-4-5": _p(1.00, 5.00, 0.10, _ANTHROPIC, cache_write=1.25, cache_write_1h=2.00),
+    "claude-haiku-4-5-????????": _p(
+        1.00, 5.00, 0.10, _ANTHROPIC, cache_write=1.25, cache_write_1h=2.00
+    ),
     # Google Gemini. 2.5 Pro has a higher tier for prompts over 200k tokens.
     "gemini-2.5-pro": _p(
         1.25,
@@ -216,6 +232,19 @@ class PriceTable:
         return price_usage(price, usage)
 
 
+def saved_by_cache(price: Price | None, usage: Usage | None) -> float | None:
+    """USD the prompt cache saved on ``usage``: its cost with every cached and written
+    token billed as plain input, less its real cost (negative when writes cost more
+    than the reads saved). ``None`` without a known price."""
+    if price is None or usage is None or not price.known:
+        return None
+    real = price_usage(price, usage)
+    flat = price_usage(price, Usage(input=usage.input, output=usage.output))
+    if real is None or flat is None:
+        return None
+    return flat - real
+
+
 def price_usage(price: Price, usage: Usage) -> float | None:
     """USD for ``usage`` at ``price`` (its long-context tier when the prompt is long)."""
     if (
@@ -228,13 +257,16 @@ def price_usage(price: Price, usage: Usage) -> float | None:
         return None
     cached = max(0, usage.cached)
     written = max(0, usage.cache_write)
+    long_lived = min(written, max(0, usage.cache_write_1h))
     plain = max(0, usage.input - cached - written)
     cached_rate = price.input if price.cached_input is None else price.cached_input
     write_rate = price.input if price.cache_write is None else price.cache_write
+    hour_rate = 2 * price.input if price.cache_write_1h is None else price.cache_write_1h
     total = (
         plain * price.input
         + cached * cached_rate
-        + written * write_rate
+        + (written - long_lived) * write_rate
+        + long_lived * hour_rate
         + max(0, usage.output) * price.output
     )
     return total / 1_000_000

@@ -7,7 +7,9 @@ deployments, with fallback models tried when every deployment failed.
 
 Choice: among the deployments not yet tried for this request and not taken out by
 their circuit breaker, the one with the fewest requests in flight per unit of weight
-(ties broken at random). A breaker opens after N consecutive failures, and after a
+(ties broken at random); but a request that belongs to a conversation goes to the
+healthy deployment its conversation ranks first (``affinity.py``), so the provider's
+prompt cache keeps serving it. A breaker opens after N consecutive failures, and after a
 cooldown lets one probe request through: success closes it, failure re-opens it.
 """
 
@@ -17,6 +19,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from .affinity import Conversation
 from .events import GatewayError
 from .providers.base import Provider
 
@@ -111,6 +114,7 @@ class Plan:
     groups: list[list[Candidate]]
     tried: list[Candidate] = field(default_factory=list)
     last: Candidate | None = None
+    conversation: Conversation | None = None
 
     def next(self) -> Candidate | None:
         """The candidate for the next attempt. In preference order: an untried healthy
@@ -138,6 +142,12 @@ class Plan:
                         or (c.deployment.breaker.allows() and c.deployment.cooling_until <= now)
                     )
                 ]
+                talk = self.conversation
+                if pool and healthy_only and talk is not None and len(pool) > 1 and talk.key:
+                    choice = max(pool, key=lambda c: talk.score(c.deployment.name, c.weight))
+                    self.tried.append(choice)
+                    self.last = choice
+                    return choice
                 if pool:
                     best = min((c.deployment.in_flight + 1) / c.weight for c in pool)
                     choice = random.choice(
@@ -166,6 +176,7 @@ class ModelSpec:
     fallbacks: list[str] = field(default_factory=list)
     timeouts: Timeouts | None = None
     images: bool | None = None
+    affinity: bool = True  # conversations kept on one deployment
 
 
 class Router:
@@ -237,9 +248,12 @@ class Router:
                 continue  # on a channel not served now (disabled, deleted): the others serve
         return group
 
-    def plan(self, model: str, images: bool = False) -> Plan:
+    def plan(
+        self, model: str, images: bool = False, conversation: Conversation | None = None
+    ) -> Plan:
         """The deployments to try for ``model``; 404 if the name is unknown, 400 if the
-        request has images and none of them takes images."""
+        request has images and none of them takes images. ``conversation``: the one the
+        request belongs to, for affinity (its key is worked out only if a choice is made)."""
         groups = [self._group(model)]
         spec = self._models.get(model)
         for fallback in spec.fallbacks if spec else ():
@@ -260,7 +274,9 @@ class Router:
                     code="images_not_supported",
                     param="messages",
                 )
-        return Plan(model, groups)
+        if spec is not None and not spec.affinity:
+            conversation = None
+        return Plan(model, groups, conversation=conversation)
 
     def deployments(self) -> list[Deployment]:
         return list(self._deployments.values())

@@ -57,6 +57,10 @@ starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
                           nothing
 ``too_long=1``            answer 400 with the route's context-length error, worded as the
                           provider words it (``counting.py``)
+``cache=1``               ``echo`` and ``gen/N`` act as the provider's prompt cache, per
+                          upstream key: a prefix seen before is reported as cached, in
+                          the route's own fields, Anthropic's writes in its
+                          ``cache_control`` shape (``prefix_cache.py``)
 ========================  ==================================================================
 """
 
@@ -115,6 +119,7 @@ class Script:
     interleave: bool = False
     no_usage: bool = False
     too_long: bool = False
+    cache: bool = False
 
     @property
     def fails(self) -> bool:
@@ -188,7 +193,7 @@ def parse_model(model: str) -> Script:
             fields[key] = _int(key, value, 0)
         elif key == "status":
             fields[key] = _int(key, value, 200, 599)
-        elif key in ("no_done", "limit", "interleave", "no_usage", "too_long"):
+        elif key in ("no_done", "limit", "interleave", "no_usage", "too_long", "cache"):
             fields[key] = _flag(key, value)
         elif key == "retry_after":
             if not _HEADER_VALUE.fullmatch(value):

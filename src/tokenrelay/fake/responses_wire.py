@@ -45,7 +45,7 @@ def _usage(scene: Scene) -> dict[str, Any]:
     output = scene.answer_tokens + scene.thought_tokens
     return {
         "input_tokens": scene.prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": scene.cache.read},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": scene.thought_tokens},
         "total_tokens": scene.prompt + output,

@@ -18,9 +18,11 @@ import msgspec
 
 from ..stops import cut_at_stop
 from . import counting, extras, keys, scenes, wire
+from .cache_counts import NO_CACHE, CacheCounts
 from .httpio import Reply, Request, RequestRecord
 from .options import Script, ScriptError, parse_model
 from .plan import BAD_UTF8, End, StreamPlan, build_plan, read_replay, split_events
+from .prefix_cache import PrefixCache, upstream_key
 from .responses_wire import responses_body, responses_scene
 from .wire import Proto
 
@@ -63,6 +65,7 @@ class Router:
         self._plans: dict[tuple[Any, ...], StreamPlan] = {}
         self._ids = itertools.count(1)
         self._created = int(time.time())
+        self.prefix_cache = PrefixCache()
 
     def reset(self) -> None:
         """Forget the log and the ``fail_times`` counters."""
@@ -242,7 +245,9 @@ class Router:
             return Reply(body=counting.count_body(proto, body))
         try:
             script = self._script(model)
-            reply = self._serve(script, proto, body, stream)
+            reply = self._serve(
+                script, proto, body, stream, upstream_key(req.headers, record.query)
+            )
         except ScriptError as exc:
             return _error(proto, exc.status, exc.message)
         if reply.stream is not None:
@@ -258,17 +263,22 @@ class Router:
             self._scripts[model] = script
         return script
 
-    def _serve(self, script: Script, proto: Proto, body: dict[str, Any], stream: bool) -> Reply:
+    def _serve(
+        self, script: Script, proto: Proto, body: dict[str, Any], stream: bool, key: str
+    ) -> Reply:
         model = script.model
         count = self.attempts[model] = self.attempts.get(model, 0) + 1
         if script.fails and (script.fail_times is None or count <= script.fail_times):
             return self._failure(script, proto)
         if script.too_long:
             return Reply(status=400, body=counting.too_long_body(proto), model=model)
+        cache = NO_CACHE
+        if script.cache and script.kind in ("echo", "gen"):
+            cache = self.prefix_cache.serve(key, proto, body)
         if not stream:
-            return self._plain(script, proto, body)
+            return self._plain(script, proto, body, cache)
         request_id = [("x-request-id", f"req_fake{next(self._ids)}")]
-        plan = self._stream_plan(script, proto, body)
+        plan = self._stream_plan(script, proto, body, cache)
         return Reply(
             content_type="text/event-stream",
             headers=request_id,
@@ -297,14 +307,16 @@ class Router:
             return [f"tok{i} " for i in range(script.n)]
         return wire.split_words(wire.last_user_text(proto, body))
 
-    def _stream_plan(self, script: Script, proto: Proto, body: dict[str, Any]) -> StreamPlan:
+    def _stream_plan(
+        self, script: Script, proto: Proto, body: dict[str, Any], cache: CacheCounts
+    ) -> StreamPlan:
         if script.kind == "replay":
             key: tuple[Any, ...] = (proto, script.model)
         else:
             usage = _include_usage(body) if proto == "openai" else False
             key = (proto, script.model, usage, wire.prompt_tokens(proto, body))
         # echo and the scenes depend on what the request says: never cached
-        cached = script.kind in ("gen", "replay") and not script.limit
+        cached = script.kind in ("gen", "replay") and not script.limit and not script.cache
         plan = self._plans.get(key) if cached else None
         if plan is not None:
             return plan
@@ -315,7 +327,7 @@ class Router:
         elif script.kind in ("tools", "think") or script.limit:
             events = self._scene(script, proto, body)
         else:
-            events = self._generate(script, proto, body)
+            events = self._generate(script, proto, body, cache)
         plan = build_plan(events, script, proto)
         if cached:
             if len(self._plans) >= _CACHE_LIMIT:
@@ -359,7 +371,9 @@ class Router:
             no_done=script.no_done,
         )
 
-    def _generate(self, script: Script, proto: Proto, body: dict[str, Any]) -> list[bytes]:
+    def _generate(
+        self, script: Script, proto: Proto, body: dict[str, Any], cache: CacheCounts
+    ) -> list[bytes]:
         texts = self._texts(script, proto, body)
         prompt = wire.prompt_tokens(proto, body)
         number = next(self._ids)
@@ -371,6 +385,7 @@ class Router:
                 prompt=prompt,
                 no_done=script.no_done,
                 counts=not script.no_usage,
+                cache=cache,
             )
         if proto == "gemini":
             return wire.gemini_stream(
@@ -380,10 +395,11 @@ class Router:
                 prompt=prompt,
                 no_done=script.no_done,
                 counts=not script.no_usage,
+                cache=cache,
             )
         if proto == "responses":
             return responses_scene(
-                scenes.Scene(prompt=prompt, texts=texts),
+                scenes.Scene(prompt=prompt, texts=texts, cache=cache),
                 ident=f"fake{number}",
                 model=script.model,
                 created=int(time.time()),
@@ -398,9 +414,12 @@ class Router:
             include_usage=_include_usage(body),
             no_done=script.no_done,
             counts=not script.no_usage,
+            cache=cache,
         )
 
-    def _plain(self, script: Script, proto: Proto, body: dict[str, Any]) -> Reply:
+    def _plain(
+        self, script: Script, proto: Proto, body: dict[str, Any], cache: CacheCounts = NO_CACHE
+    ) -> Reply:
         if script.kind == "replay":
             raise ScriptError("replay/* models only stream: send stream=true", 400)
         if script.kind in ("tools", "think"):
@@ -423,7 +442,7 @@ class Router:
             data = b'{"broken'
         elif proto == "responses":
             data = responses_body(
-                scenes.Scene(prompt=prompt, texts=texts, stop=finish),
+                scenes.Scene(prompt=prompt, texts=texts, stop=finish, cache=cache),
                 ident=f"fake{number}",
                 model=script.model,
                 created=int(time.time()),
@@ -437,6 +456,7 @@ class Router:
                 output=output,
                 finish=finish,
                 stop_sequence=matched,
+                cache=cache,
             )
         elif proto == "gemini":
             data = wire.gemini_body(
@@ -446,6 +466,7 @@ class Router:
                 prompt=prompt,
                 output=output,
                 finish=finish,
+                cache=cache,
             )
         else:
             data = wire.openai_body(
@@ -456,6 +477,7 @@ class Router:
                 prompt=prompt,
                 output=output,
                 finish=finish,
+                cache=cache,
             )
         end: End = "finish"
         if script.stall_after is not None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from ..stops import cut_at_stop
+from .cache_counts import NO_CACHE, CacheCounts
 from .options import Script, ScriptError
 from .wire import Proto, last_user_text, openai_usage_chunk, prompt_tokens, split_words
 
@@ -62,6 +63,7 @@ class Scene:
     stop: Stop = "stop"
     stop_sequence: str | None = None  # the request's stop sequence that ended the text
     interleave: bool = False
+    cache: CacheCounts = NO_CACHE  # what the prompt cache did (``cache=1``)
 
     @property
     def answer_tokens(self) -> int:

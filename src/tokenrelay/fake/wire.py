@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from .cache_counts import NO_CACHE, CacheCounts, anthropic_input, gemini_usage, openai_usage
+
 __all__ = [
     "Proto",
     "anthropic_body",
@@ -101,6 +103,16 @@ def _responses_turns(body: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return turns
 
 
+def turns(proto: Proto, body: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(role, texts) for every turn of the request, system prompt included."""
+    return _turns(proto, body)
+
+
+def words(text: str) -> int:
+    """The fake tokenizer's count for ``text``: one token per whitespace-separated word."""
+    return len(_ANY_WORD.findall(text))
+
+
 def last_user_text(proto: Proto, body: dict[str, Any]) -> str:
     """The text of the last user turn ('' if there is none)."""
     for role, texts in reversed(_turns(proto, body)):
@@ -140,6 +152,7 @@ def openai_stream(
     include_usage: bool,
     no_done: bool,
     counts: bool = True,
+    cache: CacheCounts = NO_CACHE,
 ) -> list[bytes]:
     """Role chunk, one chunk per text, finish chunk, usage chunk (if asked and
     ``counts``), ``[DONE]``."""
@@ -162,7 +175,9 @@ def openai_stream(
     events.extend(chunk({"content": text}, None) for text in texts)
     events.append(chunk({}, "stop"))
     if include_usage and counts:
-        events.append(openai_usage_chunk(ident, created, model, _openai_usage(prompt, len(texts))))
+        events.append(
+            openai_usage_chunk(ident, created, model, openai_usage(prompt, len(texts), cache))
+        )
     if not no_done:
         events.append(b"data: [DONE]\n\n")
     return events
@@ -182,10 +197,6 @@ def openai_usage_chunk(ident: str, created: int, model: str, usage: dict[str, An
     return b"data: " + _encode(obj) + b"\n\n"
 
 
-def _openai_usage(prompt: int, output: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
-
-
 def openai_body(
     text: bytes,
     *,
@@ -195,11 +206,12 @@ def openai_body(
     prompt: int,
     output: int,
     finish: str = "stop",
+    cache: CacheCounts = NO_CACHE,
 ) -> bytes:
     """A ``chat.completion`` body; ``text`` is the already JSON-encoded content string."""
     head = {"id": ident, "object": "chat.completion", "created": created, "model": model}
     tail = {
-        "usage": _openai_usage(prompt, output),
+        "usage": openai_usage(prompt, output, cache),
         "system_fingerprint": "fp_fake",
     }
     return (
@@ -221,7 +233,14 @@ def _named(event: str, obj: dict[str, Any]) -> bytes:
 
 
 def anthropic_stream(
-    texts: Sequence[str], *, ident: str, model: str, prompt: int, no_done: bool, counts: bool = True
+    texts: Sequence[str],
+    *,
+    ident: str,
+    model: str,
+    prompt: int,
+    no_done: bool,
+    counts: bool = True,
+    cache: CacheCounts = NO_CACHE,
 ) -> list[bytes]:
     """``message_start``, a text block with one delta per text, ``message_delta`` with the
     stop reason and usage, ``message_stop`` (no ``usage`` anywhere without ``counts``)."""
@@ -233,7 +252,7 @@ def anthropic_stream(
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": prompt, "output_tokens": 1},
+        "usage": {**anthropic_input(prompt, cache), "output_tokens": 1},
     }
     if not counts:
         del message["usage"]
@@ -278,6 +297,7 @@ def anthropic_body(
     output: int,
     finish: str = "stop",
     stop_sequence: str | None = None,
+    cache: CacheCounts = NO_CACHE,
 ) -> bytes:
     """A ``message`` body; ``text`` is the already JSON-encoded text string; ``finish``
     is ``stop`` or ``length``; ``stop_sequence`` the stop sequence that ended it."""
@@ -286,7 +306,7 @@ def anthropic_body(
     tail = {
         "stop_reason": "stop_sequence" if stop_sequence else reason,
         "stop_sequence": stop_sequence,
-        "usage": {"input_tokens": prompt, "output_tokens": output},
+        "usage": {**anthropic_input(prompt, cache), "output_tokens": output},
     }
     return (
         _encode(head)[:-1]
@@ -314,16 +334,15 @@ def _gemini_chunk(
     return b"data: " + _encode(obj) + b"\r\n\r\n"
 
 
-def _gemini_usage(prompt: int, output: int) -> dict[str, int]:
-    return {
-        "promptTokenCount": prompt,
-        "candidatesTokenCount": output,
-        "totalTokenCount": prompt + output,
-    }
-
-
 def gemini_stream(
-    texts: Sequence[str], *, ident: str, model: str, prompt: int, no_done: bool, counts: bool = True
+    texts: Sequence[str],
+    *,
+    ident: str,
+    model: str,
+    prompt: int,
+    no_done: bool,
+    counts: bool = True,
+    cache: CacheCounts = NO_CACHE,
 ) -> list[bytes]:
     """One chunk per text (CRLF line endings, as Gemini sends them); the last chunk
     carries ``finishReason`` and the full ``usageMetadata`` (none without ``counts``).
@@ -335,7 +354,11 @@ def gemini_stream(
         _gemini_chunk(
             text,
             i == last and not no_done,
-            None if not counts else _gemini_usage(prompt, len(texts)) if i == last else partial,
+            None
+            if not counts
+            else gemini_usage(prompt, len(texts), cache)
+            if i == last
+            else partial,
             model,
             ident,
         )
@@ -344,12 +367,19 @@ def gemini_stream(
 
 
 def gemini_body(
-    text: bytes, *, ident: str, model: str, prompt: int, output: int, finish: str = "stop"
+    text: bytes,
+    *,
+    ident: str,
+    model: str,
+    prompt: int,
+    output: int,
+    finish: str = "stop",
+    cache: CacheCounts = NO_CACHE,
 ) -> bytes:
     """A ``GenerateContentResponse``; ``text`` is the already JSON-encoded text string;
     ``finish`` is ``stop`` or ``length``."""
     tail = {
-        "usageMetadata": _gemini_usage(prompt, output),
+        "usageMetadata": gemini_usage(prompt, output, cache),
         "modelVersion": model,
         "responseId": ident,
     }

@@ -19,7 +19,7 @@ from ..events import ChatRequest, Usage
 from ..fold import estimate_tokens as tokens_of
 from ..fold import prompt_chars
 from ..limits import Limiter, Ticket, create_limiter
-from ..pricing import PriceTable
+from ..pricing import PriceTable, saved_by_cache
 from ..protocols.registry import REGISTRY
 from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
 
@@ -130,6 +130,7 @@ class Accounts:
         deployment = exchange.attempts.current_or_last() if exchange.attempts else None
         model = deployment.model if deployment is not None else exchange.model
         cost = self.prices.cost(model, usage) if usage is not None else None
+        exchange.cost = cost
         if admission is not None and admission.ticket is not None and self.limiter is not None:
             actual = (usage.input + usage.output) if usage is not None else 0
             task = asyncio.ensure_future(
@@ -151,6 +152,7 @@ class Accounts:
                 deployment=deployment.name if deployment is not None else None,
                 upstream_key_id=exchange.attempts.key_id if exchange.attempts else None,
                 cost_usd=cost,
+                cache_saved_usd=saved_by_cache(self.prices.lookup(model), usage),
                 ttft_ms=exchange.ttft_ms(),
                 duration_ms=exchange.elapsed_ms(),
                 outcome=outcome,

@@ -107,7 +107,11 @@ class UsageGroup(msgspec.Struct, kw_only=True):
     output_tokens: int
     cached_tokens: int
     reasoning_tokens: int
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     cost_usd: float
+    cache_saved_usd: float = 0.0
+    cache_hit_rate: float = 0.0
     errors: int
     estimated: int
     unpriced: int

@@ -114,6 +114,7 @@ def build_router(
             list(m.fallbacks),
             _timeouts(m.timeouts),
             m.images,
+            m.affinity,
         )
         for m in config.models
     }

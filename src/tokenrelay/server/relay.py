@@ -20,6 +20,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..affinity import Conversation
 from ..config import Config
 from ..events import ChatRequest, GatewayError, Usage, too_deep
 from ..fold import Fold, Tally, charged_usage
@@ -72,6 +73,7 @@ class Exchange:
     admission: Admission | None = None
     finished: bool = False
     keep: Callable[[Tally], None] | None = None  # keeps the answer (server/stored.py)
+    cost: float | None = None  # USD charged, set when the request is settled (priced model)
 
     def usage(self) -> Usage | None:
         """What this request is charged (``fold.charged_usage``): ``None`` when no
@@ -230,7 +232,11 @@ class Gateway:
             exchange.decoded = True
             exchange.admission = await self.accounts.admit(principal, request)
             attempts = Attempts(
-                self.router.plan(request.model, images=request.has_images()),
+                self.router.plan(
+                    request.model,
+                    images=request.has_images(),
+                    conversation=Conversation(request, headers.get("x-claude-code-session-id")),
+                ),
                 self.config.retries,
                 exchange.request_id,
                 self.metrics.retried,
@@ -602,6 +608,10 @@ class _FoldResponse:
         exchange.finish("ok")
         headers = {"x-request-id": exchange.request_id}
         headers.update((k.decode(), v.decode()) for k, v in self.relay.attempts.headers())
+        if exchange.cost is not None:  # the bill of this answer (README: prompt caching)
+            headers["x-tokenrelay-cost"] = format(exchange.cost, ".9f")
+            if _cost_asked(self.relay.request) and isinstance(body.get("usage"), dict):
+                body["usage"]["cost"] = round(exchange.cost, 9)
         return JSONResponse(body, headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -615,3 +625,10 @@ class _FoldResponse:
             self.relay.exchange.finish("disconnected", 499)
             return
         await response(scope, receive, send)
+
+
+def _cost_asked(request: ChatRequest) -> bool:
+    """OpenRouter's convention: ``"usage": {"include": true}`` asks for ``usage.cost``."""
+    source = request.source.body if request.source is not None else request.extra
+    asked = source.get("usage")
+    return isinstance(asked, dict) and asked.get("include") is True

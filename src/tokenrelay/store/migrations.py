@@ -149,11 +149,21 @@ def _v4_channels(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v5_cache_kinds(conn: Connection) -> None:
+    """Usage rows keep their 1-hour cache writes apart (the 5-minute ones are the rest of
+    ``cache_write_tokens``) and what the prompt cache saved, in USD."""
+    conn.execute(
+        text("ALTER TABLE usage ADD COLUMN cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0")
+    )
+    conn.execute(text("ALTER TABLE usage ADD COLUMN cache_saved_usd FLOAT"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "api keys and usage", _v1_keys_and_usage),
     (2, "stored responses", _v2_responses),
     (3, "usage names the upstream key", _v3_usage_upstream_key),
     (4, "channels managed live", _v4_channels),
+    (5, "usage: 1-hour cache writes and cache savings", _v5_cache_kinds),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -63,13 +63,16 @@ usage = Table(
     Column("model", String(200), nullable=False),
     Column("provider", String(100), nullable=True),
     Column("deployment", String(200), nullable=True),
-    Column("upstream_key_id", String(64), nullable=True),  # migration 2
+    Column("upstream_key_id", String(64), nullable=True),  # migration 3
     Column("input_tokens", BigInteger, nullable=False),
     Column("output_tokens", BigInteger, nullable=False),
     Column("cached_tokens", BigInteger, nullable=False),
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cache_write_tokens", BigInteger, nullable=False),
     Column("cost_usd", Float, nullable=True),
+    # migration 5: the 1-hour part of cache_write_tokens, and what caching saved
+    Column("cache_write_1h_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_saved_usd", Float, nullable=True),
     Column("ttft_ms", Float, nullable=True),
     Column("duration_ms", Float, nullable=False),
     Column("outcome", String(32), nullable=False),

@@ -41,6 +41,9 @@ class StatsTotals(msgspec.Struct, kw_only=True):
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    cached_tokens: int = 0  # prompt tokens read from the provider's cache
+    cache_hit_rate: float | None = None  # cached_tokens / input_tokens
+    cache_saved_usd: float = 0.0  # what caching saved (store/usage.py)
     errors: int
     client_ended: int
     error_rate: float | None
@@ -181,6 +184,8 @@ async def stats_report(
             func.coalesce(func.sum(usage.c.input_tokens), 0).label("input_tokens"),
             func.coalesce(func.sum(usage.c.output_tokens), 0).label("output_tokens"),
             func.coalesce(func.sum(usage.c.cost_usd), 0.0).label("cost_usd"),
+            func.coalesce(func.sum(usage.c.cached_tokens), 0).label("cached_tokens"),
+            func.coalesce(func.sum(usage.c.cache_saved_usd), 0.0).label("cache_saved_usd"),
             func.coalesce(func.sum(case((failed, 1), else_=0)), 0).label("errors"),
             func.coalesce(func.sum(case((usage.c.outcome.in_(CLIENT_ENDED), 1), else_=0)), 0).label(
                 "client_ended"
@@ -198,6 +203,8 @@ async def stats_report(
                 "input_tokens": [0] * count,
                 "output_tokens": [0] * count,
                 "cost_usd": [0.0] * count,
+                "cached_tokens": [0] * count,
+                "cache_saved_usd": [0.0] * count,
                 "errors": [0] * count,
                 "client_ended": [0] * count,
                 "ttft_p50_ms": [None] * count,
@@ -213,7 +220,9 @@ async def stats_report(
             series = entry(row.model)
             for name in ("requests", "input_tokens", "output_tokens", "errors", "client_ended"):
                 series[name][i] = int(getattr(row, name))
+            series["cached_tokens"][i] = int(row.cached_tokens)
             series["cost_usd"][i] = round(float(row.cost_usd), 9)
+            series["cache_saved_usd"][i] = float(row.cache_saved_usd)
         bucket_ttft = _percentiles(filters, [usage.c.model, index.element])
         for row in await conn.execute(bucket_ttft):
             i = int(row.g1)
@@ -240,6 +249,9 @@ async def stats_report(
             input_tokens=total("input_tokens"),
             output_tokens=total("output_tokens"),
             cost_usd=round(sum(sum(s["cost_usd"]) for s in series), 9),
+            cached_tokens=total("cached_tokens"),
+            cache_hit_rate=_rate(total("cached_tokens"), total("input_tokens")),
+            cache_saved_usd=round(sum(sum(s["cache_saved_usd"]) for s in series), 9),
             errors=errors,
             client_ended=total("client_ended"),
             error_rate=_rate(errors, requests),

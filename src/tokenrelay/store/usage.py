@@ -41,7 +41,9 @@ class UsageRow(msgspec.Struct, kw_only=True):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     cost_usd: float | None = None
+    cache_saved_usd: float | None = None
     ttft_ms: float | None = None
     duration_ms: float = 0.0
     outcome: str = "ok"
@@ -63,6 +65,7 @@ class UsageRow(msgspec.Struct, kw_only=True):
             fields.setdefault("cached_tokens", counts.cached)
             fields.setdefault("reasoning_tokens", counts.reasoning)
             fields.setdefault("cache_write_tokens", counts.cache_write)
+            fields.setdefault("cache_write_1h_tokens", counts.cache_write_1h)
             fields.setdefault("estimated", counts.estimated)
         return cls(request_id=request_id, model=model, **fields)
 
@@ -87,7 +90,8 @@ async def report(
     """Totals grouped ``by`` key, model or UTC day, for requests at or after ``since``.
     Each row: ``group`` (key id, model or ``YYYY-MM-DD``; ``None`` for keyless
     requests), ``name`` (the key's name when by key), ``requests``, token sums,
-    ``cost_usd`` (rounded to 1e-9), ``errors`` (outcomes other than ok, cancelled and disconnected: a stop by the user is not an error), ``estimated`` (rows with an
+    ``cost_usd`` and ``cache_saved_usd`` (rounded to 1e-9), ``cache_hit_rate`` (cached
+    over input tokens), ``errors`` (outcomes other than ok, cancelled and disconnected: a stop by the user is not an error), ``estimated`` (rows with an
     estimated count), ``unpriced`` (rows without a cost)."""
     if by not in GROUPS:
         raise ValueError(f"by: must be one of {', '.join(GROUPS)}")
@@ -104,7 +108,10 @@ async def report(
         func.coalesce(func.sum(usage.c.output_tokens), 0).label("output_tokens"),
         func.coalesce(func.sum(usage.c.cached_tokens), 0).label("cached_tokens"),
         func.coalesce(func.sum(usage.c.reasoning_tokens), 0).label("reasoning_tokens"),
+        func.coalesce(func.sum(usage.c.cache_write_tokens), 0).label("cache_write_tokens"),
+        func.coalesce(func.sum(usage.c.cache_write_1h_tokens), 0).label("cache_write_1h_tokens"),
         func.coalesce(func.sum(usage.c.cost_usd), 0.0).label("cost_usd"),
+        func.coalesce(func.sum(usage.c.cache_saved_usd), 0.0).label("cache_saved_usd"),
         func.sum(case((usage.c.outcome.not_in(NOT_ERRORS), 1), else_=0)).label("errors"),
         func.sum(case((usage.c.estimated, 1), else_=0)).label("estimated"),
         func.sum(case((usage.c.cost_usd.is_(None), 1), else_=0)).label("unpriced"),
@@ -122,9 +129,16 @@ async def report(
             row["group"] = str(row["group"])
         for name in ("requests", "input_tokens", "output_tokens", "cached_tokens"):
             row[name] = int(row[name])
-        for name in ("reasoning_tokens", "errors", "estimated", "unpriced"):
+        for name in ("reasoning_tokens", "cache_write_tokens", "cache_write_1h_tokens"):
+            row[name] = int(row[name] or 0)
+        for name in ("errors", "estimated", "unpriced"):
             row[name] = int(row[name] or 0)
         row["cost_usd"] = round(float(row["cost_usd"]), 9)
+        row["cache_saved_usd"] = round(float(row["cache_saved_usd"]), 9)
+        # the share of the prompt tokens read from the provider's cache
+        row["cache_hit_rate"] = (
+            round(row["cached_tokens"] / row["input_tokens"], 4) if row["input_tokens"] else 0.0
+        )
         if by == "key":
             row["name"] = names.get(row["group"]) if row["group"] else None
     return rows

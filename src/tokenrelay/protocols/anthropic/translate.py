@@ -22,6 +22,7 @@ from ...events import (
     ToolCallPart,
     ToolResultPart,
 )
+from ..cache_hints import cache_control
 from .wire import name
 
 _json_decode = msgspec.json.decode
@@ -93,6 +94,17 @@ ADJUSTMENTS: tuple[Adjustment, ...] = (
         "Anthropic has a system prompt, not system turns",
     ),
     Adjustment("images in system messages", "dropped", "Anthropic's system is text only"),
+    Adjustment(
+        "prompt_cache_key, prompt_cache_retention",
+        "dropped (prompt_cache_key still keeps the conversation on one deployment)",
+        "Anthropic caches by cache_control, not by key",
+    ),
+    Adjustment(
+        "cache hints on text parts (cache_control on OpenAI / Responses content parts)",
+        "cache_control {type: ephemeral} on the text block (ttl 1h kept); such a system"
+        " prompt is sent as blocks",
+        "Anthropic caches only what is marked; the hint is its own shape",
+    ),
     Adjustment(
         "consecutive turns of one role",
         "merged into one turn; tool results become tool_result blocks of a user turn",
@@ -215,7 +227,7 @@ def _wire_blocks(message: Message, i: int) -> list[dict[str, Any]]:
     for p in message.parts:
         if isinstance(p, TextPart):
             if p.text:
-                blocks.append({"type": "text", "text": p.text})
+                blocks.append(_text_block(p))
         elif isinstance(p, ImagePart):
             blocks.append(_wire_image(p))
         elif isinstance(p, ToolCallPart):
@@ -240,13 +252,22 @@ def _wire_blocks(message: Message, i: int) -> list[dict[str, Any]]:
     return blocks
 
 
-def _wire_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], list[str]]:
-    """(turns, system texts): roles alternate, tool results ride in user turns."""
+def _text_block(part: TextPart) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "text", "text": part.text}
+    if part.cache is not None:
+        block["cache_control"] = cache_control(part.cache)
+    return block
+
+
+def _wire_messages(
+    messages: list[Message],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(turns, system text blocks): roles alternate, tool results ride in user turns."""
     turns: list[dict[str, Any]] = []
-    system: list[str] = []
+    system: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         if m.role == "system":
-            system.extend(p.text for p in m.parts if isinstance(p, TextPart) and p.text)
+            system.extend(_text_block(p) for p in m.parts if isinstance(p, TextPart) and p.text)
             continue
         blocks = _wire_blocks(m, i)
         if not blocks:
@@ -258,8 +279,8 @@ def _wire_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], list[
             turns.append({"role": role, "content": blocks})
     for turn in turns:  # the common one-text-block turn as a plain string
         content = turn["content"]
-        if len(content) == 1 and content[0]["type"] == "text":
-            turn["content"] = content[0]["text"]
+        if len(content) == 1 and content[0]["type"] == "text" and len(content[0]) == 2:
+            turn["content"] = content[0]["text"]  # (no cache_control to keep)
     return turns, system
 
 
@@ -305,9 +326,7 @@ def _translate(request: ChatRequest) -> dict[str, Any]:
     turns, system = _wire_messages(request.messages)
     body: dict[str, Any] = {"messages": turns}
     if system:
-        body["system"] = (
-            system[0] if len(system) == 1 else [{"type": "text", "text": s} for s in system]
-        )
+        body["system"] = system[0]["text"] if len(system) == 1 and len(system[0]) == 2 else system
     budget = _thinking_budget(request)
     max_tokens = request.max_tokens
     if max_tokens is None:

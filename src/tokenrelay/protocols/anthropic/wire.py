@@ -105,13 +105,19 @@ def error_from_wire(type_: str, message: str) -> Error:
 
 
 def usage_to_wire(usage: Usage) -> dict[str, Any]:
-    """The canonical counts as Anthropic's ``usage`` object (inputs split back out)."""
+    """The canonical counts as Anthropic's ``usage`` object (inputs split back out; the
+    ``cache_creation`` split by lifetime when there were writes)."""
     wire: dict[str, Any] = {
         "input_tokens": max(0, usage.input - usage.cached - usage.cache_write),
         "cache_creation_input_tokens": usage.cache_write,
         "cache_read_input_tokens": usage.cached,
         "output_tokens": usage.output,
     }
+    if usage.cache_write:  # the writes by lifetime, as the API splits them
+        wire["cache_creation"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write_5m,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h,
+        }
     if usage.reasoning:
         wire["output_tokens_details"] = {"thinking_tokens": usage.reasoning}
     return wire
@@ -143,11 +149,17 @@ class OutputDetailsView(msgspec.Struct):
     thinking_tokens: int | None = None
 
 
+class CacheCreationView(msgspec.Struct):
+    ephemeral_5m_input_tokens: int | None = None
+    ephemeral_1h_input_tokens: int | None = None
+
+
 class UsageView(msgspec.Struct):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
+    cache_creation: CacheCreationView | None = None
     output_tokens_details: OutputDetailsView | None = None
 
 
@@ -199,10 +211,11 @@ class UsageState:
     """Cumulative Anthropic counts: message_start gives the input side, message_delta
     repeats (newer API) or omits (older API) it; each field keeps its last value."""
 
-    __slots__ = ("cache_read", "cache_write", "input", "output", "thinking")
+    __slots__ = ("cache_read", "cache_write", "cache_write_1h", "input", "output", "thinking")
 
     def __init__(self) -> None:
         self.input = self.output = self.cache_read = self.cache_write = self.thinking = 0
+        self.cache_write_1h = 0
 
     def update(self, u: UsageView, partial: bool = False) -> Usage:
         """The counts so far; ``partial`` for ``message_start``'s (the answer is yet to
@@ -215,6 +228,13 @@ class UsageState:
             self.cache_read = u.cache_read_input_tokens
         if u.cache_creation_input_tokens is not None:
             self.cache_write = u.cache_creation_input_tokens
+        split = u.cache_creation
+        if split is not None:
+            # the split by lifetime; its sum is the total when the total is missing
+            short = split.ephemeral_5m_input_tokens or 0
+            self.cache_write_1h = split.ephemeral_1h_input_tokens or 0
+            if u.cache_creation_input_tokens is None:
+                self.cache_write = short + self.cache_write_1h
         details = u.output_tokens_details
         if details is not None and details.thinking_tokens is not None:
             self.thinking = details.thinking_tokens
@@ -224,5 +244,6 @@ class UsageState:
             cached=self.cache_read,
             reasoning=self.thinking,
             cache_write=self.cache_write,
+            cache_write_1h=min(self.cache_write_1h, self.cache_write),
             partial=partial,
         )

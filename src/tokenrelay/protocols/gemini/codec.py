@@ -112,6 +112,12 @@ _MAX_STOP = 5  # Gemini rejects more than five stop sequences
 
 DROPPED: list[tuple[str, str, str]] = [
     ("user", "dropped", "Gemini has no end-user field"),
+    ("prompt_cache_key, prompt_cache_retention", "dropped", "Gemini caches implicitly"),
+    (
+        "TextPart.cache (cache_control hints)",
+        "dropped",
+        "this provider caches every prompt by itself, with no per-part hint",
+    ),
     ("parallel_tool_calls", "dropped", "Gemini has no switch; it may always call in parallel"),
     ("include_usage", "ignored", "Gemini reports usageMetadata on every frame anyway"),
     ("stream", "ignored", "streaming is chosen by the URL (:streamGenerateContent)"),

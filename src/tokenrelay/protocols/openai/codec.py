@@ -34,6 +34,7 @@ from ...events import (
 )
 from ...fold import Fold, Tally
 from ..base import bearer
+from ..cache_hints import hint_of, text_field
 from .passthrough import OpenAIPassthrough
 from .stream import (
     FINISH_FROM_WIRE,
@@ -123,7 +124,7 @@ def _content_parts(content: Any, param: str) -> list[Part]:
             raise _invalid("a content part must be an object", where)
         kind = item.get("type")
         if kind == "text" and isinstance(item.get("text"), str):
-            parts.append(TextPart(item["text"]))
+            parts.append(TextPart(item["text"], cache=hint_of(item)))
         elif kind == "image_url":
             image = item.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
@@ -276,6 +277,8 @@ def decode_request(body: Any, params: Mapping[str, str] | None = None) -> ChatRe
         reasoning_effort=effort,
         include_usage=bool(options and options.get("include_usage")),
         user=body.get("user") if isinstance(body.get("user"), str) else None,
+        prompt_cache_key=text_field(body, "prompt_cache_key"),
+        prompt_cache_retention=text_field(body, "prompt_cache_retention"),
         extra={k: v for k, v in body.items() if k not in _KNOWN},
         source=Source(name, body),
     )

@@ -129,6 +129,7 @@ def usage_from_wire(raw: dict[str, Any]) -> Usage:
         output=int(raw.get("completion_tokens") or 0),
         cached=int(cached),
         reasoning=int(completion.get("reasoning_tokens") or 0),
+        cache_write=int(prompt.get("cache_write_tokens") or 0),
     )
 
 
@@ -137,12 +138,22 @@ def usage_to_wire(usage: Usage) -> dict[str, Any]:
         "prompt_tokens": usage.input,
         "completion_tokens": usage.output,
         "total_tokens": usage.input + usage.output,
-        "prompt_tokens_details": {"cached_tokens": usage.cached},
+        "prompt_tokens_details": _prompt_details(usage),
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
     }
     if usage.estimated:
         wire["estimated"] = True  # the upstream gave no counts: see fold.charged_usage
     return wire
+
+
+def _prompt_details(usage: Usage) -> dict[str, int]:
+    """``cached_tokens`` (OpenAI's field, inside ``prompt_tokens``), and the cache writes
+    as ``cache_write_tokens`` (OpenRouter's field) when there are any: the wire has no
+    field for their lifetime, the usage record and the cost keep it."""
+    details = {"cached_tokens": usage.cached}
+    if usage.cache_write:
+        details["cache_write_tokens"] = usage.cache_write
+    return details
 
 
 _KIND_OF_TYPE = {wire: kind for kind, wire in _ERROR_TYPE.items() if kind != "not_found"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...events import ChatRequest, ImagePart, Message, TextPart, ToolCallPart, ToolResultPart
+from ..cache_hints import OPENAI_FIELDS
 
 name = "openai"
 
@@ -89,6 +90,11 @@ DROPPED: tuple[tuple[str, str, str], ...] = (
         "sent as reasoning_effort: <=2048 low, <=8192 medium, else high",
         "OpenAI sets reasoning by effort, not by a token budget",
     ),
+    (
+        "TextPart.cache (cache_control hints)",
+        "dropped",
+        "this provider caches every prompt by itself, with no per-part hint",
+    ),
     ("ToolResultPart.is_error", "dropped", "a tool message has no error flag"),
     ("ToolResultPart.name", "dropped", "tool messages are matched by tool_call_id"),
     ("Tool.strict None", "omitted", "the upstream's default applies"),
@@ -129,6 +135,7 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
             "response_format",
             "reasoning_effort",
             "user",
+            *OPENAI_FIELDS,
         ):
             value = getattr(request, key)
             if value is not None:

@@ -29,6 +29,7 @@ from ...events import (
     ToolCallPart,
     ToolResultPart,
 )
+from ..cache_hints import hint_of, text_field
 from .wire import json_encode, name
 
 _KNOWN = frozenset(
@@ -82,7 +83,7 @@ def _content(content: Any, where: str) -> list[TextPart | ImagePart]:
             raise _invalid("a content part must be an object", at)
         kind = part.get("type")
         if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
-            parts.append(TextPart(part["text"]))
+            parts.append(TextPart(part["text"], cache=hint_of(part)))
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             parts.append(TextPart(part["refusal"]))
         elif kind == "input_image":
@@ -268,6 +269,8 @@ def decode_request(body: Any, params: Mapping[str, str] | None = None) -> ChatRe
         reasoning_effort=effort if isinstance(effort, str) else None,
         include_usage=True,
         user=user if isinstance(user, str) else None,
+        prompt_cache_key=text_field(body, "prompt_cache_key"),
+        prompt_cache_retention=text_field(body, "prompt_cache_retention"),
         extra={k: v for k, v in body.items() if k not in _KNOWN},
         source=Source(name, body),
     )

@@ -21,6 +21,7 @@ from ...events import (
     ToolCallPart,
     ToolResultPart,
 )
+from ..cache_hints import OPENAI_FIELDS
 from ..openai.translate import effort_for_budget
 from .wire import ENCRYPTED, name
 
@@ -109,6 +110,11 @@ DROPPED: tuple[tuple[str, str, str], ...] = (
         "reasoning or carries signed reasoning",
         "the gateway is stateless towards its upstreams; OpenAI refuses that include "
         "for models that do not reason",
+    ),
+    (
+        "TextPart.cache (cache_control hints)",
+        "dropped",
+        "this provider caches every prompt by itself, with no per-part hint",
     ),
     ("extra (fields of another protocol)", "dropped", "they mean nothing on this wire"),
 )
@@ -216,7 +222,7 @@ def encode_request(request: ChatRequest, model: str) -> dict[str, Any]:
             body["instructions"] = instructions
         if request.max_tokens is not None:
             body["max_output_tokens"] = request.max_tokens
-        for key in ("temperature", "top_p", "parallel_tool_calls", "user"):
+        for key in ("temperature", "top_p", "parallel_tool_calls", "user", *OPENAI_FIELDS):
             value = getattr(request, key)
             if value is not None:
                 body[key] = value

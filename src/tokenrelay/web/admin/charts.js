@@ -98,7 +98,8 @@ function renderLegend(stats) {
       );
       button.setAttribute('type', 'button');
       button.setAttribute('aria-pressed', String(!hiddenModels.has(m.model)));
-      button.title = `${m.model}: ${count(m.totals.requests)} requests, ${money(m.totals.cost_usd)}`;
+      const hit = m.totals.cache_hit_rate === null ? '' : `, cache hit ${percent(m.totals.cache_hit_rate)}`;
+      button.title = `${m.model}: ${count(m.totals.requests)} requests, ${money(m.totals.cost_usd)}${hit}`;
       /** @type {HTMLElement} */ (button.firstChild).style.background = color(i); // CSSOM
       button.dataset.model = m.model;
       return button;

@@ -16,6 +16,8 @@ export function renderStats(stats) {
   setText('total-tokens-sub', `${count(t.input_tokens + t.output_tokens)} in all`);
   setText('total-cost', money(t.cost_usd));
   setText('total-cost-sub', t.requests ? `${money(t.cost_usd / t.requests)} per request` : '');
+  setText('total-cache', t.cache_hit_rate === null ? '–' : percent(t.cache_hit_rate));
+  setText('total-cache-sub', `${count(t.cached_tokens)} cached · saved ${money(t.cache_saved_usd)}`);
   setText('total-errors', t.error_rate === null ? '–' : percent(t.error_rate));
   const ended = t.client_ended ? ` · ${count(t.client_ended)} stopped by clients` : '';
   setText('total-errors-sub', `${count(t.errors)} errors${ended}`);

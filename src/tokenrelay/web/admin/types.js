@@ -14,7 +14,8 @@
  */
 /**
  * @typedef {{requests: number, input_tokens: number, output_tokens: number,
- *   cost_usd: number, errors: number, client_ended: number, error_rate: number | null,
+ *   cost_usd: number, cached_tokens: number, cache_hit_rate: number | null,
+ *   cache_saved_usd: number, errors: number, client_ended: number, error_rate: number | null,
  *   ttft_p50_ms: number | null, ttft_p95_ms: number | null}} Totals
  */
 /** @typedef {{model: string, totals: Totals, series: Record<string, (number | null)[]>}} ModelStats */
