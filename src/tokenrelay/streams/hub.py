@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..events import Error, GatewayError
 from ..ids import token_urlsafe
 from ..numbers import decimal
+from .base import gone, not_found
 from .frames import Frames
 from .reader import PING, Reader
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 # An in-stream error frame in a client protocol: (protocol name, error) -> bytes.
 ErrorFrame = Callable[[str, Error], bytes]
 
-__all__ = ["PING", "HubSettings", "Reader", "Stream", "StreamHub"]
+__all__ = ["PING", "HubSettings", "Reader", "Stream", "StreamHub", "gone", "not_found"]
 
 
 @dataclass(slots=True)
@@ -53,16 +54,6 @@ class HubSettings:
     retention: float = 300.0
     max_stream_bytes: int = 8 * 1024 * 1024
     max_total_bytes: int = 256 * 1024 * 1024
-
-
-def gone(stream_id: str, detail: str) -> GatewayError:
-    return GatewayError("gone", f"Stream {stream_id}: {detail}", code="stream_gone")
-
-
-def not_found(stream_id: str) -> GatewayError:
-    return GatewayError(
-        "not_found", f"No stream {stream_id} (or it is not yours).", code="stream_not_found"
-    )
 
 
 def parse_event_id(value: str | None) -> tuple[str, int] | None:
@@ -200,6 +191,10 @@ class Stream:
         self._hub._finished(self)
         if self._hub.mirror is not None:
             self._hub.mirror.finished(self)
+
+    def behind(self, pos: int) -> bytes | None:
+        """The frame that ends a reader at ``pos`` fallen behind the frames kept."""
+        return self._hub.behind(self, pos)
 
     def release(self) -> None:
         """Forget the frames (eviction)."""
