@@ -8,10 +8,9 @@ upstream frames (same protocol) or events -> client encoder -> hub stream -> SSE
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -20,25 +19,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config
-from ..events import ChatRequest, GatewayError, Usage
-from ..fold import Fold, Tally, charged_usage
+from ..events import ChatRequest, GatewayError
+from ..fold import Fold, Tally
 from ..ids import token_hex
 from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
 from ..streams.hub import Reader, Stream, StreamHub, parse_event_id
-from .accounts import Accounts, Admission
+from .accounts import Accounts
 from .attempts import Attempts, retryable
 from .body import read_body
+from .exchange import Exchange
 from .opening import Opening
 from .streaming import RETRY, SSEResponse, declares_resume, race_disconnect
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     from ..streams.redis_mirror import RemoteStream
-
-log = logging.getLogger("tokenrelay.access")
 
 SHUTTING_DOWN = GatewayError(
     "overloaded",
@@ -50,82 +48,6 @@ TOO_DEEP = GatewayError(
     "invalid_request", "The request body is nested too deeply.", code="nested_too_deeply"
 )
 _json_decode = msgspec.json.decode
-
-
-@dataclass(slots=True)
-class Exchange:
-    """What is known of one request as it goes; logged when it ends."""
-
-    request_id: str
-    protocol: str
-    model: str = ""  # as asked, known once the body is JSON (for the log line of a 400 too)
-    stream: bool = False
-    decoded: bool = False  # the request was valid: it gets a usage record
-    started: float = field(default_factory=time.perf_counter)
-    first_byte: float | None = None
-    resumes: int = 0
-    attempts: Attempts | None = None
-    tally: Tally = field(default_factory=Tally)
-    metrics: Metrics | None = None
-    accounts: Accounts | None = None
-    admission: Admission | None = None
-    finished: bool = False
-
-    def usage(self) -> Usage | None:
-        """What this request is charged (``fold.charged_usage``): ``None`` when no
-        upstream answered it (refused, failed before its first byte, never reached)."""
-        tally = self.tally
-        if tally.started or (self.attempts is not None and self.attempts.answered):
-            return charged_usage(tally)
-        return None
-
-    def ttft_ms(self) -> float | None:
-        return (self.first_byte - self.started) * 1000 if self.first_byte else None
-
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
-
-    def finish(self, outcome: str, status: int = 200) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        usage = self.usage()
-        if self.accounts is not None:
-            self.accounts.settle(self, outcome, usage)
-        elapsed = time.perf_counter() - self.started
-        ttft = (self.first_byte - self.started) if self.first_byte else None
-        deployment = self.attempts.deployment if self.attempts else "-"
-        if self.metrics is not None:
-            m = self.metrics
-            model = m.labels.model(self.model)  # bounded: a name not served is "other"
-            m.child(
-                m.requests, model, m.labels.deployment(deployment), self.protocol, outcome
-            ).inc()
-            if ttft is not None:
-                m.child(m.ttft, model).observe(ttft)
-            if usage is not None:
-                m.child(m.tokens, model, "in").inc(usage.input)
-                m.child(m.tokens, model, "out").inc(usage.output)
-            if self.attempts is not None and self.attempts.fallback_used:
-                m.child(m.fallbacks, model).inc()
-        log.info(
-            "%s %s model=%s deployment=%s stream=%s status=%d outcome=%s ttft_ms=%s ms=%.1f "
-            "finish=%s tokens_in=%s tokens_out=%s resumes=%d attempts=%s",
-            self.request_id,
-            self.protocol,
-            self.model or "-",
-            deployment,
-            self.stream,
-            status,
-            outcome,
-            f"{ttft * 1000:.1f}" if ttft is not None else "-",
-            elapsed * 1000,
-            self.tally.finish_reason or "-",
-            usage.input if usage else "-",
-            usage.output if usage else "-",
-            self.resumes,
-            ",".join(self.attempts.log) if self.attempts else "-",
-        )
 
 
 class Gateway:
