@@ -26,7 +26,7 @@ from ..metrics import Metrics
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
 from ..providers.base import Upstream
 from ..router import Router
-from ..streams.hub import Reader, Stream, StreamHub, parse_event_id
+from ..streams.hub import Reader, Stream, StreamHub, StreamState, parse_event_id
 from .accounts import Accounts
 from .attempts import Attempts, retryable
 from .body import read_body
@@ -177,14 +177,12 @@ class Relay:
         """Read ``upstream`` into ``target``. Before the first byte reaches the client,
         a failure (error, first-token or idle timeout) opens the next attempt; after
         it, or when the total timeout passes, the failure is delivered in-band. The
-        upstream is always closed, the request's timeouts stopped."""
+        upstream is always closed, and the attempts ended (``Attempts.end``)."""
         watchdog = self.attempts.watchdog
         assert watchdog is not None  # (an attempt was opened)
         watchdog.watch(asyncio.current_task())
-        try:
+        async with self.attempts:
             await self._run(upstream, target, watchdog)
-        finally:
-            self.attempts.stop()
 
     async def _run(self, upstream: Upstream, target: Target, watchdog: Watchdog) -> None:
         attempts, exchange = self.attempts, self.exchange
@@ -215,7 +213,6 @@ class Relay:
                 else:
                     target.finish()
                 attempts.succeeded()
-                attempts.done()
                 return
             except asyncio.CancelledError:
                 which = watchdog.expired()
@@ -314,35 +311,31 @@ class _Production:
         relay, target, stream = self.relay, self.target, self.stream
         stream.producer = asyncio.current_task()
         try:
-            if stream.cancelled or stream.interrupted:  # stopped before it began
-                raise asyncio.CancelledError
-            await relay.run(self.upstream, target)
-        except asyncio.CancelledError:
-            relay.attempts.done()
-            if stream.interrupted:
+            async with relay.attempts:  # however it ends, the attempts end with it
+                try:
+                    if stream.state is not StreamState.LIVE:  # stopped before it began
+                        raise asyncio.CancelledError
+                    await relay.run(self.upstream, target)
+                finally:
+                    await self.upstream.aclose()
+        except asyncio.CancelledError:  # stopped: ``stream.state`` says how
+            if stream.state is StreamState.INTERRUPTED:
                 target.fail(SHUTTING_DOWN)
             else:
                 target.cancel()
                 metrics = relay.exchange.metrics
                 if metrics is not None:
                     metrics.stream_events.labels("cancelled").inc()
-        finally:
-            try:
-                relay.attempts.stop()
-                await self.upstream.aclose()
-            finally:  # the stream ends even if this task is cancelled once more
-                stream.finish()
-                stream.producer = None  # a finished stream is kept for resumes, not its task
+        finally:  # the stream ends even if this task is cancelled once more
+            stream.finish()
+            stream.producer = None  # a finished stream is kept for resumes, not its task
 
     def settle(self) -> None:
         stream, exchange = self.stream, self.relay.exchange
-        outcome = (
-            "interrupted"
-            if stream.interrupted
-            else "cancelled"
-            if stream.cancelled
-            else ("error" if exchange.tally.error else "ok")
-        )
+        if stream.state is StreamState.LIVE:
+            outcome = "error" if exchange.tally.error else "ok"
+        else:
+            outcome = stream.state.value  # "cancelled" or "interrupted"
         exchange.resumes = stream.resumes
         exchange.finish(outcome)
 
@@ -402,23 +395,22 @@ class _StreamStart:
         """The client left (or the stream was stopped or interrupted) before the
         upstream answered: no further attempt; the request is accounted for."""
         attempts, exchange, stream = self.relay.attempts, self.relay.exchange, self.stream
-        attempts.stop()
-        attempts.done()
+        attempts.end()
         if stream is None:
             exchange.finish("disconnected", 499)
             return
         target = self._target(stream)
-        if stream.interrupted:
+        if stream.state is StreamState.INTERRUPTED:
             target.fail(SHUTTING_DOWN)
-        elif stream.cancelled:
+        elif stream.state is StreamState.CANCELLED:
             target.encoder = self.protocol.stream_encoder(
                 self.relay.request, self.relay.request.model, target.tally
             )
             target.cancel()
-        stream.cancelled = stream.cancelled or not stream.interrupted
+        stream.abandon()  # (its client left: cancelled, unless interrupted)
         stream.finish()
         stream.producer = None
-        exchange.finish("interrupted" if stream.interrupted else "cancelled")
+        exchange.finish(stream.state.value)
 
 
 class _FoldTarget:
@@ -472,11 +464,12 @@ class _FoldResponse:
     async def _answer(self) -> Response:
         target = self.target
         exchange = self.relay.exchange
-        try:  # opened here, so that a client gone meanwhile stops every attempt
-            self.upstream = await self.relay.attempts.open(self.relay.request)
-        except GatewayError as error:
-            return self.gateway.error_response(self.protocol, error, exchange)
-        await self.relay.run(self.upstream, target)
+        async with self.relay.attempts:  # (ended too if the client leaves meanwhile)
+            try:  # opened here, so that a client gone meanwhile stops every attempt
+                self.upstream = await self.relay.attempts.open(self.relay.request)
+            except GatewayError as error:
+                return self.gateway.error_response(self.protocol, error, exchange)
+            await self.relay.run(self.upstream, target)
         fold = target.fold
         target.account()
         if target.error is not None:
@@ -491,11 +484,9 @@ class _FoldResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await race_disconnect(self._answer(), receive)
-        if response is None:
-            self.relay.attempts.stop()
+        if response is None:  # (the attempts ended with ``_answer``)
             if self.upstream is not None:
                 await self.upstream.aclose()
-            self.relay.attempts.done()
             self.target.account()  # what was read before the client left is charged
             self.relay.exchange.finish("disconnected", 499)
             return
