@@ -28,7 +28,7 @@ from .streaming import SSEResponse, wait_disconnect
 
 
 class Start(Protocol):
-    """The responses of a streaming request (``relay._StreamStart``)."""
+    """The responses of a streaming request (``stream_start.StreamStart``)."""
 
     stream: Stream | None
     response: SSEResponse | None
