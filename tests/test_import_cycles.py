@@ -1,8 +1,9 @@
 """No import cycle among the modules of ``src/tokenrelay``: every ``import`` and
 ``from … import`` in a module counts, at any depth (inside functions, and under
-``if TYPE_CHECKING:`` too), read with ``ast`` so nothing is executed. None is allowed: when two modules need each
-other, what they share moves to a small third module (``streams/base.py``,
-``accounts.Settlement``, the plain record an ``Exchange`` hands over)."""
+``if TYPE_CHECKING:`` too), read with ``ast`` so nothing is executed. None is allowed:
+when two modules need each other, what they share moves to a small third module
+(``streams/base.py``) or becomes a plain record (``accounts.Settlement``, which an
+``Exchange`` hands over)."""
 
 from __future__ import annotations
 
