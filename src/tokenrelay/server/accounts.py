@@ -25,7 +25,6 @@ from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, Writ
 
 if TYPE_CHECKING:
     from ..store.revocations import KeyChanges
-    from .relay import Exchange
 
 log = logging.getLogger("tokenrelay.accounts")
 
@@ -43,6 +42,30 @@ def estimate_tokens(request: ChatRequest) -> int:
 class Admission:
     principal: Principal
     ticket: Ticket | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Settlement:
+    """How one request ended, as its ``Exchange`` hands it over: ``usage`` is what it
+    is charged (``fold.charged_usage``), ``None`` when no upstream answered it;
+    ``priced_model`` is the deployment's upstream model (the asked one when none was
+    reached); ``decoded``: the request was valid (only those get a usage record)."""
+
+    request_id: str
+    model: str
+    outcome: str
+    usage: Usage | None
+    decoded: bool
+    admission: Admission | None
+    priced_model: str
+    provider: str | None
+    deployment: str | None
+    upstream_key_id: str | None  # the upstream key that served it (many keys per channel)
+    ttft_ms: float | None
+    duration_ms: float
+    finish_reason: str | None
+    attempts: int
+    resumes: int
 
 
 class Accounts:
@@ -122,15 +145,12 @@ class Accounts:
         ticket = await self.limiter.acquire(key.id, key.limits, estimate_tokens(request))
         return Admission(principal, ticket)
 
-    def settle(self, exchange: Exchange, outcome: str, usage: Usage | None) -> None:
-        """The request is over: reconcile limits and record its usage, once. ``usage``
-        is what it is charged (``Exchange.usage``): the row, the tpm reconciliation and
-        the budget's spend all take these same numbers."""
-        admission = exchange.admission
-        deployment = exchange.attempts.current_or_last() if exchange.attempts else None
-        model = deployment.model if deployment is not None else exchange.model
-        cost = self.prices.cost(model, usage) if usage is not None else None
-        exchange.cost = cost
+    def settle(self, end: Settlement) -> float | None:
+        """The request is over: reconcile limits and record its usage, once. The row,
+        the tpm reconciliation and the budget's spend all take ``end.usage``. Returns the
+        cost charged (USD), if the model is priced."""
+        admission, usage = end.admission, end.usage
+        cost = self.prices.cost(end.priced_model, usage) if usage is not None else None
         if admission is not None and admission.ticket is not None and self.limiter is not None:
             actual = (usage.input + usage.output) if usage is not None else 0
             task = asyncio.ensure_future(
@@ -138,26 +158,26 @@ class Accounts:
             )
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-        if self.writer is None or not exchange.decoded:
-            return
+        if self.writer is None or not end.decoded:
+            return cost
         key = admission.principal.key if admission is not None else None
-        counts = usage
         self.writer.record(
             UsageRow.from_usage(
-                exchange.request_id,
-                exchange.model,
-                counts,
+                end.request_id,
+                end.model,
+                usage,
                 key_id=key.id if key is not None else None,
-                provider=deployment.provider.name if deployment is not None else None,
-                deployment=deployment.name if deployment is not None else None,
-                upstream_key_id=exchange.attempts.key_id if exchange.attempts else None,
+                provider=end.provider,
+                deployment=end.deployment,
+                upstream_key_id=end.upstream_key_id,
                 cost_usd=cost,
-                cache_saved_usd=saved_by_cache(self.prices.lookup(model), usage),
-                ttft_ms=exchange.ttft_ms(),
-                duration_ms=exchange.elapsed_ms(),
-                outcome=outcome,
-                finish_reason=exchange.tally.finish_reason,
-                attempts=max(1, exchange.attempts.count) if exchange.attempts else 0,
-                resumes=exchange.resumes,
+                cache_saved_usd=saved_by_cache(self.prices.lookup(end.priced_model), usage),
+                ttft_ms=end.ttft_ms,
+                duration_ms=end.duration_ms,
+                outcome=end.outcome,
+                finish_reason=end.finish_reason,
+                attempts=end.attempts,
+                resumes=end.resumes,
             )
         )
+        return cost

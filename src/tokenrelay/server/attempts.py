@@ -10,6 +10,11 @@ and otherwise stops, handing the upstream's answer (and its Retry-After) to the 
 
 The request's timeouts live here too (``watchdog``, created with the first attempt):
 the total from then on; each attempt's first-token clock from its request's sending.
+
+The attempts end one way, ``end()`` (what ``async with attempts:`` does on leaving): the
+timers stop first, so no timeout can cancel what follows, then the in-flight slot of
+the attempt in course is given back. It may be reached more than once (an outer and an
+inner ``async with``); only the first does anything.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TypeVar
 
 from ..config import RetryConfig
@@ -107,25 +113,39 @@ class Attempts:
         try:
             return await self._next(lambda d: d.provider.open(request, d.model), last_error)
         except GatewayError:
-            self.stop()
+            self.end()
             raise
 
     async def call(self, call: Callable[[Deployment], Awaitable[T]]) -> T:
         """A whole call that is not a stream (embeddings), with the same attempts,
-        backoff, breakers and timeouts as opening a stream; the attempt is over when it
-        returns (``done()``), the timeouts stopped either way."""
+        backoff, breakers and timeouts as opening a stream; the attempts end when it
+        returns, whichever way."""
         try:
             result = await self._next(call, None)
             self.succeeded()
-            self.done()
             return result
         finally:
-            self.stop()
+            self.end()
 
-    def stop(self) -> None:
-        """The request is over: its timeouts are stopped."""
+    async def __aenter__(self) -> Attempts:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.end()
+
+    def end(self) -> None:
+        """The request is done with its upstreams: its timeouts stop, then the
+        attempt in course (if any) gives back its in-flight slot."""
         if self.watchdog is not None:
             self.watchdog.stop()
+        if self.current is not None:
+            self.current.deployment.in_flight -= 1
+            self.current, self.opened = None, False
 
     async def _next(
         self, call: Callable[[Deployment], Awaitable[T]], last_error: GatewayError | None
@@ -218,12 +238,6 @@ class Attempts:
         """The current attempt produced its answer (or its first byte)."""
         if self.current is not None:
             self.current.deployment.breaker.success()
-
-    def done(self) -> None:
-        """The current attempt's upstream is finished with."""
-        if self.current is not None:
-            self.current.deployment.in_flight -= 1
-            self.current, self.opened = None, False
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [

@@ -22,7 +22,8 @@ from ..protocols.openai import embeddings as wire
 from ..router import Deployment
 from .api import read_body
 from .attempts import Attempts
-from .relay import Exchange, Gateway
+from .exchange import Exchange
+from .relay import Gateway
 
 _json_decode = msgspec.json.decode
 

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..events import ChatRequest, GatewayError
 from ..providers.base import Upstream
-from ..streams.hub import Stream
+from ..streams.hub import Stream, StreamState
 from ..streams.reader import PING
 from .attempts import Attempts
 from .channel import Channel, channel_of
@@ -28,7 +28,7 @@ from .streaming import SSEResponse, wait_disconnect
 
 
 class Start(Protocol):
-    """The responses of a streaming request (``relay._StreamStart``)."""
+    """The responses of a streaming request (``stream_start.StreamStart``)."""
 
     stream: Stream | None
     response: SSEResponse | None
@@ -93,7 +93,7 @@ class Opening:
             upstream = error
         except asyncio.CancelledError:
             stream = self.start.stream
-            stopped = stream is not None and (stream.cancelled or stream.interrupted)
+            stopped = stream is not None and stream.state is not StreamState.LIVE
             if not (self._gone or stopped):
                 raise
             assert task is not None

@@ -21,6 +21,7 @@ the id lines (the live frames as the encoder made them; a backlog stripped of th
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 from ..events import Error, GatewayError
 from ..ids import token_urlsafe
 from ..numbers import decimal
+from .base import gone, not_found
 from .frames import Frames
 from .reader import PING, Reader
 
@@ -39,7 +41,28 @@ if TYPE_CHECKING:
 # An in-stream error frame in a client protocol: (protocol name, error) -> bytes.
 ErrorFrame = Callable[[str, Error], bytes]
 
-__all__ = ["PING", "HubSettings", "Reader", "Stream", "StreamHub"]
+
+class StreamState(enum.Enum):
+    """How a stream is going to end, set in one place (``Stream._end_as``). Its producer
+    learns of a stop only as a ``CancelledError``; this says which one it was (a
+    timeout's is the watchdog's to tell, ``Watchdog.expired``). A shutdown wins over a
+    stop: its error frame tells the client to resume or retry elsewhere."""
+
+    LIVE = "live"  # produced until its upstream ends (``done`` then)
+    CANCELLED = "cancelled"  # the user said stop, or nobody came back within the grace
+    INTERRUPTED = "interrupted"  # this process is going away: ends with an error frame
+
+
+__all__ = [
+    "PING",
+    "HubSettings",
+    "Reader",
+    "Stream",
+    "StreamHub",
+    "StreamState",
+    "gone",
+    "not_found",
+]
 
 
 @dataclass(slots=True)
@@ -53,16 +76,6 @@ class HubSettings:
     retention: float = 300.0
     max_stream_bytes: int = 8 * 1024 * 1024
     max_total_bytes: int = 256 * 1024 * 1024
-
-
-def gone(stream_id: str, detail: str) -> GatewayError:
-    return GatewayError("gone", f"Stream {stream_id}: {detail}", code="stream_gone")
-
-
-def not_found(stream_id: str) -> GatewayError:
-    return GatewayError(
-        "not_found", f"No stream {stream_id} (or it is not yours).", code="stream_not_found"
-    )
 
 
 def parse_event_id(value: str | None) -> tuple[str, int] | None:
@@ -90,16 +103,15 @@ class Stream:
         "_hub",
         "_prefix",
         "_waiting",
-        "cancelled",
         "done",
         "finished_at",
         "id",
-        "interrupted",
         "owner",
         "producer",
         "protocol",
         "readers",
         "resumes",
+        "state",
         "store",
     )
 
@@ -111,9 +123,8 @@ class Stream:
         self.owner = owner
         self.protocol = protocol
         self.store = Frames()
-        self.done = False
-        self.cancelled = False
-        self.interrupted = False
+        self.done = False  # the frames are complete (however it ended: ``state``)
+        self.state = StreamState.LIVE
         self.finished_at: float | None = None
         self.readers = 0
         self.resumes = 0
@@ -209,6 +220,10 @@ class Stream:
         if self._hub.mirror is not None:
             self._hub.mirror.finished(self)
 
+    def behind(self, pos: int) -> bytes | None:
+        """The frame that ends a reader at ``pos`` fallen behind the frames kept."""
+        return self._hub.behind(self, pos)
+
     def release(self) -> None:
         """Forget the frames (eviction)."""
         self._hub.total_bytes -= self.store.clear()
@@ -236,14 +251,23 @@ class Stream:
 
     def cancel(self) -> None:
         """Stop the producer at once (the user said stop, or nobody came back)."""
-        self.cancelled = True
+        self._end_as(StreamState.CANCELLED)
         self._stop()
 
     def interrupt(self) -> None:
         """Stop the producer because this process is going away: the stream ends with
         an error frame, not as if the answer were complete."""
-        self.interrupted = True
+        self._end_as(StreamState.INTERRUPTED)
         self._stop()
+
+    def abandon(self) -> None:
+        """Its client left before the upstream answered: it ends cancelled (unless
+        interrupted already), and nothing is cancelled here (the caller is the producer)."""
+        self._end_as(StreamState.CANCELLED)
+
+    def _end_as(self, state: StreamState) -> None:
+        if self.state is not StreamState.INTERRUPTED:
+            self.state = state
 
     def _stop(self) -> None:
         self._cancel_grace()
@@ -300,7 +324,7 @@ class Stream:
         """The stop route: cancel if still running; the stream's status."""
         if not self.done:
             self.cancel()
-        return "cancelled" if self.cancelled else "finished"
+        return "cancelled" if self.state is StreamState.CANCELLED else "finished"
 
     def read(self, after: int, keepalive: float, resumable: bool = True) -> Reader:
         """Every frame after sequence number ``after``, then the live ones, until the

@@ -21,12 +21,10 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..sse import encode_comment
-
-if TYPE_CHECKING:
-    from .hub import Stream
+from .frames import Frames
 
 PING = encode_comment("ping")
 # The id line the hub puts in front of every event it keeps (no other line of an
@@ -35,6 +33,28 @@ _ID_LINE = re.compile(rb"^id: [^\n]*\n", re.MULTILINE)
 
 # Bytes -> True when they were written at once; False: not written, use the slow way.
 Sink = Callable[[bytes], bool]
+
+
+class Source(Protocol):
+    """What a reader reads: a hub stream (``hub.Stream``), as the reader sees it."""
+
+    readers: int
+    done: bool
+    store: Frames
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def base(self) -> int: ...
+
+    def behind(self, pos: int) -> bytes | None: ...
+
+    def _wait(self, reader: Reader) -> None: ...
+
+    def _unwait(self, reader: Reader) -> None: ...
+
+    def _detach(self, resumable: bool) -> None: ...
 
 
 class Reader:
@@ -53,7 +73,7 @@ class Reader:
         "waiter",
     )
 
-    def __init__(self, stream: Stream, pos: int, keepalive: float, resumable: bool = True) -> None:
+    def __init__(self, stream: Source, pos: int, keepalive: float, resumable: bool = True) -> None:
         self.stream = stream
         self.pos = pos
         self.keepalive = keepalive
@@ -81,7 +101,7 @@ class Reader:
             if self.pos < last:
                 if self.pos < stream.base:  # this reader fell behind the bytes kept
                     self.closed = True  # (the next step ends it)
-                    frame = stream._hub.behind(stream, self.pos)
+                    frame = stream.behind(self.pos)
                     if frame is None:
                         break
                     return frame

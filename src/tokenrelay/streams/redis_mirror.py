@@ -39,17 +39,15 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..events import Error, GatewayError
 from ..ids import token_hex
-from .hub import PING, gone
-
-if TYPE_CHECKING:
-    from .hub import Stream, StreamHub
+from .base import LocalStreams, MirroredStream, gone
+from .reader import PING
 
 log = logging.getLogger("tokenrelay.streams")
 
@@ -139,9 +137,9 @@ class RedisMirror:
         self._pending_frames = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._hub: StreamHub | None = None
+        self._hub: LocalStreams | None = None
 
-    async def start(self, hub: StreamHub) -> None:
+    async def start(self, hub: LocalStreams) -> None:
         self._hub = hub
         await self.redis.ping()
         self._tasks = [
@@ -162,17 +160,17 @@ class RedisMirror:
 
     # --- the producing replica ---------------------------------------------------------
 
-    def created(self, stream: Stream) -> None:
+    def created(self, stream: MirroredStream) -> None:
         self._queue("create", stream)
 
-    def published(self, stream: Stream, first_seq: int, frames: list[bytes]) -> None:
+    def published(self, stream: MirroredStream, first_seq: int, frames: list[bytes]) -> None:
         if self._pending_frames > MAX_PENDING:
             log.warning("Redis is behind: frames of stream %s are not mirrored", stream.id)
             return
         self._pending_frames += len(frames)
         self._queue("frames", (stream.id, first_seq, frames))
 
-    def finished(self, stream: Stream) -> None:
+    def finished(self, stream: MirroredStream) -> None:
         self._queue("finish", stream)
 
     def _queue(self, op: str, item: Any) -> None:
