@@ -8,7 +8,7 @@
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const form = /** @type {HTMLFormElement} */ ($('form'));
 const output = $('output');
-const status = $('status');
+const statusEl = $('status');
 
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
@@ -16,7 +16,7 @@ form.addEventListener('submit', async (event) => {
   const key = /** @type {HTMLInputElement} */ ($('key')).value;
   const prompt = /** @type {HTMLTextAreaElement} */ ($('prompt')).value;
   output.textContent = '';
-  status.textContent = 'starting';
+  statusEl.textContent = 'starting';
   /** @type {Record<string, string>} */
   const headers = { 'Content-Type': 'application/json' };
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -27,26 +27,26 @@ form.addEventListener('submit', async (event) => {
   });
   const answer = await minted.json();
   if (!minted.ok) {
-    status.textContent = `error: ${answer.error?.message ?? minted.status}`;
+    statusEl.textContent = `error: ${answer.error?.message ?? minted.status}`;
     return;
   }
   const source = new EventSource(answer.url);
-  status.textContent = 'streaming';
+  statusEl.textContent = 'streaming';
   source.onmessage = (message) => {
     if (message.data === '[DONE]') {
       source.close();
-      status.textContent = 'done';
+      statusEl.textContent = 'done';
       return;
     }
     const chunk = JSON.parse(message.data);
     if (chunk.error) {
       source.close();
-      status.textContent = `error: ${chunk.error.message}`;
+      statusEl.textContent = `error: ${chunk.error.message}`;
       return;
     }
     output.textContent += chunk.choices?.[0]?.delta?.content ?? '';
   };
   source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) status.textContent = 'error: the stream failed';
+    if (source.readyState === EventSource.CLOSED) statusEl.textContent = 'error: the stream failed';
   };
 });
