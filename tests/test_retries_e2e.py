@@ -118,7 +118,9 @@ def test_429_with_retry_after_is_waited_for(gw: Gateway, fake: FakeUpstream) -> 
     assert text(payloads) == "".join(f"tok{i} " for i in range(4))
     first, second = upstream_requests(fake, m("gen/4?fail_times=1&status=429&retry_after=1"))[-2:]
     assert first["status"] == 429 and second["status"] == 200
-    assert second["started"] - first["ended"] >= 1.0, "Retry-After: 1 was honoured"
+    assert second["started"] - first["ended"] >= 0.95, (
+        "Retry-After: 1 was honoured"
+    )  # (two clocks: ms apart)
 
 
 def test_first_token_timeout_moves_to_the_fallback(gw: Gateway, fake: FakeUpstream) -> None:
