@@ -34,6 +34,7 @@ from tokenrelay.sse import SSEDataDecoder, SSEDecoder
 CLIENTS = [p.client for p in REGISTRY.clients() if p.client is not None]
 IDS = [c.name for c in CLIENTS]
 RECORDINGS = {p.name: p.recordings for p in REGISTRY.clients()}
+RECORDED = [c for c in CLIENTS if RECORDINGS[c.name]]  # (no recordings of legacy completions)
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 EVENTS = st.one_of(
@@ -81,7 +82,7 @@ def test_every_encoder_item_is_one_event(
     assert written or not batches  # something was written for a stream that had events
 
 
-@pytest.mark.parametrize("codec", CLIENTS, ids=IDS)
+@pytest.mark.parametrize("codec", RECORDED, ids=[c.name for c in RECORDED])
 def test_every_passthrough_item_is_one_event(codec: ClientProtocol) -> None:
     files: list[Path] = [f for glob in RECORDINGS[codec.name] for f in fixture_files(glob)]
     if not files:

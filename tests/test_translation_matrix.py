@@ -1109,7 +1109,7 @@ def test_thinking(ends: Ends, pair: tuple[str, str], streamed: bool) -> None:
         config = body["generationConfig"]["thinkingConfig"]
         assert config == {"thinkingBudget": budget, "includeThoughts": True}
     elif upstream == "responses":  # DROPPED "reasoning_effort / reasoning_budget"
-        effort = "low" if client == "anthropic" else "medium"
+        effort = "medium" if client in EFFORT_CLIENTS else "low"  # a 2048 budget is low
         assert body["reasoning"] == {"effort": effort, "summary": "auto"}
     elif client == "openai":
         assert body["reasoning_effort"] == "medium"

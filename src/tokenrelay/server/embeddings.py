@@ -55,6 +55,7 @@ class Embeddings:
                 ) from None
             asked = wire.decode_request(data)
             exchange.model = asked.model
+            exchange.decoded = True  # a valid request: it gets its usage row
             canon = _canon(asked)
             exchange.tally.request = canon
             exchange.admission = await gateway.accounts.admit(principal, canon)

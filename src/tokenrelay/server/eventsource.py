@@ -22,6 +22,7 @@ An API key in the query (``key``, ``api_key``) is refused, never used.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -29,7 +30,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..events import GatewayError
 from ..protocols.openai import codec as openai
@@ -38,7 +39,7 @@ from ..streams.hub import parse_event_id
 from .api import read_body
 from .body import replaying
 from .relay import Gateway
-from .streaming import SSEResponse
+from .streaming import RESUME_HEADER
 
 access = logging.getLogger("tokenrelay.access")
 _decode = msgspec.json.decode
@@ -129,9 +130,9 @@ class ChatStreams:
                         code="stream_token_required",
                     )
                 body = _encode({**_from_query(query), "stream": True})
-                return await gateway.chat(
-                    openai, replaying(body, request.receive), headers
-                )  # open mode
+                return await gateway.chat(  # open mode
+                    openai, replaying(body, request.receive), _resumer(dict(headers))
+                )
             resume = parse_event_id(headers.get("last-event-id"))
             ticket = self.tokens.resumable(token) if resume is not None else None
             if ticket is not None and resume is not None and resume[0] == ticket.stream_id:
@@ -151,15 +152,37 @@ class ChatStreams:
             return _error(error)
         plain = {k: v for k, v in headers.items() if k != "last-event-id"}
         receive = replaying(body, request.receive)
-        response = await gateway.chat(
-            openai, receive, Headers(headers=plain), principal=ticket.principal
-        )
-        if isinstance(response, SSEResponse):
-            stream_id = dict(response.headers).get(b"x-stream-id")
-            if stream_id is not None:
-                self.tokens.started(ticket, stream_id.decode())
-                access.info("stream token %s started %s", prefix(token), stream_id.decode())
-        return response
+        response = await gateway.chat(openai, receive, _resumer(plain), principal=ticket.principal)
+
+        def started(stream_id: str) -> None:
+            self.tokens.started(ticket, stream_id)
+            access.info("stream token %s started %s", prefix(token), stream_id)
+
+        return _seeing_stream_id(response, started)
+
+
+def _seeing_stream_id(app: ASGIApp, found: Callable[[str], None]) -> ASGIApp:
+    """``app``, telling ``found`` the stream id its response starts with: a streaming
+    answer is begun inside the response (``opening.py``), so the id is known only then."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def watching(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for name, value in message.get("headers", ()):
+                    if name == b"x-stream-id":
+                        found(value.decode())
+            await send(message)
+
+        await app(scope, receive, watching)
+
+    return wrapped
+
+
+def _resumer(headers: dict[str, str]) -> Headers:
+    """The request's headers, declaring that its client resumes: an ``EventSource``
+    reconnects by itself with ``Last-Event-ID``, so its frames carry ids and its stream
+    gets the grace (README, "Resume")."""
+    return Headers(headers={**headers, RESUME_HEADER: "1"})
 
 
 def chat_stream_routes(streams: ChatStreams) -> list[BaseRoute]:
