@@ -61,11 +61,13 @@ class Router:
         self._plans: dict[tuple[Any, ...], StreamPlan] = {}
         self._ids = itertools.count(1)
         self._created = int(time.time())
+        self.healed = False  # POST /_fake/heal: failing options succeed
 
     def reset(self) -> None:
-        """Forget the log and the ``fail_times`` counters."""
+        """Forget the log and the ``fail_times`` counters; failing options fail again."""
         self.log.clear()
         self.attempts.clear()
+        self.healed = False
 
     def record(self, entry: RequestRecord) -> None:
         """Append to the log, dropping the oldest half when it outgrows ``log_limit``."""
@@ -120,6 +122,9 @@ class Router:
                 "events_sent": self.events_sent,
             }
             return Reply(body=wire.encode_json(stats), log=False)
+        if path in ("/_fake/heal", "/_fake/break") and method == "POST":
+            self.healed = path == "/_fake/heal"
+            return Reply(body=wire.encode_json({"healed": self.healed}), log=False)
         if path == "/_fake/health" and method == "GET":
             return Reply(body=b'{"ok":true}', log=False)
         return Reply(**_error_fields("openai", 404, f"no control route {method} {path}"), log=False)
@@ -208,7 +213,7 @@ class Router:
     def _serve(self, script: Script, proto: Proto, body: dict[str, Any], stream: bool) -> Reply:
         model = script.model
         count = self.attempts[model] = self.attempts.get(model, 0) + 1
-        if script.fails and (script.fail_times is None or count <= script.fail_times):
+        if script.fails and not self.healed and script.fails_at(count):
             return self._failure(script, proto)
         if script.too_long:
             return Reply(status=400, body=counting.too_long_body(proto), model=model)

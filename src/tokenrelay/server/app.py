@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..config import Config, TimeoutsConfig
 from ..events import Error
 from ..metrics import Metrics
+from ..notify import Notifier, install
 from ..protocols.registry import REGISTRY
 from ..providers.base import Provider
 from ..providers.http import Endpoint, HTTPProvider
@@ -27,8 +28,10 @@ from .api import API, http_error, server_error
 from .count_tokens import TokenCounter, count_routes
 from .door import Door, adding
 from .pacing import Pacer
+from .probes import Prober
 from .relay import Gateway
-from .web import admin_page_routes, web_routes
+from .status import StatusRoutes
+from .web import admin_page_routes, status_page_route, web_routes
 
 access = logging.getLogger("tokenrelay.access")
 
@@ -62,7 +65,8 @@ def build_router(config: Config) -> Router:
     }
     r = config.retries
     text_only = {p.name for p in config.providers if not p.images}
-    return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown), text_only)
+    rule = (r.breaker_failures, r.breaker_cooldown, r.breaker_window)
+    return Router(providers, timeouts, models, rule, text_only)
 
 
 def served_names(config: Config, router: Router) -> tuple[list[str], list[str]]:
@@ -99,18 +103,29 @@ def create_app(config: Config, host: str | None = None) -> Front:
     accounts = Accounts(config)
     gateway = Gateway(config, router, hub, metrics, accounts)
     admin = AdminAPI(None, config.master_key, on_change=accounts.keys_changed)
+    notifier = Notifier(config.webhook_url)
+    install(notifier)
+    router.health.listener = notifier.channel
+    accounts.notifier = notifier
+    prober = Prober(router, config.probes, None)
+    status = StatusRoutes(router, accounts, admin, config.status_page, config.probes.prompt)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await accounts.start()
         admin.store = accounts.store
         await hub.start()
+        prober.writer = accounts.writer
+        prober.start()
         yield
+        await prober.aclose()
+        await notifier.aclose()
         await hub.aclose()
         await router.aclose()
         await accounts.close()
 
     api = API(gateway)
+    api.figures = status.figures
     app = Starlette(
         routes=[
             *api.routes(),
@@ -118,6 +133,7 @@ def create_app(config: Config, host: str | None = None) -> Front:
             *web_routes(),
             *admin_page_routes(),
             *stats_routes(admin),
+            *status.routes(status_page_route()),
             *admin.routes,  # last: its catch-all answers any other /admin/... path
         ],
         lifespan=lifespan,
