@@ -226,7 +226,7 @@ def test_budget_thresholds_reach_the_webhook(uptimegw: Gateway, hook: Receiver) 
         timeout=10,
     )
     assert reply.status_code == 201, reply.text
-    key, key_id = reply.json()["secret"], reply.json()["id"]
+    key, key_id = reply.json()["secret"], reply.json()["key"]["id"]
     for i in range(4):
         assert chat(uptimegw, "fake/gen/5", key).status_code == 200
         if i == 1:
