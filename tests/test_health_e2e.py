@@ -39,7 +39,7 @@ class Receiver:
         self.events = events
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 events.append(json.loads(body))
                 self.send_response(204)
@@ -203,7 +203,6 @@ def test_uptime_equals_what_was_injected(uptimegw: Gateway, own_fake: FakeUpstre
     assert steady["ttft_p50_ms"] >= 50, "the fake waited 50 ms before its first token"
     assert steady["tokens_per_second"] > 0, "6 tokens over the stream's time"
 
-
     sdk = openai.OpenAI(base_url=uptimegw.base_url, api_key=MASTER, max_retries=0)
     listed = {m.id: m for m in sdk.models.list()}
     extra = listed["uptime95"].model_extra or {}
@@ -291,8 +290,29 @@ def test_status_page_in_chromium(uptimegw: Gateway, own_fake: FakeUpstream) -> N
             assert "upstream 10" in card.inner_text()
             steady = page.locator("li.status-model[data-model='steady']")
             assert steady.locator("b[data-window='24h']").inner_text() == "100%"
-            if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not (
-                DOCS / f"status-{scheme}.png"
-            ).exists():
+            if (
+                os.environ.get("UPDATE_SCREENSHOTS") == "1"
+                or not (DOCS / f"status-{scheme}.png").exists()
+            ):
                 page.screenshot(path=str(DOCS / f"status-{scheme}.png"), full_page=True)
             page.close()
+
+
+def test_test_this_channel_in_the_admin_page(uptimegw: Gateway) -> None:
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(f"{uptimegw.url}/admin")
+        page.wait_for_selector("#master-key", state="visible")
+        page.fill("#master-key", MASTER)
+        page.click("#key-form button[type=submit]")
+        row = page.locator("#channels li[data-deployment='fake/gen/6?ttft=0.05']")
+        row.wait_for()
+        assert row.locator(".channel-state").inner_text() == "in"
+        row.locator("button.channel-test").click()
+        result = row.locator(".channel-result.ok")
+        result.wait_for(timeout=30_000)
+        text = result.inner_text()
+        assert "OK · HTTP 200 · TTFT" in text and "tok0" in text
+        ttft = int(text.split("TTFT ")[1].split(" ms")[0])
+        assert ttft >= 50, "the fake waits 50 ms before its first token"
+        page.close()

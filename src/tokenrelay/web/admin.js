@@ -19,6 +19,7 @@ import { FieldError, createBody, markField, toggleCreate } from './admin/form.js
 import { confirmed, hideSecret, renderKeys, showSecret } from './admin/keys.js';
 import { PERIODS, state } from './admin/state.js';
 import { renderStats } from './admin/stats.js';
+import { renderChannels } from './admin/channels.js';
 
 /** @typedef {import('./admin/types.js').Spend} Spend */
 
@@ -104,6 +105,7 @@ async function refresh() {
       state.stats = stats.value;
       renderStats(stats.value);
     }
+    renderChannels();
     if (!failures.length) els.updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } finally {
     state.loading = false;

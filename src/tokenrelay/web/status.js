@@ -116,7 +116,7 @@ async function load() {
   }
   const out = report.models.filter((m) => m.deployments.length && m.deployments.every((d) => d.state === 'out'));
   summary.textContent = out.length
-    ? `${out.length} of ${report.models.length} models are unavailable.`
+    ? `${out.length} of ${report.models.length} models degraded: every deployment is out.`
     : `All ${report.models.length} models are operational.`;
   models.replaceChildren(...report.models.map((m) => card(m, report)));
   document.body.dataset.loaded = 'true';
