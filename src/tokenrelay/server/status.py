@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import suppress
 from typing import Any
 
 import msgspec
@@ -27,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..events import GatewayError
 from ..router import Router
+from ..store import DRIVER_ERRORS
 from ..store.health import WINDOWS, HealthReport, health_report
 from ..store.keys import utcnow
 from .accounts import Accounts
@@ -104,7 +106,9 @@ class StatusRoutes:
             return error_response(
                 404, "The status page is off.", "invalid_request_error", "not_found"
             )
-        report = await self.figures.report()
+        report = None
+        with suppress(*DRIVER_ERRORS):  # the database is away: states without figures
+            report = await self.figures.report()
         models = []
         for name, _ in self.router.listed():
             figures = report.models.get(name) if report is not None else None
