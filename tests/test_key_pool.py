@@ -12,7 +12,7 @@ def test_round_robin_rests_and_disables() -> None:
     pool = KeyPool(
         [UpstreamKey("a", "sa"), UpstreamKey("b", "sb"), UpstreamKey("c", "sc")],
         clock=lambda: now[0],
-        on_disabled=lambda k: out.append(k.id),
+        on_disabled=lambda k, status: out.append(f"{k.id} {status}"),
     )
     assert [pool.pick().id for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]  # type: ignore[union-attr]
     a, b, c = pool.keys
@@ -21,11 +21,11 @@ def test_round_robin_rests_and_disables() -> None:
     now[0] += 31.0
     assert "b" in {pool.pick().id for _ in range(3)}  # type: ignore[union-attr]
     pool.disable(c, 401)
-    assert out == ["c"] and c.state(now[0]) == "disabled"
+    assert out == ["c 401"] and c.state(now[0]) == "disabled"
     assert {pool.pick().id for _ in range(4)} == {"a", "b"}  # type: ignore[union-attr]
     pool.rest(a, 5.0)
     pool.disable(b, 403)  # the last usable key: kept in use, not disabled
-    assert b.disabled is None and out == ["c"]
+    assert b.disabled is None and out == ["c 401"]
     assert pool.pick(exclude={"b"}) is a  # all others resting: the one back first
     assert pool.pick(exclude={"a", "b"}) is None
 

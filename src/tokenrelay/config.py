@@ -81,8 +81,18 @@ class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):
     backoff_base: float = 0.25  # seconds; full jitter: sleep uniform(0, base * 2**n)
     backoff_max: float = 8.0
     retry_after_max: float = 5.0  # longest Retry-After waited for; longer ones go to the client
-    breaker_failures: int = 5  # consecutive failures that take a deployment out
-    breaker_cooldown: float = 30.0  # seconds before it is probed with one request
+    breaker_failures: int = 5  # failures within breaker_window that take a deployment out
+    breaker_cooldown: float = 30.0  # seconds out before one request (or probe) may test it
+    breaker_window: float = 60.0  # seconds a failure counts for (health.py)
+
+
+class ProbesConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Active probes (server/probes.py): a one-token request to each listed deployment
+    that is out past its cooldown or got no traffic for ``interval`` seconds."""
+
+    interval: float = 0.0  # seconds between rounds; 0: no active probes
+    keyed: bool = False  # probe providers with an upstream key too (each probe is billed upstream)
+    prompt: str = "ping"
 
 
 class LocalConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -178,6 +188,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     env_providers: bool = True  # add a provider for every known *_API_KEY in the environment
+    probes: ProbesConfig = msgspec.field(default_factory=ProbesConfig)
+    status_page: bool = True  # GET /status and /status.json: public uptime and latency
+    webhook_url: str | None = None  # POSTed JSON events: channel out/back, key disabled, budget
 
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -239,6 +252,8 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
                 raise ConfigError(
                     f"{where}.endpoints: {name!r} is not one of {', '.join(ENDPOINTS)}"
                 )
+    if config.webhook_url and not config.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: $.webhook_url: must start with http:// or https://")
     for i, network in enumerate(config.http.uncapped_clients):
         try:
             ipaddress.ip_network(network, strict=False)

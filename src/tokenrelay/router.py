@@ -6,11 +6,13 @@ A configured model (``models:`` in the config) is a name served by several weigh
 deployments, with fallback models tried when every deployment failed.
 
 Choice: among the deployments not yet tried for this request and not taken out by
-their circuit breaker, the one with the fewest requests in flight per unit of weight
+their health rule (``health.py``: out after N failures within a window, one test
+request after a cooldown), the one with the fewest requests in flight per unit of weight
 (ties broken at random); but a request that belongs to a conversation goes to the
 healthy deployment its conversation ranks first (``affinity.py``), so the provider's
-prompt cache keeps serving it. A breaker opens after N consecutive failures, and after a
-cooldown lets one probe request through: success closes it, failure re-opens it.
+prompt cache keeps serving it. A deployment that is out is kept out of retries and
+fallbacks too; only when every candidate of the plan is out does a request try one of
+them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 
 from .affinity import Conversation
 from .events import GatewayError
+from .health import Health, HealthRules
 from .providers.base import Provider
 
 
@@ -44,49 +47,13 @@ class Timeouts:
         )
 
 
-@dataclass(slots=True)
-class Breaker:
-    failures_to_open: int = 5
-    cooldown: float = 30.0
-    failures: int = 0
-    opened_at: float | None = None
-    probing: bool = False
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        if time.monotonic() - self.opened_at >= self.cooldown:
-            return "half_open"
-        return "open"
-
-    def allows(self) -> bool:
-        state = self.state
-        return state == "closed" or (state == "half_open" and not self.probing)
-
-    def begin(self) -> None:
-        if self.state == "half_open":
-            self.probing = True
-
-    def success(self) -> None:
-        self.failures = 0
-        self.opened_at = None
-        self.probing = False
-
-    def failure(self) -> None:
-        self.failures += 1
-        self.probing = False
-        if self.failures >= self.failures_to_open or self.opened_at is not None:
-            self.opened_at = time.monotonic()
-
-
 @dataclass(slots=True, eq=False)
 class Deployment:
     """One upstream model on one provider; its health is shared by every request."""
 
     provider: Provider
     model: str  # the name the upstream knows
-    breaker: Breaker = field(default_factory=Breaker)
+    breaker: Health = field(default_factory=Health)
     in_flight: int = 0
     cooling_until: float = 0.0  # an upstream's Retry-After
 
@@ -118,10 +85,11 @@ class Plan:
 
     def next(self) -> Candidate | None:
         """The candidate for the next attempt. In preference order: an untried healthy
-        candidate (breaker closed, not cooling down after a Retry-After) of the first
-        group that has one; else any untried one; once every candidate was tried, a new
-        round begins (the caller bounds the attempts). Within a group: the fewest
-        requests in flight per unit of weight, ties at random."""
+        candidate (in by its health rule, not cooling down after a Retry-After) of the
+        first group that has one; else an untried one that is in but cooling down; else,
+        only when no candidate of the plan is in, any untried one. Once every candidate
+        was tried, a new round begins (the caller bounds the attempts). Within a group:
+        the fewest requests in flight per unit of weight, ties at random."""
         groups = self.groups
         if len(groups) == 1 and len(groups[0]) == 1 and not self.tried:
             # One deployment, no fallback: the common case, whatever its health
@@ -131,19 +99,25 @@ class Plan:
         if all(c in self.tried for group in self.groups for c in group):
             self.tried.clear()
         now = time.monotonic()
-        for healthy_only in (True, False):
+        none_in = all(c.deployment.breaker.out for group in self.groups for c in group)
+        for level in (0, 1, 2):
+            if level == 2 and not none_in:
+                break
             for group in self.groups:
                 pool = [
                     c
                     for c in group
                     if c not in self.tried
                     and (
-                        not healthy_only
-                        or (c.deployment.breaker.allows() and c.deployment.cooling_until <= now)
+                        level == 2
+                        or (
+                            c.deployment.breaker.allows()
+                            and (level == 1 or c.deployment.cooling_until <= now)
+                        )
                     )
                 ]
                 talk = self.conversation
-                if pool and healthy_only and talk is not None and len(pool) > 1 and talk.key:
+                if pool and level == 0 and talk is not None and len(pool) > 1 and talk.key:
                     choice = max(pool, key=lambda c: talk.score(c.deployment.name, c.weight))
                     self.tried.append(choice)
                     self.last = choice
@@ -185,15 +159,17 @@ class Router:
         providers: list[Provider],
         timeouts: dict[str, Timeouts] | None = None,
         models: dict[str, ModelSpec] | None = None,
-        breaker: tuple[int, float] = (5, 30.0),
+        breaker: tuple[float, ...] = (5, 30.0),
         text_only: set[str] | None = None,
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self._timeouts = timeouts or {}
         self._models = models or {}
-        self._breaker = breaker
+        failures, cooldown, *window = breaker  # (failures, cooldown[, window])
+        self.health = HealthRules(int(failures), cooldown, window[0] if window else 60.0)
         self._text_only = text_only or set()  # providers that take no images
         self._deployments: dict[tuple[str, str], Deployment] = {}
+        self._carried: dict[tuple[str, str], Health] = {}  # from the router this one replaced
         self._groups: dict[str, list[Candidate]] = {}  # model name -> its candidates
         self._bare: dict[str, list[Provider]] = {}
         for p in providers:
@@ -218,9 +194,9 @@ class Router:
         key = (provider.name, rest)
         deployment = self._deployments.get(key)
         if deployment is None:
-            deployment = self._deployments[key] = Deployment(
-                provider, rest, Breaker(*self._breaker)
-            )
+            health = self._carried.pop(key, None) or Health(self.health, f"{provider.name}/{rest}")
+            health.rules = self.health
+            deployment = self._deployments[key] = Deployment(provider, rest, health)
         timeouts = self._timeouts.get(provider.name, Timeouts()).merged(override)
         if images is None:
             images = provider.name not in self._text_only
@@ -277,6 +253,14 @@ class Router:
         if spec is not None and not spec.affinity:
             conversation = None
         return Plan(model, groups, conversation=conversation)
+
+    def carry_health(self, old: Router) -> None:
+        """Keep the health of ``old``'s deployments whose provider this router serves
+        unchanged (the same object: a channel not edited), so a live change elsewhere
+        neither brings an out deployment back nor forgets its recent failures."""
+        same = {n for n, p in old.providers.items() if self.providers.get(n) is p}
+        self._carried = {k: h for k, h in old._carried.items() if k[0] in same}
+        self._carried.update({k: d.breaker for k, d in old._deployments.items() if k[0] in same})
 
     def deployments(self) -> list[Deployment]:
         return list(self._deployments.values())

@@ -5,7 +5,8 @@ Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``), ``POST /v1/me
 ``POST /v1/responses`` (and ``/responses``),
 ``POST /v1beta/models/{model}:streamGenerateContent?alt=sse`` and ``:generateContent``,
 ``GET /v1/models``; ``GET``/``DELETE /_fake/log`` (the request log as JSON / clear it
-and the ``fail_times`` counters), ``GET /_fake/stats``, ``GET /_fake/health``.
+and the ``fail_times`` counters), ``POST /_fake/heal`` / ``/_fake/break`` (failing
+options succeed / fail again), ``GET /_fake/stats``, ``GET /_fake/health``.
 
 What a response holds is chosen by the model name (for Gemini, the model in the URL):
 ``echo``, ``gen/<n>``, ``tools``, ``think`` or ``replay/<provider>/<file-stem>``, plus

@@ -44,6 +44,11 @@ starting at 0, including role/usage chunks, ``ping`` and ``[DONE]``):
 ``body=TEXT``             with ``status``: this body (URL-encoded in the model name)
 ``fail_times=N``          with ``status`` (default 500): only the first N requests carrying
                           this exact model string fail; later ones succeed
+``fail_rate=P``           with ``status`` (default 500): a fraction P (0..1) of the requests
+                          carrying this exact model string fail, spread evenly and
+                          deterministically (request k fails when ``floor(k*P)`` steps up:
+                          0.3 fails the 4th, 7th, 10th, ...). ``POST /_fake/heal`` makes
+                          every failing option succeed until ``POST /_fake/break`` or a reset
 ``limit=1``               honour the request's max tokens (``max_completion_tokens`` /
                           ``max_tokens``, ``max_tokens``, ``maxOutputTokens``): at most
                           that many text chunks, then the length stop (``length``,
@@ -115,6 +120,7 @@ class Script:
     retry_after: str | None = None
     body: str | None = None
     fail_times: int | None = None
+    fail_rate: float | None = None
     limit: bool = False
     interleave: bool = False
     no_usage: bool = False
@@ -124,7 +130,13 @@ class Script:
     @property
     def fails(self) -> bool:
         """Whether this script answers with an error status (before ``fail_times``)."""
-        return self.status is not None or self.fail_times is not None
+        return self.status is not None or self.fail_times is not None or bool(self.fail_rate)
+
+    def fails_at(self, count: int) -> bool:
+        """Whether the ``count``-th request (from 1) carrying this model string fails."""
+        if self.fail_rate is not None:
+            return math.floor(count * self.fail_rate) > math.floor((count - 1) * self.fail_rate)
+        return self.fail_times is None or count <= self.fail_times
 
 
 def _int(key: str, value: str, low: int = 0, high: int = 10**9) -> int:
@@ -191,6 +203,14 @@ def parse_model(model: str) -> Script:
             fields[key] = _int(key, value)
         elif key == "fail_times":
             fields[key] = _int(key, value, 0)
+        elif key == "fail_rate":
+            try:
+                rate = float(value)
+            except ValueError:
+                rate = -1.0
+            if not 0.0 <= rate <= 1.0:
+                raise ScriptError(f"option fail_rate={value!r}: expected a number from 0 to 1")
+            fields[key] = rate
         elif key == "status":
             fields[key] = _int(key, value, 200, 599)
         elif key in ("no_done", "limit", "interleave", "no_usage", "too_long", "cache"):

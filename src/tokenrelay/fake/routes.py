@@ -20,6 +20,7 @@ from ..stops import cut_at_stop
 from . import counting, extras, keys, scenes, wire
 from .cache_counts import NO_CACHE, CacheCounts
 from .httpio import Reply, Request, RequestRecord
+from .model_list import model_list
 from .options import Script, ScriptError, parse_model
 from .plan import BAD_UTF8, End, StreamPlan, build_plan, read_replay, split_events
 from .prefix_cache import PrefixCache, upstream_key
@@ -66,12 +67,14 @@ class Router:
         self._ids = itertools.count(1)
         self._created = int(time.time())
         self.prefix_cache = PrefixCache()
+        self.healed = False  # POST /_fake/heal: failing options succeed
 
     def reset(self) -> None:
-        """Forget the log and the ``fail_times`` counters."""
+        """Forget the log and the ``fail_times`` counters; failing options fail again."""
         self.log.clear()
         self.attempts.clear()
         self.per_key.clear()
+        self.healed = False
 
     def record(self, entry: RequestRecord) -> None:
         """Append to the log, dropping the oldest half when it outgrows ``log_limit``."""
@@ -122,7 +125,7 @@ class Router:
             else:
                 reply = self._chat(req, proto, record, gemini)
         elif path in _MODEL_LIST_PATHS:
-            reply = self._models(path, req.headers)
+            reply = model_list(path, req.headers, self.fixtures, self._created)
         else:
             reply = _error("openai", 404, f"no route {req.method} {path} on the fake upstream")
         record.status = reply.status
@@ -143,46 +146,12 @@ class Router:
                 "events_sent": self.events_sent,
             }
             return Reply(body=wire.encode_json(stats), log=False)
+        if path in ("/_fake/heal", "/_fake/break") and method == "POST":
+            self.healed = path == "/_fake/heal"
+            return Reply(body=wire.encode_json({"healed": self.healed}), log=False)
         if path == "/_fake/health" and method == "GET":
             return Reply(body=b'{"ok":true}', log=False)
         return Reply(**_error_fields("openai", 404, f"no control route {method} {path}"), log=False)
-
-    def _models(self, path: str, headers: dict[str, str]) -> Reply:
-        names = ["echo", "gen/16", "gen/200"]
-        data: list[dict[str, Any]]
-        if self.fixtures is not None and self.fixtures.is_dir():
-            names += sorted(
-                f"replay/{p.parent.name}/{p.stem}" for p in self.fixtures.glob("*/*.sse")
-            )
-        if path == "/v1beta/models":
-            body: Any = {
-                "models": [
-                    {
-                        "name": f"models/{n}",
-                        "displayName": n,
-                        "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
-                    }
-                    for n in names
-                ]
-            }
-        elif "anthropic-version" in headers:
-            data = [
-                {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
-                for n in names
-            ]
-            body = {"data": data, "has_more": False, "first_id": names[0], "last_id": names[-1]}
-        else:
-            data = [
-                {
-                    "id": n,
-                    "object": "model",
-                    "created": self._created,
-                    "owned_by": "tokenrelay-fake",
-                }
-                for n in names
-            ]
-            body = {"object": "list", "data": data}
-        return Reply(body=wire.encode_json(body))
 
     def _extra(self, req: Request, path: str, record: RequestRecord, gemini: bool) -> Reply:
         """Embeddings (both shapes) and legacy completions (``extras.py``)."""
@@ -206,14 +175,14 @@ class Router:
         return extras.completions(body, f"cmpl-fake{next(self._ids)}")
 
     def _extra_failure(self, model: str, proto: Proto) -> Reply | None:
-        """A model name's ``status=`` / ``fail_times=`` on these routes too (other
+        """A model name's ``status=`` / ``fail_times=`` / ``fail_rate=`` on these routes too (other
         options and names that are not scripts are ignored here)."""
         try:
             script = self._script(model)
         except ScriptError:
             return None
         count = self.attempts[model] = self.attempts.get(model, 0) + 1
-        if script.fails and (script.fail_times is None or count <= script.fail_times):
+        if script.fails and not self.healed and script.fails_at(count):
             return self._failure(script, proto)
         return None
 
@@ -268,7 +237,7 @@ class Router:
     ) -> Reply:
         model = script.model
         count = self.attempts[model] = self.attempts.get(model, 0) + 1
-        if script.fails and (script.fail_times is None or count <= script.fail_times):
+        if script.fails and not self.healed and script.fails_at(count):
             return self._failure(script, proto)
         if script.too_long:
             return Reply(status=400, body=counting.too_long_body(proto), model=model)

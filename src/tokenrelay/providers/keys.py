@@ -55,12 +55,12 @@ class KeyPool:
         self,
         keys: list[UpstreamKey],
         clock: Callable[[], float] = time.monotonic,
-        on_disabled: Callable[[UpstreamKey], None] | None = None,
+        on_disabled: Callable[[UpstreamKey, int], None] | None = None,
     ) -> None:
         self.keys = keys
         self._clock = clock
         self._next = 0
-        self._on_disabled = on_disabled
+        self.on_disabled = on_disabled  # told (key, status) when a key is disabled
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -104,8 +104,8 @@ class KeyPool:
         if key.disabled is None:
             key.disabled = f"{status} from upstream"
             log.warning("upstream key %s disabled: the upstream answered %d", key.id, status)
-            if self._on_disabled is not None:
-                self._on_disabled(key)
+            if self.on_disabled is not None:
+                self.on_disabled(key, status)
 
     def redact(self, text: str) -> str:
         for key in self.keys:

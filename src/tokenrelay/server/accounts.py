@@ -22,8 +22,10 @@ from ..limits import Limiter, Ticket, create_limiter
 from ..pricing import PriceTable, saved_by_cache
 from ..protocols.registry import REGISTRY
 from ..store import Authenticator, Principal, Store, UsageRow, UsageWriter, WriterOptions
+from .budget_watch import release_and_watch
 
 if TYPE_CHECKING:
+    from ..notify import Notifier
     from ..store.revocations import KeyChanges
 
 log = logging.getLogger("tokenrelay.accounts")
@@ -83,6 +85,7 @@ class Accounts:
         self.prices = PriceTable(config.prices)
         self._pending: set[asyncio.Task[None]] = set()
         self.key_changes: KeyChanges | None = None
+        self.notifier: Notifier | None = None  # budget thresholds (budget_watch.py)
 
     async def start(self) -> None:
         self.store = await Store.open(
@@ -153,8 +156,11 @@ class Accounts:
         cost = self.prices.cost(end.priced_model, usage) if usage is not None else None
         if admission is not None and admission.ticket is not None and self.limiter is not None:
             actual = (usage.input + usage.output) if usage is not None else 0
+            budget = admission.principal.key.limits.budget_usd if admission.principal.key else None
             task = asyncio.ensure_future(
-                self.limiter.release(admission.ticket, actual, cost or 0.0)
+                release_and_watch(
+                    self.limiter, admission.ticket, actual, cost or 0.0, budget, self.notifier
+                )
             )
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import suppress
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -23,10 +24,12 @@ from ..numbers import decimal
 from ..protocols.base import ClientProtocol
 from ..protocols.registry import REGISTRY, Ingress
 from ..router import not_found
+from ..store import DRIVER_ERRORS
 from ..streams.hub import parse_event_id
 from .body import read_body
 from .relay import Gateway
 from .scrape import scrape_refusal
+from .status import HealthFigures, decorate
 
 __all__ = ["API", "read_body"]
 
@@ -59,6 +62,7 @@ class API:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.ingress = REGISTRY.ingress()
+        self.figures: HealthFigures | None = None  # uptime and latency on each entry
 
     async def chat(self, request: Request) -> ASGIApp:
         return await self.serve_chat(request.scope, request.receive)
@@ -81,7 +85,11 @@ class API:
         listed = [(m, owner) for m, owner in self.gateway.router.listed() if m in visible]
         shape = self.ingress.protocol_for(request.scope["path"], request.headers).model_list
         assert shape is not None  # (only protocols with a model list have its routes)
-        return JSONResponse(shape(listed))
+        body = shape(listed)
+        if self.figures is not None:
+            with suppress(*DRIVER_ERRORS):  # the database is away: the list without figures
+                body = decorate(body, await self.figures.report())
+        return JSONResponse(body)
 
     async def model(self, request: Request) -> Response:
         """``GET /v1/models/{id}`` (ids contain slashes: ``local/echo``): the model's entry

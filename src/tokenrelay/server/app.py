@@ -16,6 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..config import Config, TimeoutsConfig
 from ..events import Error
 from ..metrics import Metrics
+from ..notify import Notifier
 from ..protocols.base import EmbeddingWire, UpstreamProtocol
 from ..protocols.registry import REGISTRY
 from ..providers.base import Provider
@@ -37,9 +38,11 @@ from .door import Door, adding
 from .embeddings import Embeddings, embedding_routes
 from .eventsource import ChatStreams, chat_stream_routes
 from .pacing import Pacer
+from .probes import Prober
 from .relay import Gateway
+from .status import StatusRoutes
 from .stored import Kept
-from .web import admin_page_routes, web_routes
+from .web import admin_page_routes, status_page_route, web_routes
 
 access = logging.getLogger("tokenrelay.access")
 
@@ -120,7 +123,8 @@ def build_router(
     }
     r = config.retries
     text_only = {p.name for p, _, _ in every if not p.images}
-    return Router(providers, timeouts, models, (r.breaker_failures, r.breaker_cooldown), text_only)
+    rule = (r.breaker_failures, r.breaker_cooldown, r.breaker_window)
+    return Router(providers, timeouts, models, rule, text_only)
 
 
 def served_names(config: Config, router: Router) -> tuple[list[str], list[str]]:
@@ -134,6 +138,18 @@ def served_names(config: Config, router: Router) -> tuple[list[str], list[str]]:
     return [*listed, *bare, *named], [*listed, *named]
 
 
+def watched(router: Router, notifier: Notifier) -> None:
+    """Have ``notifier`` hear what ``router`` sees: deployments taken out and back, and
+    upstream keys disabled (each router, the first and every live swap's)."""
+    router.health.listener = notifier.channel
+    for provider in router.providers.values():
+        if isinstance(provider, HTTPProvider):
+            name = provider.name
+            provider.keys.on_disabled = lambda key, status, name=name: notifier.key_disabled(
+                name, key.id, status, key.disabled or ""
+            )
+
+
 def error_frame(protocol: str, error: Error) -> bytes:
     """An in-stream error frame in a client protocol (for streams read from Redis)."""
     return REGISTRY.client(protocol).error_frame(error)
@@ -144,6 +160,8 @@ def create_app(config: Config, host: str | None = None) -> Front:
     the address it is bound to (a name there is a Host it serves, see ``door.py``)."""
     registry = ChannelRegistry(config, build_router, lambda router: swap(router))
     router = registry.first()
+    notifier = Notifier(config.webhook_url)
+    watched(router, notifier)
     s = config.streams
     settings = HubSettings(s.grace, s.retention, s.max_stream_bytes, s.max_total_bytes)
     mirror = None
@@ -161,11 +179,18 @@ def create_app(config: Config, host: str | None = None) -> Front:
     metrics.watch(hub, lambda: gateway.router.deployments())
 
     def swap(new: Router) -> None:  # one assignment: each request reads the router once
+        new.carry_health(gateway.router)
+        watched(new, notifier)
         gateway.router = new
         metrics.name(*served_names(config, new))
 
     admin = AdminAPI(None, config.master_key, on_change=accounts.keys_changed)
     channels_api = ChannelsAPI(registry, config.master_key)
+    accounts.notifier = notifier
+    prober = Prober(lambda: gateway.router, config.probes, None)
+    status = StatusRoutes(
+        lambda: gateway.router, accounts, admin, config.status_page, config.probes.prompt
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -174,7 +199,11 @@ def create_app(config: Config, host: str | None = None) -> Front:
         assert accounts.store is not None
         await registry.start(ChannelStore(accounts.store.engine, SecretBox.from_env()))
         await hub.start()
+        prober.writer = accounts.writer
+        prober.start()
         yield
+        await prober.aclose()
+        await notifier.aclose()
         await hub.aclose()
         await registry.aclose()
         await gateway.router.aclose()
@@ -182,6 +211,7 @@ def create_app(config: Config, host: str | None = None) -> Front:
         await accounts.close()
 
     api = API(gateway)
+    api.figures = status.figures
     app = Starlette(
         routes=[
             *api.routes(),
@@ -193,6 +223,7 @@ def create_app(config: Config, host: str | None = None) -> Front:
             *admin_page_routes(),
             *stats_routes(admin),
             *channels_api.routes,
+            *status.routes(status_page_route()),
             *admin.routes,  # last: its catch-all answers any other /admin/... path
         ],
         lifespan=lifespan,

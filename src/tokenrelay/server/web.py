@@ -25,7 +25,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-__all__ = ["CONTENT_SECURITY_POLICY", "admin_page_routes", "load_assets", "web_routes"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "admin_page_routes",
+    "load_assets",
+    "status_page_route",
+    "web_routes",
+]
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -146,3 +152,13 @@ def admin_page_routes() -> list[BaseRoute]:
         Route("/admin", page, methods=["GET"], name="web:admin"),
         Route("/admin/", slash, methods=["GET"], name="web:admin-slash"),
     ]
+
+
+def status_page_route() -> Route:
+    """``/status``, the public status page (``status.html``; its data: ``/status.json``)."""
+    asset = load_assets()["status.html"]
+
+    async def page(request: Request) -> Response:
+        return _respond(request, asset, _PAGE_HEADERS)
+
+    return Route("/status", page, methods=["GET"], name="web:status")

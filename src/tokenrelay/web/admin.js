@@ -8,13 +8,15 @@
 //
 // The parts are ES modules under /static/admin/: api.js (the client), format.js,
 // dom.js, state.js, charts.js and stats.js (the charts and totals), keys.js (the
-// table), form.js (the new-key form), limits.js (the limit fields) and channels.js (the
-// channels section). This one wires
-// them: the master key panel, loading, the actions that call the API, the events.
+// table), form.js (the new-key form), limits.js (the limit fields), channels.js (the
+// channels section) and health.js (the deployments, in or out, and their test). This
+// one wires them: the master key panel, loading, the actions that call the API, the
+// events.
 
 import { copyText, initTheme } from './common.js';
 import { AdminError, api, errorText, masterKey, setMasterKey } from './admin/api.js';
 import { initChannels, loadChannels } from './admin/channels.js';
+import { renderDeployments } from './admin/health.js';
 import { destroyCharts, toggleModel } from './admin/charts.js';
 import { $, els, say } from './admin/dom.js';
 import { FieldError, createBody, markField, toggleCreate } from './admin/form.js';
@@ -107,6 +109,7 @@ async function refresh() {
       renderStats(stats.value);
     }
     await loadChannels();
+    renderDeployments();
     if (!failures.length) els.updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } finally {
     state.loading = false;
