@@ -41,6 +41,16 @@ def _fields(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--protocol")
     parser.add_argument("--models", help="comma-separated; '*' passes any name through")
     parser.add_argument("--header", action="append", default=[], help="Name: value")
+    parser.add_argument(
+        "--weight", type=float, help="its share of a model other channels serve too (1)"
+    )
+    parser.add_argument(
+        "--timeout",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="connect, first_token, idle or total (given ones replace the channel's)",
+    )
     parser.add_argument("--api-key", action="append", default=[], help="an upstream key")
     parser.add_argument("--api-keys-from-env", metavar="VAR", help="keys, comma-separated")
 
@@ -135,6 +145,8 @@ def _show(channel: Channel, args: argparse.Namespace) -> None:
             "protocol": s.protocol,
             "base_url": s.base_url,
             "models": s.models,
+            "weight": s.weight,
+            "timeouts": s.timeouts,
             "enabled": s.enabled,
             "keys": [{"id": k.id, "masked": "…" + k.last4} for k in channel.keys],
         }
@@ -142,7 +154,8 @@ def _show(channel: Channel, args: argparse.Namespace) -> None:
         return
     state = "enabled" if s.enabled else "disabled"
     keys = ", ".join(f"{k.id} …{k.last4}" for k in channel.keys) or "no keys"
-    print(f"{s.name}\t{s.protocol}\t{s.base_url}\t{','.join(s.models)}\t{state}\t{keys}")
+    weight = f"weight {s.weight:g}"
+    print(f"{s.name}\t{s.protocol}\t{s.base_url}\t{','.join(s.models)}\t{weight}\t{state}\t{keys}")
 
 
 def _changes(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | None]:
@@ -161,6 +174,19 @@ def _changes(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | None
                 raise _Exit(2, f"--header {name!r}: expected 'Name: value'")
             headers[name.strip()] = value.strip()
         changes["headers"] = headers
+    if args.weight is not None:
+        changes["weight"] = args.weight
+    if args.timeout:
+        timeouts = {}
+        for item in args.timeout:
+            name, sep, value = item.partition("=")
+            try:
+                timeouts[name.strip()] = float(value)
+            except ValueError:
+                raise _Exit(2, f"--timeout {item!r}: expected NAME=SECONDS") from None
+            if not sep:
+                raise _Exit(2, f"--timeout {item!r}: expected NAME=SECONDS")
+        changes["timeouts"] = timeouts
     keys = list(args.api_key)
     if args.api_keys_from_env:
         found = os.environ.get(args.api_keys_from_env)

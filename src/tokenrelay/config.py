@@ -52,6 +52,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     headers: dict[str, str] = {}
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     images: bool = True  # false: a text-only deployment; requests with images get 400
+    weight: float = 1.0  # its share of a model several providers serve (router.py)
     # anthropic-beta flags passed on: ["*"] all, names (trailing * = prefix), [] none;
     # unset: all for api.anthropic.com, none elsewhere (providers/betas.py)
     anthropic_betas: list[str] | None = None
@@ -62,7 +63,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 
 class DeploymentConfig(msgspec.Struct, forbid_unknown_fields=True):
     model: str  # a provider/model name
-    weight: float = 1.0
+    weight: float | None = None  # unset: its provider's weight
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -252,6 +253,12 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
                 raise ConfigError(
                     f"{where}.endpoints: {name!r} is not one of {', '.join(ENDPOINTS)}"
                 )
+        if not p.weight > 0:
+            raise ConfigError(f"{where}.weight: must be above 0")
+    for i, m in enumerate(config.models):
+        for j, d in enumerate(m.deployments):
+            if isinstance(d, DeploymentConfig) and d.weight is not None and not d.weight > 0:
+                raise ConfigError(f"{source}: $.models[{i}].deployments[{j}].weight: above 0")
     if config.webhook_url and not config.webhook_url.startswith(("http://", "https://")):
         raise ConfigError(f"{source}: $.webhook_url: must start with http:// or https://")
     for i, network in enumerate(config.http.uncapped_clients):

@@ -89,7 +89,7 @@ class Plan:
         first group that has one; else an untried one that is in but cooling down; else,
         only when no candidate of the plan is in, any untried one. Once every candidate
         was tried, a new round begins (the caller bounds the attempts). Within a group:
-        the fewest requests in flight per unit of weight, ties at random."""
+        the fewest requests in flight per unit of weight, ties drawn by weight."""
         groups = self.groups
         if len(groups) == 1 and len(groups[0]) == 1 and not self.tried:
             # One deployment, no fallback: the common case, whatever its health
@@ -123,10 +123,11 @@ class Plan:
                     self.last = choice
                     return choice
                 if pool:
-                    best = min((c.deployment.in_flight + 1) / c.weight for c in pool)
-                    choice = random.choice(
-                        [c for c in pool if (c.deployment.in_flight + 1) / c.weight == best]
-                    )
+                    best = min(c.deployment.in_flight / c.weight for c in pool)
+                    least = [c for c in pool if c.deployment.in_flight / c.weight == best]
+                    # a draw by weight among the least loaded: idle deployments share
+                    # one-at-a-time traffic in proportion to their weights
+                    choice = random.choices(least, [c.weight for c in least])[0]
                     self.tried.append(choice)
                     self.last = choice
                     return choice
@@ -146,7 +147,7 @@ def not_found(model: str) -> GatewayError:
 class ModelSpec:
     """A configured model name: its deployments (as names) and fallbacks."""
 
-    deployments: list[tuple[str, float]]
+    deployments: list[tuple[str, float | None]]  # (name, weight; None: its provider's)
     fallbacks: list[str] = field(default_factory=list)
     timeouts: Timeouts | None = None
     images: bool | None = None
@@ -161,8 +162,10 @@ class Router:
         models: dict[str, ModelSpec] | None = None,
         breaker: tuple[float, ...] = (5, 30.0),
         text_only: set[str] | None = None,
+        weights: dict[str, float] | None = None,
     ) -> None:
         self.providers = {p.name: p for p in providers}
+        self._weights = weights or {}  # per provider (channel): its default weight
         self._timeouts = timeouts or {}
         self._models = models or {}
         failures, cooldown, *window = breaker  # (failures, cooldown[, window])
@@ -177,20 +180,44 @@ class Router:
                 if m != "*":
                     self._bare.setdefault(m, []).append(p)
 
-    def _candidate(
-        self, name: str, weight: float, override: Timeouts | None, images: bool | None = None
-    ) -> Candidate:
+    def _resolve(self, name: str) -> list[tuple[Provider, str]]:
+        """The (provider, upstream model) pairs a name means: ``provider/model``, else
+        every provider that lists the bare name (404 if none does)."""
         prefix, sep, rest = name.partition("/")
         provider = self.providers.get(prefix) if sep else None
         if (
-            provider is None
-            or not rest
-            or not ("*" in provider.models() or rest in provider.models())
+            provider is not None
+            and rest
+            and ("*" in provider.models() or rest in provider.models())
         ):
-            owners = self._bare.get(name, [])
-            if len(owners) != 1:
-                raise not_found(name)
-            provider, rest = owners[0], name
+            return [(provider, rest)]
+        owners = self._bare.get(name, [])
+        if not owners:
+            raise not_found(name)
+        return [(p, name) for p in owners]
+
+    def _candidates(
+        self,
+        name: str,
+        weight: float | None,
+        override: Timeouts | None,
+        images: bool | None = None,
+    ) -> list[Candidate]:
+        return [
+            self._candidate(provider, rest, weight, override, images)
+            for provider, rest in self._resolve(name)
+        ]
+
+    def _candidate(
+        self,
+        provider: Provider,
+        rest: str,
+        weight: float | None,
+        override: Timeouts | None,
+        images: bool | None,
+    ) -> Candidate:
+        if weight is None:
+            weight = self._weights.get(provider.name, 1.0)
         key = (provider.name, rest)
         deployment = self._deployments.get(key)
         if deployment is None:
@@ -215,11 +242,11 @@ class Router:
     def _new_group(self, model: str) -> list[Candidate]:
         spec = self._models.get(model)
         if spec is None:
-            return [self._candidate(model, 1.0, None)]
+            return self._candidates(model, None, None)
         group = []
         for name, weight in spec.deployments:
             try:
-                group.append(self._candidate(name, weight, spec.timeouts, spec.images))
+                group.extend(self._candidates(name, weight, spec.timeouts, spec.images))
             except GatewayError:
                 continue  # on a channel not served now (disabled, deleted): the others serve
         return group

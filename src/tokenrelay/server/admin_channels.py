@@ -38,6 +38,7 @@ class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):
     timeouts: dict[str, float] = {}
     images: bool = True
     enabled: bool = True
+    weight: float = 1.0  # its share of a model other channels serve too
     api_keys: list[str] = []
 
 
@@ -50,6 +51,7 @@ class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     timeouts: dict[str, float] | None = None
     images: bool | None = None
     enabled: bool | None = None
+    weight: float | None = None
     api_keys: list[str] | None = None  # given: replaces the channel's keys
 
 
@@ -75,6 +77,7 @@ class ChannelOut(msgspec.Struct):
     timeouts: dict[str, float]
     images: bool
     enabled: bool
+    weight: float
     served: bool  # this replica serves it now
     keys: list[KeyOut]
     id: str | None = None
@@ -144,6 +147,7 @@ class ChannelsAPI(AdminGate):
                     timeouts=timeouts,
                     images=p.images,
                     enabled=True,
+                    weight=p.weight,
                     served=made is not None,
                     keys=self._keys(p.name, known),
                 )
@@ -163,6 +167,7 @@ class ChannelsAPI(AdminGate):
             timeouts=dict(s.timeouts),
             images=s.images,
             enabled=s.enabled,
+            weight=s.weight,
             served=s.name in self.registry.made and s.name not in self.registry.problems,
             keys=self._keys(s.name, [(k.id, "…" + k.last4) for k in c.keys]),
             id=c.id,

@@ -112,8 +112,8 @@ def build_router(
     cache.update(used)
     models = {
         m.name: ModelSpec(
-            [(d, 1.0) if isinstance(d, str) else (d.model, d.weight) for d in m.deployments]
-            or [(m.name, 1.0)],
+            [(d, None) if isinstance(d, str) else (d.model, d.weight) for d in m.deployments]
+            or [(m.name, None)],
             list(m.fallbacks),
             _timeouts(m.timeouts),
             m.images,
@@ -123,8 +123,9 @@ def build_router(
     }
     r = config.retries
     text_only = {p.name for p, _, _ in every if not p.images}
+    weights = {p.name: p.weight for p, _, _ in every}
     rule = (r.breaker_failures, r.breaker_cooldown, r.breaker_window)
-    return Router(providers, timeouts, models, rule, text_only)
+    return Router(providers, timeouts, models, rule, text_only, weights)
 
 
 def served_names(config: Config, router: Router) -> tuple[list[str], list[str]]:

@@ -52,6 +52,7 @@ def as_provider(channel: Channel) -> LiveProvider:
         headers=dict(s.headers),
         timeouts=TimeoutsConfig(**s.timeouts),
         images=s.images,
+        weight=s.weight,
     )
     keys = [(k.id, k.secret) for k in channel.keys if k.secret is not None]
     return p, keys, ("db", channel.id, str(channel.updated_at))

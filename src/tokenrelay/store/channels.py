@@ -23,6 +23,7 @@ from .secrets import SecretBox
 
 TIMEOUT_NAMES = ("connect", "first_token", "idle", "total")
 MAX_KEYS = 100
+MAX_WEIGHT = 1e6
 
 
 class ChannelNotFound(LookupError):
@@ -45,6 +46,7 @@ class ChannelSpec:
     timeouts: dict[str, float] = field(default_factory=dict)
     images: bool = True
     enabled: bool = True
+    weight: float = 1.0  # its share where several channels serve a model (router.py)
 
     def check(self) -> ChannelSpec:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", self.name) or self.name == "local":
@@ -58,6 +60,8 @@ class ChannelSpec:
         for name, value in self.timeouts.items():
             if name not in TIMEOUT_NAMES or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"timeouts.{name}: one of {', '.join(TIMEOUT_NAMES)}, > 0")
+        if isinstance(self.weight, bool) or not 0 < self.weight <= MAX_WEIGHT:
+            raise ValueError(f"weight: must be a number above 0, at most {MAX_WEIGHT:g}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()):
             raise ValueError("headers: names and values must be strings")
         return self
@@ -221,6 +225,7 @@ def _values(spec: ChannelSpec) -> dict[str, Any]:
         "timeouts": dict(spec.timeouts),
         "images": spec.images,
         "enabled": spec.enabled,
+        "weight": float(spec.weight),
     }
 
 
@@ -234,5 +239,6 @@ def _channel(m: Any, keys: list[ChannelKey]) -> Channel:
         timeouts=dict(m["timeouts"]),
         images=bool(m["images"]),
         enabled=bool(m["enabled"]),
+        weight=float(m["weight"]),
     )
     return Channel(m["id"], spec, keys, m["created_at"], m["updated_at"])

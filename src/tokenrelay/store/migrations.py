@@ -158,12 +158,18 @@ def _v5_cache_kinds(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE usage ADD COLUMN cache_saved_usd FLOAT"))
 
 
+def _v6_channel_weight(conn: Connection) -> None:
+    """A channel's share of the requests for a model several channels serve."""
+    conn.execute(text("ALTER TABLE channels ADD COLUMN weight FLOAT NOT NULL DEFAULT 1"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "api keys and usage", _v1_keys_and_usage),
     (2, "stored responses", _v2_responses),
     (3, "usage names the upstream key", _v3_usage_upstream_key),
     (4, "channels managed live", _v4_channels),
     (5, "usage: 1-hour cache writes and cache savings", _v5_cache_kinds),
+    (6, "channels: weight", _v6_channel_weight),
 ]
 LATEST = MIGRATIONS[-1][0]
 
