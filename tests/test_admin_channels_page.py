@@ -1,6 +1,7 @@
 """The channels section of /admin in Chromium: the config file's providers listed
 read-only; a channel created, edited and disabled through the page takes effect on the
-next request; upstream keys typed in are shown only masked. Writes docs/admin-channels.png."""
+next request, its weight and timeouts included; upstream keys typed in are shown only
+masked. Writes docs/admin-channels.png."""
 
 from __future__ import annotations
 
@@ -84,10 +85,22 @@ def test_create_edit_disable_a_channel_in_the_page(
         second_fake.clear()
         row.locator("button[data-action=edit]").click()
         assert page.input_value("#c-name") == "pagech" and page.input_value("#c-keys") == ""
+        assert page.input_value("#c-weight") == "1" and page.input_value("#c-timeouts") == ""
         page.fill("#c-base-url", f"{second_fake.base_url}/v1")
+        page.fill("#c-timeouts", "first_token=30 total")
+        page.click("#channel-form button[type=submit]")
+        assert "is not NAME=SECONDS" in page.locator("#channel-form-error").inner_text()
+        page.fill("#c-weight", "2.5")
+        page.fill("#c-timeouts", "first_token=30, total=900")
         page.click("#channel-form button[type=submit]")
         until(page, "() => document.querySelector('#channel-form').hidden")
         assert status_of(gateway, "pagech/gen/3") == 200
+        edited = httpx.get(f"{gateway.url}/admin/channels/pagech", headers=AUTH).json()
+        assert edited["weight"] == 2.5 and edited["timeouts"] == {"first_token": 30, "total": 900}
+        weight_cell = row.locator("td[data-label=Weight]")
+        until(page, "() => document.querySelector(\"tr[data-channel='pagech'] "
+                    "td[data-label=Weight]\").textContent.includes('first_token 30 s')")  # fmt: skip
+        assert weight_cell.inner_text().startswith("2.5")
         assert second_fake.find("gen/3")["key"] in ("…p1p1", "…p2p2")  # there, same keys
 
         row.locator("button[data-action=toggle]").click()

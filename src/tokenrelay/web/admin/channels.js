@@ -10,7 +10,8 @@ import { $, h, say } from './dom.js';
  * @typedef {{id: string, masked: string, state: string, served: number}} ChannelKey
  * @typedef {{name: string, source: string, read_only: boolean, protocol: string,
  *   base_url: string, models: string[], headers: Record<string, string>,
- *   timeouts: Record<string, number>, images: boolean, enabled: boolean, served: boolean,
+ *   timeouts: Record<string, number>, images: boolean, enabled: boolean, weight: number,
+ *   served: boolean,
  *   keys: ChannelKey[], id: string | null, problem: string | null}} Channel
  */
 
@@ -26,6 +27,8 @@ const el = {
   protocol: /** @type {HTMLSelectElement} */ ($('#c-protocol')),
   baseUrl: /** @type {HTMLInputElement} */ ($('#c-base-url')),
   models: /** @type {HTMLInputElement} */ ($('#c-models')),
+  weight: /** @type {HTMLInputElement} */ ($('#c-weight')),
+  timeouts: /** @type {HTMLInputElement} */ ($('#c-timeouts')),
   keys: /** @type {HTMLTextAreaElement} */ ($('#c-keys')),
 };
 
@@ -81,11 +84,46 @@ function row(c) {
     td('Protocol', c.protocol),
     td('Base URL', h('code', 'url', c.base_url)),
     td('Models', c.models.join(', ')),
+    td('Weight', timed(c)),
     td('Keys', keys),
     td('Status', status),
     h('td', '', actions),
   );
   return tr;
+}
+
+/**
+ * The weight, with the channel's timeouts under it when it sets any.
+ * @param {Channel} c
+ */
+function timed(c) {
+  const set = Object.entries(c.timeouts);
+  if (!set.length) return String(c.weight);
+  return h(
+    'span',
+    '',
+    String(c.weight),
+    h('small', 'fine timeouts', set.map(([k, v]) => `${k} ${v} s`).join(' · ')),
+  );
+}
+
+/**
+ * "first_token=60, total=600" as {first_token: 60, total: 600}; throws an Error naming
+ * a part that is not NAME=SECONDS (the API judges the names and values).
+ * @param {string} text
+ */
+export function parseTimeouts(text) {
+  /** @type {Record<string, number>} */
+  const out = {};
+  for (const part of text.split(/[\s,]+/).filter(Boolean)) {
+    const [name, value, ...rest] = part.split('=');
+    const seconds = Number(value);
+    if (!name || value === undefined || rest.length || !Number.isFinite(seconds)) {
+      throw new Error(`timeouts: "${part}" is not NAME=SECONDS`);
+    }
+    out[name] = seconds;
+  }
+  return out;
 }
 
 /**
@@ -117,6 +155,12 @@ function openForm(channel) {
   el.protocol.value = channel?.protocol ?? 'openai';
   el.baseUrl.value = channel?.base_url ?? '';
   el.models.value = channel ? channel.models.join(', ') : '*';
+  el.weight.value = String(channel?.weight ?? 1);
+  el.timeouts.value = channel
+    ? Object.entries(channel.timeouts)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ')
+    : '';
   el.keys.value = '';
   el.keys.placeholder = channel?.keys.length
     ? 'unchanged (type keys, one a line, to replace them)'
@@ -134,8 +178,17 @@ async function submit(event) {
     .split('\n')
     .map((k) => k.trim())
     .filter(Boolean);
+  let timeouts;
+  try {
+    timeouts = parseTimeouts(el.timeouts.value);
+  } catch (err) {
+    say(el.formError, err instanceof Error ? err.message : String(err));
+    return;
+  }
   /** @type {Record<string, unknown>} */
   const body = {
+    weight: Number(el.weight.value || '1'),
+    timeouts,
     name: el.name.value.trim(),
     protocol: el.protocol.value,
     base_url: el.baseUrl.value.trim(),
