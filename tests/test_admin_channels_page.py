@@ -1,6 +1,6 @@
 """The channels section of /admin in Chromium: the config file's providers listed
 read-only; a channel created, edited and disabled through the page takes effect on the
-next request, its weight and timeouts included; upstream keys typed in are shown only
+next request, its weight, timeouts and limits included; upstream keys typed in are shown only
 masked. Writes docs/admin-channels.png."""
 
 from __future__ import annotations
@@ -89,18 +89,20 @@ def test_create_edit_disable_a_channel_in_the_page(
         page.fill("#c-base-url", f"{second_fake.base_url}/v1")
         page.fill("#c-timeouts", "first_token=30 total")
         page.click("#channel-form button[type=submit]")
-        assert "is not NAME=SECONDS" in page.locator("#channel-form-error").inner_text()
+        assert "is not NAME=NUMBER" in page.locator("#channel-form-error").inner_text()
         page.fill("#c-weight", "2.5")
         page.fill("#c-timeouts", "first_token=30, total=900")
+        page.fill("#c-limits", "rpm=600")
         page.click("#channel-form button[type=submit]")
         until(page, "() => document.querySelector('#channel-form').hidden")
         assert status_of(gateway, "pagech/gen/3") == 200
         edited = httpx.get(f"{gateway.url}/admin/channels/pagech", headers=AUTH).json()
         assert edited["weight"] == 2.5 and edited["timeouts"] == {"first_token": 30, "total": 900}
+        assert edited["limits"] == {"rpm": 600}
         weight_cell = row.locator("td[data-label=Weight]")
         until(page, "() => document.querySelector(\"tr[data-channel='pagech'] "
                     "td[data-label=Weight]\").textContent.includes('first_token 30 s')")  # fmt: skip
-        assert weight_cell.inner_text().startswith("2.5")
+        assert weight_cell.inner_text().startswith("2.5") and "rpm 600" in weight_cell.inner_text()
         assert second_fake.find("gen/3")["key"] in ("…p1p1", "…p2p2")  # there, same keys
 
         row.locator("button[data-action=toggle]").click()

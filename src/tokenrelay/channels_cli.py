@@ -51,6 +51,13 @@ def _fields(parser: argparse.ArgumentParser, required: bool) -> None:
         metavar="NAME=SECONDS",
         help="connect, first_token, idle or total (given ones replace the channel's)",
     )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="rpm or max_concurrent: what it may be sent (given ones replace the channel's)",
+    )
     parser.add_argument("--api-key", action="append", default=[], help="an upstream key")
     parser.add_argument("--api-keys-from-env", metavar="VAR", help="keys, comma-separated")
 
@@ -147,6 +154,7 @@ def _show(channel: Channel, args: argparse.Namespace) -> None:
             "models": s.models,
             "weight": s.weight,
             "timeouts": s.timeouts,
+            "limits": s.limits,
             "enabled": s.enabled,
             "keys": [{"id": k.id, "masked": "…" + k.last4} for k in channel.keys],
         }
@@ -187,6 +195,14 @@ def _changes(args: argparse.Namespace) -> tuple[dict[str, Any], list[str] | None
             if not sep:
                 raise _Exit(2, f"--timeout {item!r}: expected NAME=SECONDS")
         changes["timeouts"] = timeouts
+    if args.limit:
+        limits = {}
+        for item in args.limit:
+            name, sep, value = item.partition("=")
+            if not sep or not value.strip().isdigit():
+                raise _Exit(2, f"--limit {item!r}: expected NAME=N")
+            limits[name.strip()] = int(value)
+        changes["limits"] = limits
     keys = list(args.api_key)
     if args.api_keys_from_env:
         found = os.environ.get(args.api_keys_from_env)

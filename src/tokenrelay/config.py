@@ -42,6 +42,17 @@ ENDPOINTS = ("chat", "completions", "embeddings")
 """What a provider may serve (``endpoints:``)."""
 
 
+class ChannelLimitsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What one provider (channel) is sent, across every key and model; unset: no limit.
+    Counted by the key limits' limiter (memory, or Redis across replicas)."""
+
+    rpm: int | None = None  # requests per minute sent to it
+    max_concurrent: int | None = None  # requests in flight on it at once
+
+
+CHANNEL_LIMITS = ("rpm", "max_concurrent")
+
+
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str
     base_url: str
@@ -53,6 +64,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     images: bool = True  # false: a text-only deployment; requests with images get 400
     weight: float = 1.0  # its share of a model several providers serve (router.py)
+    limits: ChannelLimitsConfig = msgspec.field(default_factory=ChannelLimitsConfig)
     # anthropic-beta flags passed on: ["*"] all, names (trailing * = prefix), [] none;
     # unset: all for api.anthropic.com, none elsewhere (providers/betas.py)
     anthropic_betas: list[str] | None = None
@@ -255,6 +267,10 @@ def parse(data: Any, env: dict[str, str] | None = None, source: str = "config") 
                 )
         if not p.weight > 0:
             raise ConfigError(f"{where}.weight: must be above 0")
+        for name in CHANNEL_LIMITS:
+            value = getattr(p.limits, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{where}.limits.{name}: must be 1 or more")
     for i, m in enumerate(config.models):
         for j, d in enumerate(m.deployments):
             if isinstance(d, DeploymentConfig) and d.weight is not None and not d.weight > 0:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from .affinity import Conversation
 from .events import GatewayError
 from .health import Health, HealthRules
+from .limits.base import Limits
 from .providers.base import Provider
 
 
@@ -70,6 +71,7 @@ class Candidate:
     weight: float
     timeouts: Timeouts
     images: bool = True
+    limits: Limits | None = None  # its channel's (rpm, concurrency), checked per attempt
 
 
 @dataclass(slots=True, eq=False)
@@ -163,9 +165,11 @@ class Router:
         breaker: tuple[float, ...] = (5, 30.0),
         text_only: set[str] | None = None,
         weights: dict[str, float] | None = None,
+        limits: dict[str, Limits] | None = None,
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self._weights = weights or {}  # per provider (channel): its default weight
+        self._limits = limits or {}  # per provider (channel): what it may be sent
         self._timeouts = timeouts or {}
         self._models = models or {}
         failures, cooldown, *window = breaker  # (failures, cooldown[, window])
@@ -227,7 +231,7 @@ class Router:
         timeouts = self._timeouts.get(provider.name, Timeouts()).merged(override)
         if images is None:
             images = provider.name not in self._text_only
-        return Candidate(deployment, weight, timeouts, images)
+        return Candidate(deployment, weight, timeouts, images, self._limits.get(provider.name))
 
     def _group(self, model: str) -> list[Candidate]:
         """The candidates of a model name, worked out once (they are not changed; each

@@ -39,6 +39,7 @@ class ChannelIn(msgspec.Struct, forbid_unknown_fields=True):
     images: bool = True
     enabled: bool = True
     weight: float = 1.0  # its share of a model other channels serve too
+    limits: dict[str, int] = {}  # rpm, max_concurrent
     api_keys: list[str] = []
 
 
@@ -52,6 +53,7 @@ class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     images: bool | None = None
     enabled: bool | None = None
     weight: float | None = None
+    limits: dict[str, int] | None = None
     api_keys: list[str] | None = None  # given: replaces the channel's keys
 
 
@@ -78,6 +80,7 @@ class ChannelOut(msgspec.Struct):
     images: bool
     enabled: bool
     weight: float
+    limits: dict[str, int]
     served: bool  # this replica serves it now
     keys: list[KeyOut]
     id: str | None = None
@@ -148,6 +151,9 @@ class ChannelsAPI(AdminGate):
                     images=p.images,
                     enabled=True,
                     weight=p.weight,
+                    limits={
+                        k: v for k, v in msgspec.structs.asdict(p.limits).items() if v is not None
+                    },
                     served=made is not None,
                     keys=self._keys(p.name, known),
                 )
@@ -168,6 +174,7 @@ class ChannelsAPI(AdminGate):
             images=s.images,
             enabled=s.enabled,
             weight=s.weight,
+            limits=dict(s.limits),
             served=s.name in self.registry.made and s.name not in self.registry.problems,
             keys=self._keys(s.name, [(k.id, "…" + k.last4) for k in c.keys]),
             id=c.id,

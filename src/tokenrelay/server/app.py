@@ -15,6 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..config import Config, TimeoutsConfig
 from ..events import Error
+from ..limits import Limits
 from ..metrics import Metrics
 from ..notify import Notifier
 from ..protocols.base import EmbeddingWire, UpstreamProtocol
@@ -124,8 +125,13 @@ def build_router(
     r = config.retries
     text_only = {p.name for p, _, _ in every if not p.images}
     weights = {p.name: p.weight for p, _, _ in every}
+    limits = {
+        p.name: Limits(rpm=p.limits.rpm, max_concurrent=p.limits.max_concurrent)
+        for p, _, _ in every
+        if p.limits.rpm or p.limits.max_concurrent
+    }
     rule = (r.breaker_failures, r.breaker_cooldown, r.breaker_window)
-    return Router(providers, timeouts, models, rule, text_only, weights)
+    return Router(providers, timeouts, models, rule, text_only, weights, limits)
 
 
 def served_names(config: Config, router: Router) -> tuple[list[str], list[str]]:

@@ -30,8 +30,10 @@ from typing import TypeVar
 
 from ..config import RetryConfig
 from ..events import ChatRequest, GatewayError
+from ..limits import Limiter, Ticket
 from ..providers.base import Upstream
 from ..router import Candidate, Deployment, Plan, Timeouts
+from . import channel_limits
 from .watchdog import TOTAL, Watchdog
 
 log = logging.getLogger("tokenrelay.attempts")
@@ -70,6 +72,8 @@ class Attempts:
     opened: bool = False  # the current attempt's upstream answered 200 (logged ":open")
     answered: bool = False  # the last attempt made opened and did not fail (it is charged)
     key_id: str | None = None  # the upstream key of the last attempt that opened
+    limiter: Limiter | None = None  # checks the channels' own limits (channel_limits.py)
+    ticket: Ticket | None = None  # the current attempt's, on a channel with limits
 
     @property
     def count(self) -> int:
@@ -146,10 +150,17 @@ class Attempts:
         if self.current is not None:
             self.current.deployment.in_flight -= 1
             self.current, self.opened = None, False
+        self._release()
+
+    def _release(self) -> None:
+        if self.ticket is not None and self.limiter is not None:
+            channel_limits.release(self.limiter, self.ticket)
+        self.ticket = None
 
     async def _next(
         self, call: Callable[[Deployment], Awaitable[T]], last_error: GatewayError | None
     ) -> T:
+        limited: set[int] = set()  # candidates found at their channel's limit (by id)
         while self.count < self.config.max_attempts:
             candidate = self.plan.next()
             if candidate is None:  # an empty plan
@@ -158,6 +169,15 @@ class Attempts:
             cooling = deployment.cooling_until - time.monotonic()
             if last_error is not None and cooling > self.config.retry_after_max:
                 break  # the best left asks for a longer wait than ours: the client decides
+            if candidate.limits is not None and self.limiter is not None:
+                if id(candidate) in limited:
+                    break  # a new round reached it again: every other one was tried
+                try:
+                    self.ticket = await channel_limits.admit(self.limiter, candidate)
+                except GatewayError as busy:  # not the channel's failure: the next one
+                    limited.add(id(candidate))
+                    last_error = busy
+                    continue
             timeouts = candidate.timeouts
             if self.watchdog is None:
                 self.watchdog = Watchdog(timeouts.total)
@@ -211,6 +231,7 @@ class Attempts:
             return
         deployment = candidate.deployment
         deployment.in_flight -= 1
+        self._release()
         entry = f"{deployment.name}:{error.status}"
         if self.opened:  # the attempt opened, then failed: still one attempt
             self.log[-1] = entry

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config, ProviderConfig, TimeoutsConfig
+from ..config import ChannelLimitsConfig, Config, ProviderConfig, TimeoutsConfig
 from ..providers.base import Provider
 from ..router import Router
 from ..store import DRIVER_ERRORS
@@ -53,6 +53,7 @@ def as_provider(channel: Channel) -> LiveProvider:
         timeouts=TimeoutsConfig(**s.timeouts),
         images=s.images,
         weight=s.weight,
+        limits=ChannelLimitsConfig(**s.limits),
     )
     keys = [(k.id, k.secret) for k in channel.keys if k.secret is not None]
     return p, keys, ("db", channel.id, str(channel.updated_at))

@@ -64,6 +64,7 @@ class Embeddings:
                 gateway.config.retries,
                 exchange.request_id,
                 gateway.metrics.retried,
+                limiter=gateway.accounts.limiter,
             )
             exchange.attempts = attempts
             answer = await attempts.call(lambda d: _embed(d, asked))

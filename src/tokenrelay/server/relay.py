@@ -158,6 +158,7 @@ class Gateway:
                 self.config.retries,
                 exchange.request_id,
                 self.metrics.retried,
+                limiter=self.accounts.limiter,
             )
             exchange.attempts = attempts
         except GatewayError as error:

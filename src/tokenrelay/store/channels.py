@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..config import CHANNEL_LIMITS
 from ..ids import token_hex
 from ..protocols.registry import REGISTRY
 from .keys import utcnow
@@ -47,6 +48,7 @@ class ChannelSpec:
     images: bool = True
     enabled: bool = True
     weight: float = 1.0  # its share where several channels serve a model (router.py)
+    limits: dict[str, int] = field(default_factory=dict)  # rpm, max_concurrent
 
     def check(self) -> ChannelSpec:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", self.name) or self.name == "local":
@@ -60,6 +62,11 @@ class ChannelSpec:
         for name, value in self.timeouts.items():
             if name not in TIMEOUT_NAMES or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"timeouts.{name}: one of {', '.join(TIMEOUT_NAMES)}, > 0")
+        for name, value in self.limits.items():
+            if name not in CHANNEL_LIMITS:
+                raise ValueError(f"limits.{name}: one of {', '.join(CHANNEL_LIMITS)}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
+                raise ValueError(f"limits.{name}: a whole number from 1")
         if isinstance(self.weight, bool) or not 0 < self.weight <= MAX_WEIGHT:
             raise ValueError(f"weight: must be a number above 0, at most {MAX_WEIGHT:g}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()):
@@ -226,6 +233,7 @@ def _values(spec: ChannelSpec) -> dict[str, Any]:
         "images": spec.images,
         "enabled": spec.enabled,
         "weight": float(spec.weight),
+        "limits": dict(spec.limits),
     }
 
 
@@ -240,5 +248,6 @@ def _channel(m: Any, keys: list[ChannelKey]) -> Channel:
         images=bool(m["images"]),
         enabled=bool(m["enabled"]),
         weight=float(m["weight"]),
+        limits=dict(m["limits"] or {}),
     )
     return Channel(m["id"], spec, keys, m["created_at"], m["updated_at"])

@@ -158,9 +158,11 @@ def _v5_cache_kinds(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE usage ADD COLUMN cache_saved_usd FLOAT"))
 
 
-def _v6_channel_weight(conn: Connection) -> None:
-    """A channel's share of the requests for a model several channels serve."""
+def _v6_channel_weight_limits(conn: Connection) -> None:
+    """A channel's share of the requests for a model several channels serve, and what
+    it may be sent (``{"rpm": n, "max_concurrent": n}``; NULL: no limit)."""
     conn.execute(text("ALTER TABLE channels ADD COLUMN weight FLOAT NOT NULL DEFAULT 1"))
+    conn.execute(text("ALTER TABLE channels ADD COLUMN limits JSON"))
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
@@ -169,7 +171,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (3, "usage names the upstream key", _v3_usage_upstream_key),
     (4, "channels managed live", _v4_channels),
     (5, "usage: 1-hour cache writes and cache savings", _v5_cache_kinds),
-    (6, "channels: weight", _v6_channel_weight),
+    (6, "channels: weight and limits", _v6_channel_weight_limits),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -114,6 +114,7 @@ channels = Table(  # providers managed live (migration 4); the config file's are
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Column("weight", Float, nullable=False, server_default="1"),  # migration 6
+    Column("limits", JSON, nullable=True),  # migration 6
 )
 
 channel_keys = Table(  # their upstream keys, encrypted (store/secrets.py)

@@ -11,7 +11,7 @@ import { $, h, say } from './dom.js';
  * @typedef {{name: string, source: string, read_only: boolean, protocol: string,
  *   base_url: string, models: string[], headers: Record<string, string>,
  *   timeouts: Record<string, number>, images: boolean, enabled: boolean, weight: number,
- *   served: boolean,
+ *   limits: Record<string, number>, served: boolean,
  *   keys: ChannelKey[], id: string | null, problem: string | null}} Channel
  */
 
@@ -29,6 +29,7 @@ const el = {
   models: /** @type {HTMLInputElement} */ ($('#c-models')),
   weight: /** @type {HTMLInputElement} */ ($('#c-weight')),
   timeouts: /** @type {HTMLInputElement} */ ($('#c-timeouts')),
+  limits: /** @type {HTMLInputElement} */ ($('#c-limits')),
   keys: /** @type {HTMLTextAreaElement} */ ($('#c-keys')),
 };
 
@@ -93,33 +94,42 @@ function row(c) {
 }
 
 /**
- * The weight, with the channel's timeouts under it when it sets any.
+ * The weight, with the channel's timeouts and limits under it when it sets any.
  * @param {Channel} c
  */
 function timed(c) {
-  const set = Object.entries(c.timeouts);
-  if (!set.length) return String(c.weight);
+  const lines = [
+    Object.entries(c.timeouts).map(([k, v]) => `${k} ${v} s`),
+    Object.entries(c.limits).map(([k, v]) => `${k} ${v}`),
+  ].filter((parts) => parts.length);
   return h(
     'span',
     '',
     String(c.weight),
-    h('small', 'fine timeouts', set.map(([k, v]) => `${k} ${v} s`).join(' · ')),
+    ...lines.map((parts) => h('small', 'fine timeouts', parts.join(' · '))),
   );
+}
+
+/** @param {Record<string, number>} pairs */
+function joined(pairs) {
+  return Object.entries(pairs)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
 }
 
 /**
  * "first_token=60, total=600" as {first_token: 60, total: 600}; throws an Error naming
- * a part that is not NAME=SECONDS (the API judges the names and values).
+ * a part that is not NAME=NUMBER (the API judges the names and values).
  * @param {string} text
  */
-export function parseTimeouts(text) {
+export function parsePairs(text) {
   /** @type {Record<string, number>} */
   const out = {};
   for (const part of text.split(/[\s,]+/).filter(Boolean)) {
     const [name, value, ...rest] = part.split('=');
     const seconds = Number(value);
     if (!name || value === undefined || rest.length || !Number.isFinite(seconds)) {
-      throw new Error(`timeouts: "${part}" is not NAME=SECONDS`);
+      throw new Error(`"${part}" is not NAME=NUMBER`);
     }
     out[name] = seconds;
   }
@@ -156,11 +166,8 @@ function openForm(channel) {
   el.baseUrl.value = channel?.base_url ?? '';
   el.models.value = channel ? channel.models.join(', ') : '*';
   el.weight.value = String(channel?.weight ?? 1);
-  el.timeouts.value = channel
-    ? Object.entries(channel.timeouts)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(', ')
-    : '';
+  el.timeouts.value = channel ? joined(channel.timeouts) : '';
+  el.limits.value = channel ? joined(channel.limits) : '';
   el.keys.value = '';
   el.keys.placeholder = channel?.keys.length
     ? 'unchanged (type keys, one a line, to replace them)'
@@ -178,9 +185,10 @@ async function submit(event) {
     .split('\n')
     .map((k) => k.trim())
     .filter(Boolean);
-  let timeouts;
+  let timeouts, limits;
   try {
-    timeouts = parseTimeouts(el.timeouts.value);
+    timeouts = parsePairs(el.timeouts.value);
+    limits = parsePairs(el.limits.value);
   } catch (err) {
     say(el.formError, err instanceof Error ? err.message : String(err));
     return;
@@ -189,6 +197,7 @@ async function submit(event) {
   const body = {
     weight: Number(el.weight.value || '1'),
     timeouts,
+    limits,
     name: el.name.value.trim(),
     protocol: el.protocol.value,
     base_url: el.baseUrl.value.trim(),
