@@ -2,7 +2,8 @@
 real gateway processes, a fake upstream of their own (its heal switch is global to
 it), a real HTTP receiver for the webhook, the OpenAI SDK and Chromium as clients.
 
-``UPDATE_SCREENSHOTS=1`` rewrites ``docs/status-light.png`` and ``docs/status-dark.png``.
+``UPDATE_SCREENSHOTS=1`` rewrites ``docs/status-light.png``, ``docs/status-dark.png`` and
+``docs/admin-deployments.png``.
 """
 
 from __future__ import annotations
@@ -288,6 +289,39 @@ def test_a_disabled_upstream_key_reaches_the_webhook(
         gw.proc.stop()
 
 
+def test_a_live_channel_is_watched_too(
+    workdir: Path, own_fake: FakeUpstream, hook: Receiver
+) -> None:
+    """A channel made through the admin API after the start is served by a router built
+    then: its deployment's health moves and its keys' disables reach the webhook too."""
+    config = gateway_config(
+        own_fake,
+        master_key=MASTER,
+        webhook_url=hook.url,
+        retries={"max_attempts": 1, "breaker_failures": 2, "breaker_cooldown": 60},
+    )
+    gw = start_gateway(workdir, config, {"TOKENRELAY_SECRET_KEY": "health-test-secret"})
+    admin = {"Authorization": f"Bearer {MASTER}"}
+    try:
+        body = {
+            "name": "livech",
+            "base_url": f"{own_fake.base_url}/v1",
+            "api_keys": ["lv-gone-401-0000lv01", "lv-good-0000lv02"],
+        }
+        made = httpx.post(f"{gw.url}/admin/channels", headers=admin, json=body, timeout=10)
+        assert made.status_code == 201, made.text
+        for _ in range(2):
+            assert chat(gw, "livech/gen/2", MASTER).status_code == 200, "the good key serves"
+        disabled = hook.wait("key_disabled", channel="livech")
+        assert disabled["status"] == 401 and "lv-gone" not in json.dumps(hook.events)
+        for _ in range(2):
+            assert chat(gw, "livech/gen/2?status=503", MASTER).status_code == 503
+        out = hook.wait("channel_out", deployment="livech/gen/2?status=503")
+        assert "2 failures within" in out["reason"]
+    finally:
+        gw.proc.stop()
+
+
 def test_status_page_in_chromium(uptimegw: Gateway, own_fake: FakeUpstream) -> None:
     wait_figures(uptimegw, "uptime95", 200)
     with chromium() as browser:
@@ -326,4 +360,7 @@ def test_test_this_channel_in_the_admin_page(uptimegw: Gateway) -> None:
         assert "OK · HTTP 200 · TTFT" in text and "tok0" in text
         ttft = int(text.split("TTFT ")[1].split(" ms")[0])
         assert ttft >= 50, "the fake waits 50 ms before its first token"
+        shot = DOCS / "admin-deployments.png"
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not shot.exists():
+            page.locator("section[aria-labelledby=deployments-title]").screenshot(path=str(shot))
         page.close()

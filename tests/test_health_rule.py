@@ -123,3 +123,36 @@ def test_the_status_page_can_be_turned_off(enabled: bool, tmp_path: object) -> N
         assert [m["model"] for m in data.json()["models"]] == ["local/echo", "local/embed"]
     else:
         assert page.status_code == 404 and data.status_code == 404
+
+
+def test_a_live_swap_keeps_the_health_of_unchanged_channels() -> None:
+    from tokenrelay.config import ProviderConfig
+    from tokenrelay.server.app import build_router
+
+    config = parse(
+        {
+            "env_providers": False,
+            "retries": {"breaker_failures": 1, "breaker_cooldown": 60},
+            "providers": [{"name": "kept", "base_url": "http://127.0.0.1:9/v1"}],
+        },
+        env={},
+    )
+    made: dict[str, tuple[object, object]] = {}
+    live = [(ProviderConfig(name="db1", base_url="http://127.0.0.1:9/v1"), [], ("db", 1))]
+    first = build_router(config, live, made)  # type: ignore[arg-type]
+    kept = first.plan("kept/m").groups[0][0].deployment
+    db1 = first.plan("db1/m").groups[0][0].deployment
+    kept.breaker.failure("HTTP 500")
+    db1.breaker.failure("HTTP 500")
+    assert kept.breaker.out and db1.breaker.out
+    # another channel added, db1 edited (a new signature): the next router
+    live = [
+        (ProviderConfig(name="db1", base_url="http://127.0.0.1:8/v1"), [], ("db", 2)),
+        (ProviderConfig(name="db2", base_url="http://127.0.0.1:9/v1"), [], ("db", 3)),
+    ]
+    second = build_router(config, live, made)  # type: ignore[arg-type]
+    second.carry_health(first)
+    assert not second.plan("db1/m").groups[0][0].deployment.breaker.out, "edited: afresh"
+    third = build_router(config, live, made)  # type: ignore[arg-type]
+    third.carry_health(second)  # carried through a router that never planned it
+    assert third.plan("kept/m").groups[0][0].deployment.breaker.out, "unchanged: still out"

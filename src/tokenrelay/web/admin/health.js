@@ -58,7 +58,7 @@ export async function renderDeployments() {
     li.dataset.deployment = name;
     li.append(el('span', `deployment-state ${stateName}`, stateName));
     li.append(el('code', 'deployment-name', name));
-    const button = /** @type {HTMLButtonElement} */ (el('button', 'deployment-test', 'Test'));
+    const button = /** @type {HTMLButtonElement} */ (el('button', 'deployment-test button ghost small', 'Test'));
     button.type = 'button';
     const out = el('span', 'deployment-result');
     button.addEventListener('click', () => test(name, out, button));
