@@ -8,7 +8,8 @@ deployments, with fallback models tried when every deployment failed.
 Choice: among the deployments not yet tried for this request and not taken out by
 their health rule (``health.py``: out after N failures within a window, one test
 request after a cooldown), the one with the fewest requests in flight per unit of weight
-(ties broken at random); but a request that belongs to a conversation goes to the
+(ties drawn in proportion to weight); a bare name several providers list is one model
+whose deployments are those providers, each with its provider's weight; but a request that belongs to a conversation goes to the
 healthy deployment its conversation ranks first (``affinity.py``), so the provider's
 prompt cache keeps serving it. A deployment that is out is kept out of retries and
 fallbacks too; only when every candidate of the plan is out does a request try one of
