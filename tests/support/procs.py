@@ -178,7 +178,9 @@ def start_gateway(
     config.setdefault("usage", {}).setdefault("spill_dir", str(workdir / f"spool-{port}"))
     path = workdir / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
-    full_env = {"FAKE_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}
+    # one worker unless a test asks for more (--workers): the default with Redis is one
+    # per core, and the suite's gateways share two cores with everything else
+    full_env = {"FAKE_UPSTREAM_KEY": UPSTREAM_KEY, "TOKENRELAY_WORKERS": "1", **(env or {})}
     command = tokenrelay("serve", "--port", str(port), "--config", str(path), "--log-level", "info")
     return Gateway(start_process("gateway", [*command, *args], port, workdir, full_env), config)
 
