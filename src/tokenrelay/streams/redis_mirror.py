@@ -158,6 +158,8 @@ class RedisMirror:
         self._tasks: list[asyncio.Task[None]] = []
         self._hub: LocalStreams | None = None
         self._append_sha = ""
+        self._conn: Any = None  # the writer's own connection, held while it works
+        self._closing = False
 
     async def start(self, hub: LocalStreams) -> None:
         self._hub = hub
@@ -170,13 +172,17 @@ class RedisMirror:
         ]
 
     async def aclose(self) -> None:
+        self._closing = True  # the writer flushes what is pending, then returns
         self._wake.set()
-        await asyncio.sleep(0)
-        with contextlib.suppress(RedisError, OSError):
-            await self._flush()
+        if self._tasks:
+            await asyncio.wait(self._tasks[:1], timeout=SOCKET_TIMEOUT)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):  # no writer (never started): here
+            await self._flush()
+        if self._conn is not None:
+            await self.redis.connection_pool.release(self._conn)
         await self.redis.aclose()
 
     # --- the producing replica ---------------------------------------------------------
@@ -208,7 +214,11 @@ class RedisMirror:
                 await self._flush()
             except (RedisError, OSError) as exc:
                 log.warning("mirroring streams to Redis failed: %s", exc)
+                if self._closing:
+                    return
                 await asyncio.sleep(0.5)
+            if self._closing:
+                return
             rest = FLUSH_EVERY - (clock() - started)
             if rest > 0:  # what comes meanwhile goes in the next flush, together
                 await asyncio.sleep(rest)
@@ -224,9 +234,13 @@ class RedisMirror:
             await self._write(pending)  # XADDs of ids already there are skipped
 
     async def _write(self, pending: list[tuple[str, Any]]) -> None:
-        """``pending`` in order, in one round trip: each run of frames (of any streams)
-        as one ``_APPEND`` call, the other operations as themselves."""
-        pipe = self.redis.pipeline(transaction=False)
+        """``pending`` in order, in one round trip on the writer's own connection: each
+        run of frames (of any streams) as one ``_APPEND`` call, the other operations as
+        themselves. Sent as raw commands, not through a redis-py pipeline: its retry,
+        bookkeeping and per-command reply handling were most of a flush's cost (py-spy,
+        ``bench/RESULTS.md``). A failed flush drops the connection (replies may be left
+        unread on it); the next one opens another."""
+        commands: list[tuple[Any, ...]] = []
         keys: list[str] = []
         args: list[Any] = []
         for op, item in pending:
@@ -236,21 +250,33 @@ class RedisMirror:
                 args += (seq, len(frames), *frames)
                 continue
             if keys:  # the frames before this operation go first (a finish expires them)
-                pipe.evalsha(self._append_sha, len(keys), *keys, *args)
+                commands.append(("EVALSHA", self._append_sha, len(keys), *keys, *args))
                 keys, args = [], []
+            meta = _key(item.id, "meta")
             if op == "create":
-                meta = {"owner": item.owner or "", "protocol": item.protocol, "state": "live"}
-                pipe.hset(_key(item.id, "meta"), mapping=meta)
-                pipe.set(_key(item.id, "alive"), self.replica, ex=ALIVE_TTL)
-                pipe.expire(_key(item.id, "meta"), self.retention + 3600)
+                fields = ("owner", item.owner or "", "protocol", item.protocol, "state", "live")
+                commands.append(("HSET", meta, *fields))
+                commands.append(("SET", _key(item.id, "alive"), self.replica, "EX", ALIVE_TTL))
+                commands.append(("EXPIRE", meta, self.retention + 3600))
             elif op == "finish":
-                pipe.hset(_key(item.id, "meta"), "state", "done")
-                pipe.delete(_key(item.id, "alive"))
-                pipe.expire(_key(item.id, "meta"), self.retention)
-                pipe.expire(_key(item.id, "frames"), self.retention)
+                commands.append(("HSET", meta, "state", "done"))
+                commands.append(("DEL", _key(item.id, "alive")))
+                commands.append(("EXPIRE", meta, self.retention))
+                commands.append(("EXPIRE", _key(item.id, "frames"), self.retention))
         if keys:
-            pipe.evalsha(self._append_sha, len(keys), *keys, *args)
-        await pipe.execute()
+            commands.append(("EVALSHA", self._append_sha, len(keys), *keys, *args))
+        if self._conn is None:
+            self._conn = await self.redis.connection_pool.get_connection()
+        conn = self._conn
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            for _ in commands:
+                await conn.read_response()
+        except BaseException:
+            self._conn = None
+            await conn.disconnect()
+            await self.redis.connection_pool.release(conn)
+            raise
 
     async def _heartbeat(self) -> None:
         while True:
