@@ -41,7 +41,7 @@ from .pacing import Pacer
 from .relay import Gateway
 from .stored import Kept
 from .web import admin_page_routes, web_routes
-from .workers import Worker
+from .worker import Worker
 
 access = logging.getLogger("tokenrelay.access")
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
+from .worker import Worker
 
 log = logging.getLogger("tokenrelay.workers")
 
@@ -49,15 +50,6 @@ METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 QUICK_DEATH = 5.0  # seconds: a worker dead sooner than this after its start died at start
 MAX_QUICK_DEATHS = 5  # in a row, before the gateway gives up
 PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Worker:
-    """What a worker knows of itself: its number (1..N, kept by a restarted worker) and
-    the metrics directory shared by all."""
-
-    index: int
-    metrics_dir: str
 
 
 def usable_cores() -> int:
