@@ -21,8 +21,7 @@ def is_loopback(host: str) -> bool:
 def _serve(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
     from .logs import configure as configure_logging
-    from .server.app import create_app
-    from .server.run import serve
+    from .server.workers import default_workers, refusal, serve_workers
 
     try:
         config = load(args.config)
@@ -42,6 +41,16 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(args.log_level)
+    workers = args.workers if args.workers is not None else default_workers(config)
+    why = refusal(config, workers)
+    if why is not None:
+        print(f"tokenrelay: {why}", file=sys.stderr)
+        return 2
+    if workers > 1:
+        return serve_workers(config, args.host, args.port, workers, args.log_level)
+    from .server.app import create_app
+    from .server.run import serve
+
     app = create_app(config, args.host)
     names = ", ".join(sorted(app.state.gateway.router.providers)) or "none"
     print(
@@ -114,6 +123,13 @@ def build_parser(with_store: bool = True) -> argparse.ArgumentParser:
         "--insecure-no-auth",
         action="store_true",
         help="allow open mode (no master key) on a non-loopback address",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=os.environ.get("TOKENRELAY_WORKERS"),  # argparse applies type=int
+        help="processes serving the port (default: $TOKENRELAY_WORKERS, else one per core "
+        "with redis_url, 1 without; more than 1 needs redis_url)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)

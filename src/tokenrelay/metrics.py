@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .metrics_shared import SharedState, State, state_families
 from .router import Deployment
 from .streams.hub import StreamHub
 
@@ -58,43 +59,34 @@ class _StateCollector(Collector):
         self._deployments = deployments
         self._metrics = metrics
 
-    def collect(self) -> Iterable[Metric]:
+    def snapshot(self) -> State:
+        """This process's streams, breakers and requests in flight, now."""
         live = self._hub.live()
-        active = GaugeMetricFamily("tokenrelay_streams_active", "Streams being produced.")
-        active.add_metric([], len(live))
-        detached = GaugeMetricFamily(
-            "tokenrelay_streams_detached", "Streams being produced with no reader attached."
-        )
-        detached.add_metric([], sum(1 for s in live if s.readers == 0))
-        circuit = GaugeMetricFamily(
-            "tokenrelay_circuit_state",
-            "Circuit breaker per deployment: 0 closed, 1 half open, 2 open.",
-            labels=["deployment"],
-        )
-        in_flight = GaugeMetricFamily(
-            "tokenrelay_deployment_in_flight",
-            "Requests in flight per deployment.",
-            labels=["deployment"],
-        )
         states: dict[str, int] = {}
         flying: dict[str, int] = {}
         for d in self._deployments():  # a bucket: its worst state, its sum in flight
             label = self._metrics.labels.deployment(d.name)
             states[label] = max(states.get(label, 0), _BREAKER[d.breaker.state])
             flying[label] = flying.get(label, 0) + d.in_flight
-        for label, state in states.items():
-            circuit.add_metric([label], state)
-            in_flight.add_metric([label], flying[label])
+        detached = sum(1 for s in live if s.readers == 0)
+        return State(len(live), detached, self._hub.detached, states, flying)
+
+    def collect(self) -> Iterable[Metric]:
+        state = self.snapshot()
         lost = CounterMetricFamily(
             "tokenrelay_streams_detached",
             "Times a stream being produced lost its last reader (a client dropped).",
         )
-        lost.add_metric([], self._hub.detached)
-        return [active, detached, lost, circuit, in_flight]
+        lost.add_metric([], state.lost)
+        return [*state_families([state]), lost]
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: str | None = None) -> None:
+        """``shared_dir``: the workers' prometheus_client multiprocess directory
+        (``metrics_shared.py``); None for one process."""
+        self.shared_dir = shared_dir
+        self.shared: SharedState | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -164,7 +156,13 @@ class Metrics:
         return found
 
     def watch(self, hub: StreamHub, deployments: Callable[[], list[Deployment]]) -> None:
-        self.registry.register(_StateCollector(hub, deployments, self))
+        collector = _StateCollector(hub, deployments, self)
+        if self.shared_dir is None:
+            self.registry.register(collector)
+        else:
+            self.shared = SharedState(self.shared_dir, collector.snapshot)
 
     def render(self) -> bytes:
+        if self.shared is not None:
+            return self.shared.render()
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,10 @@ def gateway_config(fake: FakeUpstream, **overrides: Any) -> dict[str, Any]:
 
 
 def start_gateway(
-    workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None
+    workdir: Path,
+    config: dict[str, Any],
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> Gateway:
     port = free_port()
     config = dict(config)
@@ -174,9 +178,11 @@ def start_gateway(
     config.setdefault("usage", {}).setdefault("spill_dir", str(workdir / f"spool-{port}"))
     path = workdir / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
-    full_env = {"FAKE_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}
-    args = tokenrelay("serve", "--port", str(port), "--config", str(path), "--log-level", "info")
-    return Gateway(start_process("gateway", args, port, workdir, full_env), config)
+    # one worker unless a test asks for more (--workers): the default with Redis is one
+    # per core, and the suite's gateways share two cores with everything else
+    full_env = {"FAKE_UPSTREAM_KEY": UPSTREAM_KEY, "TOKENRELAY_WORKERS": "1", **(env or {})}
+    command = tokenrelay("serve", "--port", str(port), "--config", str(path), "--log-level", "info")
+    return Gateway(start_process("gateway", [*command, *args], port, workdir, full_env), config)
 
 
 def sse_payloads(raw: bytes) -> list[Any]:

@@ -170,7 +170,10 @@ class API:
         return JSONResponse({"id": stream.id, "object": "stream", "status": status})
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__})
+        body: dict[str, str] = {"status": "ok", "version": __version__}
+        if self.gateway.worker is not None:  # serve --workers N: which one answered
+            body["worker"] = self.gateway.worker
+        return JSONResponse(body)
 
     async def metrics(self, request: Request) -> Response:
         refusal = scrape_refusal(self.gateway.config, request.headers, request.client)

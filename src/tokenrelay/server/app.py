@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -44,6 +45,7 @@ from .relay import Gateway
 from .status import StatusRoutes
 from .stored import Kept
 from .web import admin_page_routes, status_page_route, web_routes
+from .worker import Worker
 
 access = logging.getLogger("tokenrelay.access")
 
@@ -162,9 +164,10 @@ def error_frame(protocol: str, error: Error) -> bytes:
     return REGISTRY.client(protocol).error_frame(error)
 
 
-def create_app(config: Config, host: str | None = None) -> Front:
+def create_app(config: Config, host: str | None = None, worker: Worker | None = None) -> Front:
     """The gateway as an ASGI app; ``app.state.gateway`` is its ``Gateway``. ``host``:
-    the address it is bound to (a name there is a Host it serves, see ``door.py``)."""
+    the address it is bound to (a name there is a Host it serves, see ``door.py``);
+    ``worker``: which of ``serve --workers N`` this process is (``workers.py``)."""
     registry = ChannelRegistry(config, build_router, lambda router: swap(router))
     router = registry.first()
     notifier = Notifier(config.webhook_url)
@@ -177,10 +180,12 @@ def create_app(config: Config, host: str | None = None) -> Front:
 
         mirror = RedisMirror(config.redis_url, s.retention, error_frame)
     hub = StreamHub(settings, mirror, error_frame)
-    metrics = Metrics()
+    metrics = Metrics(worker.metrics_dir if worker is not None else None)
     metrics.name(*served_names(config, router))
     accounts = Accounts(config)
     gateway = Gateway(config, router, hub, metrics, accounts)
+    if worker is not None:  # says which worker served: X-Tokenrelay-Worker, /health
+        gateway.worker = str(worker.index)
     kept = Kept(accounts, config.responses.retention_seconds)
     gateway.kept = kept
     metrics.watch(hub, lambda: gateway.router.deployments())
@@ -208,7 +213,11 @@ def create_app(config: Config, host: str | None = None) -> Front:
         await hub.start()
         prober.writer = accounts.writer
         prober.start()
+        shared = metrics.shared
+        publishing = asyncio.create_task(shared.every()) if shared is not None else None
         yield
+        if publishing is not None:
+            publishing.cancel()
         await prober.aclose()
         await notifier.aclose()
         await hub.aclose()

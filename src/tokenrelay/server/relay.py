@@ -65,6 +65,7 @@ class Gateway:
         self.accounts = accounts
         self.draining = False
         self.kept: Kept | None = None  # stored answers of stateful protocols (stored.py)
+        self.worker: str | None = None  # of serve --workers N: this process's number
 
     def error_response(
         self, protocol: ClientProtocol, error: GatewayError, exchange: Exchange
@@ -90,6 +91,8 @@ class Gateway:
             self.metrics.stream_events.labels("resumed").inc()
         request_id = request_id or f"req_{token_hex(12)}"
         headers = [(b"x-stream-id", stream.id.encode()), (b"x-request-id", request_id.encode())]
+        if self.worker is not None:
+            headers.append((b"x-tokenrelay-worker", self.worker.encode()))
         keepalive_interval = self.config.keepalive_interval if keepalive else math.inf
         reader = stream.read(after, keepalive_interval)
         if not resumable and isinstance(reader, Reader):

@@ -8,7 +8,9 @@ open connections with 503, lets the streams being produced finish for up to
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import socket
 
 import uvicorn
@@ -20,10 +22,13 @@ from .relay import Gateway
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, gateway: Gateway, drain: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, gateway: Gateway, drain: float, ready: int | None = None
+    ) -> None:
         super().__init__(config)
         self.gateway = gateway
         self.drain = drain
+        self.ready = ready  # a pipe to write one byte to once serving (workers.py)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -33,6 +38,11 @@ class GatewayServer(uvicorn.Server):
         # a stall of every stream; see bench/RESULTS.md).
         gc.collect()
         gc.freeze()
+        if self.ready is not None:
+            with contextlib.suppress(OSError):  # a master that stopped waiting
+                os.write(self.ready, b"1")
+            os.close(self.ready)
+            self.ready = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.gateway.draining = True
@@ -42,7 +52,16 @@ class GatewayServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: Front, host: str, port: int, log_level: str, drain: float) -> None:
+def serve(
+    app: Front,
+    host: str,
+    port: int,
+    log_level: str,
+    drain: float,
+    sockets: list[socket.socket] | None = None,
+    ready: int | None = None,
+) -> None:
+    """Serve until SIGTERM; on ``sockets`` (inherited from a master) when given."""
     http = app.state.gateway.config.http
     config = uvicorn.Config(
         app,
@@ -57,4 +76,4 @@ def serve(app: Front, host: str, port: int, log_level: str, drain: float) -> Non
         log_level=log_level,
         timeout_graceful_shutdown=5,  # after the drain: for responses still being written
     )
-    GatewayServer(config, app.state.gateway, drain).run()
+    GatewayServer(config, app.state.gateway, drain, ready).run(sockets)

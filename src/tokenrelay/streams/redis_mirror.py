@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..events import Error, GatewayError
 from ..ids import token_hex
@@ -57,6 +57,7 @@ RESUMED_CHANNEL = PREFIX + "resumed"
 HEARTBEAT = 1.0  # seconds between heartbeats of a live stream
 ALIVE_TTL = 4  # seconds without a heartbeat before a producer is taken for dead
 MAX_PENDING = 100_000  # frames waiting for Redis, beyond which mirroring gives up a batch
+FLUSH_EVERY = 0.01  # seconds: the writer flushes at most this often (frames batch up)
 SOCKET_TIMEOUT = 5.0  # redis-py's per-reply timeout: a reply slower than this is an error
 BLOCK = 1.0  # seconds one XREAD of a remote reader blocks: far inside SOCKET_TIMEOUT
 READER_TTL = 4  # seconds a remote reader's mark outlives its last XREAD
@@ -73,6 +74,24 @@ STORE_LOST = Error(
     502,
     code="stream_store_unavailable",
 )
+
+
+_APPEND = """
+local a = 1
+for k = 1, #KEYS do
+  local seq, count = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  for i = 0, count - 1 do
+    redis.pcall('XADD', KEYS[k], '0-' .. (seq + i), 'f', ARGV[a + 2 + i])
+  end
+  a = a + 2 + count
+end
+return #KEYS
+"""
+"""Appends frames to their streams' entries ``0-<seq>``. KEYS: one ``<id>:frames`` per
+run of frames; ARGV per key: first seq, count, the frames. One command for a whole
+flush: redis-py's cost is per command (packing, reply parsing, its bookkeeping), which
+was most of the mirror's cost per chunk when each frame was its own XADD (measured:
+``bench/RESULTS.md``). ``pcall``: an id already there (a flush retried) is skipped."""
 
 
 def _unmirrored(stream: RemoteStream, seq: int, first: int) -> Error:
@@ -138,10 +157,14 @@ class RedisMirror:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._hub: LocalStreams | None = None
+        self._append_sha = ""
+        self._conn: Any = None  # the writer's own connection, held while it works
+        self._closing = False
 
     async def start(self, hub: LocalStreams) -> None:
         self._hub = hub
         await self.redis.ping()
+        self._append_sha = await self.redis.script_load(_APPEND)
         self._tasks = [
             asyncio.create_task(self._writer()),
             asyncio.create_task(self._heartbeat()),
@@ -149,13 +172,17 @@ class RedisMirror:
         ]
 
     async def aclose(self) -> None:
+        self._closing = True  # the writer flushes what is pending, then returns
         self._wake.set()
-        await asyncio.sleep(0)
-        with contextlib.suppress(RedisError, OSError):
-            await self._flush()
+        if self._tasks:
+            await asyncio.wait(self._tasks[:1], timeout=SOCKET_TIMEOUT)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):  # no writer (never started): here
+            await self._flush()
+        if self._conn is not None:
+            await self.redis.connection_pool.release(self._conn)
         await self.redis.aclose()
 
     # --- the producing replica ---------------------------------------------------------
@@ -178,37 +205,78 @@ class RedisMirror:
         self._wake.set()
 
     async def _writer(self) -> None:
+        clock = time.monotonic
         while True:
             await self._wake.wait()
             self._wake.clear()
+            started = clock()
             try:
                 await self._flush()
             except (RedisError, OSError) as exc:
                 log.warning("mirroring streams to Redis failed: %s", exc)
+                if self._closing:
+                    return
                 await asyncio.sleep(0.5)
+            if self._closing:
+                return
+            rest = FLUSH_EVERY - (clock() - started)
+            if rest > 0:  # what comes meanwhile goes in the next flush, together
+                await asyncio.sleep(rest)
 
     async def _flush(self) -> None:
         pending, self._pending, self._pending_frames = self._pending, [], 0
         if not pending:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        try:
+            await self._write(pending)
+        except NoScriptError:  # Redis restarted or flushed its scripts: load, once more
+            self._append_sha = await self.redis.script_load(_APPEND)
+            await self._write(pending)  # XADDs of ids already there are skipped
+
+    async def _write(self, pending: list[tuple[str, Any]]) -> None:
+        """``pending`` in order, in one round trip on the writer's own connection: each
+        run of frames (of any streams) as one ``_APPEND`` call, the other operations as
+        themselves. Sent as raw commands, not through a redis-py pipeline: its retry,
+        bookkeeping and per-command reply handling were most of a flush's cost (py-spy,
+        ``bench/RESULTS.md``). A failed flush drops the connection (replies may be left
+        unread on it); the next one opens another."""
+        commands: list[tuple[Any, ...]] = []
+        keys: list[str] = []
+        args: list[Any] = []
         for op, item in pending:
             if op == "frames":
                 stream_id, seq, frames = item
-                key = _key(stream_id, "frames")
-                for i, frame in enumerate(frames):
-                    pipe.xadd(key, {"f": frame}, id=f"0-{seq + i}")
-            elif op == "create":
-                meta = {"owner": item.owner or "", "protocol": item.protocol, "state": "live"}
-                pipe.hset(_key(item.id, "meta"), mapping=meta)
-                pipe.set(_key(item.id, "alive"), self.replica, ex=ALIVE_TTL)
-                pipe.expire(_key(item.id, "meta"), self.retention + 3600)
+                keys.append(_key(stream_id, "frames"))
+                args += (seq, len(frames), *frames)
+                continue
+            if keys:  # the frames before this operation go first (a finish expires them)
+                commands.append(("EVALSHA", self._append_sha, len(keys), *keys, *args))
+                keys, args = [], []
+            meta = _key(item.id, "meta")
+            if op == "create":
+                fields = ("owner", item.owner or "", "protocol", item.protocol, "state", "live")
+                commands.append(("HSET", meta, *fields))
+                commands.append(("SET", _key(item.id, "alive"), self.replica, "EX", ALIVE_TTL))
+                commands.append(("EXPIRE", meta, self.retention + 3600))
             elif op == "finish":
-                pipe.hset(_key(item.id, "meta"), "state", "done")
-                pipe.delete(_key(item.id, "alive"))
-                pipe.expire(_key(item.id, "meta"), self.retention)
-                pipe.expire(_key(item.id, "frames"), self.retention)
-        await pipe.execute()
+                commands.append(("HSET", meta, "state", "done"))
+                commands.append(("DEL", _key(item.id, "alive")))
+                commands.append(("EXPIRE", meta, self.retention))
+                commands.append(("EXPIRE", _key(item.id, "frames"), self.retention))
+        if keys:
+            commands.append(("EVALSHA", self._append_sha, len(keys), *keys, *args))
+        if self._conn is None:
+            self._conn = await self.redis.connection_pool.get_connection()
+        conn = self._conn
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            for _ in commands:
+                await conn.read_response()
+        except BaseException:
+            self._conn = None
+            await conn.disconnect()
+            await self.redis.connection_pool.release(conn)
+            raise
 
     async def _heartbeat(self) -> None:
         while True:
