@@ -155,6 +155,17 @@ class EmbeddingWire(Protocol):
     def decode_error(self, status: int, body: bytes) -> GatewayError: ...
 
 
+class EmbeddingClient(Protocol):
+    """How clients of this protocol ask for embeddings (its ``embed`` routes): the body
+    read into an ``EmbeddingRequest`` (``protocol`` set to this one, ``body`` as
+    written), the answer written in this protocol's shape (``answer.raw`` is set only
+    when the upstream speaks this protocol too: its body, passed through)."""
+
+    def decode_request(self, body: Any, params: Mapping[str, str]) -> EmbeddingRequest: ...
+
+    def encode_response(self, request: EmbeddingRequest, answer: EmbeddingAnswer) -> bytes: ...
+
+
 class StateCodec(Protocol):
     """A client protocol whose answers the gateway keeps (the Responses API's ``store``
     and ``previous_response_id``): what to keep of a request and its final object, how
@@ -195,7 +206,9 @@ class StateCodec(Protocol):
 class Route:
     """An ingress route of a client protocol: ``chat`` (POST, the streaming hot path),
     ``models`` (GET, the model list in the protocol's shape), ``model`` (GET, one
-    model: ``model_info``) or ``count`` (POST, a token count, ``server/count_tokens.py``).
+    model: ``model_info``), ``count`` (POST, a token count, ``server/count_tokens.py``)
+    or ``embed`` (POST, embeddings, ``server/embeddings.py``: ``fixed`` is handed to the
+    protocol's ``EmbeddingClient.decode_request`` with the path parameter).
 
     A path may hold one parameter as its last variable part, in Starlette's syntax
     (``/v1beta/models/{model:path}:generateContent``: the model name, slashes and all,
@@ -203,7 +216,7 @@ class Route:
     its ``params``: the path parameter, the query's parameters and ``fixed`` (what the
     route itself says, e.g. ``method=streamGenerateContent``)."""
 
-    kind: Literal["chat", "models", "model", "count"]
+    kind: Literal["chat", "models", "model", "count", "embed"]
     path: str
     fixed: tuple[tuple[str, str], ...] = ()
 
@@ -272,6 +285,7 @@ class ProtocolSpec:
     # the provider recordings in this wire, as globs under shared/fixtures/streams/
     recordings: tuple[str, ...] = ()
     embeddings: EmbeddingWire | None = None  # its upstreams' embeddings endpoint, if any
+    embed_client: EmbeddingClient | None = None  # its clients' embeddings (``embed`` routes)
     # (upstream protocol, endpoint): this protocol is an endpoint of that protocol's
     # providers (served where their ``endpoints`` list it), not a provider protocol
     endpoint_of: tuple[str, str] | None = None

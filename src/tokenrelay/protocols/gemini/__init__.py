@@ -4,8 +4,10 @@ canon), ``egress.py`` (events -> client chunks, the passthrough, bodies, errors)
 ``stream.py`` (upstream frames -> events), ``schema.py`` (the JSON Schema rewrite).
 
 Gemini clients (``google-genai``, Gemini CLI with ``GOOGLE_GEMINI_BASE_URL``) call
-``/v1beta/models/{model}:generateContent`` (or ``/v1/...``, google-genai's default) and ``:streamGenerateContent`` (SSE with
-``alt=sse``, one JSON array without), ``:countTokens``, ``GET /v1beta/models[/{model}]``;
+``/v1beta/models/{model}:generateContent`` (or ``/v1/...``, google-genai's default) and
+``:streamGenerateContent`` (SSE with ``alt=sse``, one JSON array without),
+``:countTokens``, ``:embedContent`` and ``:batchEmbedContents`` (``embed.py``),
+``GET /v1beta/models[/{model}]``;
 the model is in the path (``models/local/echo:streamGenerateContent``: names keep
 their slashes), the key in ``x-goog-api-key`` or ``?key=``."""
 
@@ -23,6 +25,8 @@ def _generation(model: str) -> tuple[Route, ...]:
         Route("chat", model + ":generateContent", (("method", "generateContent"),)),
         Route("chat", model + ":streamGenerateContent", (("method", "streamGenerateContent"),)),
         Route("count", model + ":countTokens"),
+        Route("embed", model + ":embedContent", (("method", embed.SINGLE),)),
+        Route("embed", model + ":batchEmbedContents", (("method", "batchEmbedContents"),)),
     )
 
 
@@ -48,5 +52,6 @@ PROTOCOL = ProtocolSpec(
         codec.DROPPED + codec.CLIENT_DROPPED,
     ),
     embeddings=embed,
+    embed_client=embed,
     recordings=("gemini/*.sse",),
 )

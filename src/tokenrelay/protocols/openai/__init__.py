@@ -16,11 +16,14 @@ PROTOCOL = ProtocolSpec(
         Route("chat", "/chat/completions"),
         Route("models", "/v1/models"),
         Route("models", "/models"),
+        Route("embed", "/v1/embeddings"),
+        Route("embed", "/embeddings"),
     ),
     model_list=codec.model_list,
     auth=bearer,
     decode_body=codec.decode_response,
     embeddings=embeddings,
+    embed_client=embeddings,
     translation=Translation(
         "OpenAI-compatible upstream", "protocols/openai/translate.py DROPPED", codec.DROPPED
     ),
