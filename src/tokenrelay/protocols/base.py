@@ -13,6 +13,7 @@ Two roles, either or both per protocol, each a codec module (``codec.py``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -253,6 +254,20 @@ class Translation:
 
 
 @dataclass(frozen=True, slots=True)
+class CostPlace:
+    """Where this protocol's answers carry their cost when the client asks for it
+    (README, "Prompt caching"): ``marker`` matches the data of every stream's final
+    usage frame (a cheap test, so other frames are never parsed); ``final`` takes a
+    frame's event name and JSON and gives the usage object the cost goes in (``None``:
+    not the final usage frame); ``body`` is the key of the usage object in a
+    non-streamed answer."""
+
+    marker: re.Pattern[bytes]
+    final: Callable[[str | None, Any], dict[str, Any] | None]
+    body: str = "usage"
+
+
+@dataclass(frozen=True, slots=True)
 class ProtocolSpec:
     """Everything the rest of the gateway needs to know of one protocol.
 
@@ -290,6 +305,7 @@ class ProtocolSpec:
     # providers (served where their ``endpoints`` list it), not a provider protocol
     endpoint_of: tuple[str, str] | None = None
     state: StateCodec | None = None
+    cost: CostPlace | None = None  # where its answers carry their cost, when asked
 
     def paths(self, kind: str) -> list[str]:
         """The paths of this protocol's routes of ``kind``, plain and prefixed."""

@@ -13,8 +13,25 @@ their slashes), the key in ``x-goog-api-key`` or ``?key=``."""
 
 from __future__ import annotations
 
-from ..base import ProtocolSpec, Route, Translation
+import re
+from typing import Any
+
+from ..base import CostPlace, ProtocolSpec, Route, Translation
 from . import codec, embed
+
+
+def final_usage(event: str | None, data: Any) -> dict[str, Any] | None:
+    """The ``usageMetadata`` of the finishing chunk (a candidate's ``finishReason``)."""
+    if not isinstance(data, dict) or not isinstance(data.get("usageMetadata"), dict):
+        return None
+    candidates = data.get("candidates")
+    if isinstance(candidates, list) and any(
+        isinstance(c, dict) and c.get("finishReason") for c in candidates
+    ):
+        usage: dict[str, Any] = data["usageMetadata"]
+        return usage
+    return None
+
 
 _MODEL = "/v1beta/models/{model:path}"
 _STABLE = "/v1/models/{model:path}"  # google-genai's default API version
@@ -54,4 +71,5 @@ PROTOCOL = ProtocolSpec(
     embeddings=embed,
     embed_client=embed,
     recordings=("gemini/*.sse",),
+    cost=CostPlace(re.compile(rb'"finishReason"'), final_usage, body="usageMetadata"),
 )
