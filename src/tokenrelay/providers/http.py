@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
+from ..affinity import Conversation
 from ..embeddings import EmbeddingAnswer, EmbeddingRequest
 from ..events import ChatRequest, Event, GatewayError, too_deep
 from ..protocols.base import EmbeddingWire, UpstreamProtocol
@@ -153,7 +154,9 @@ class HTTPProvider:
             "upstream", f"upstream {self.name} failed {when}: {detail}", code="upstream_error"
         )
 
-    async def open(self, request: ChatRequest, model: str) -> HTTPUpstream:
+    async def open(
+        self, request: ChatRequest, model: str, conversation: Conversation | None = None
+    ) -> HTTPUpstream:
         codec = self.codec
         source = request.source
         if source is not None and source.protocol in self.variants:
@@ -179,7 +182,7 @@ class HTTPProvider:
             forwarded = self.betas.headers(source.headers)
         tried: set[str] = set()
         while True:
-            key = self.keys.pick(tried)
+            key = self.keys.pick(tried, conversation)
             headers = self._headers_of(key)
             if forwarded:
                 headers = with_client_headers(headers, forwarded)
