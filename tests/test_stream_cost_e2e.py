@@ -56,6 +56,7 @@ HOUR = {"type": "ephemeral", "ttl": "1h"}
 FIVE = {"type": "ephemeral"}
 ASK = {"x-tokenrelay-cost": "include"}
 _tags = itertools.count(1)
+RUN = time.monotonic_ns()
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,9 @@ def test_the_final_usage_event_carries_the_cost_when_asked(
     ends: Ends, client: str, upstream: str
 ) -> None:
     tag = next(_tags)
-    system = f"you are a careful assistant for conversation {client}{upstream}{tag}"
+    # one word unique to this run: the fake's cache is the session's (test_cache_e2e.py
+    # plays conversations of the same shape on it)
+    system = f"you are a careful assistant for conversation cost{client}{upstream}{tag}{RUN}"
     assert len(system.split()) == 8
     for turn, want in enumerate(expected(client, upstream), start=1):
         model = f"{PROVIDER[upstream]}/echo?cache=1&ttft=0.00{tag:04d}{turn}"
