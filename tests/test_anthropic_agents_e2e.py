@@ -20,8 +20,13 @@ from support.procs import FakeUpstream, Gateway, gateway_config, start_gateway
 pytestmark = pytest.mark.timeout(90)
 
 BETAS = ["mid-conversation-system-2026-04-07", "context-management-2025-06-27"]
-PROVIDERS = ["local", "fake", "fakeant", "fakegem"]
-UPSTREAM_PROTOCOL = {"fake": "openai", "fakeant": "anthropic", "fakegem": "gemini"}
+PROVIDERS = ["local", "fake", "fakeant", "fakegem", "fakeresp"]
+UPSTREAM_PROTOCOL = {
+    "fake": "openai",
+    "fakeant": "anthropic",
+    "fakegem": "gemini",
+    "fakeresp": "responses",
+}
 PROMPT = "what does the relay say"
 
 
@@ -80,9 +85,8 @@ def test_an_agents_request_is_answered_on_every_upstream(
     if provider == "local":
         return
     protocol = UPSTREAM_PROTOCOL[provider]
-    entry = upstream_entry(
-        fake, start, {"openai": "/chat/completions", "anthropic": "/messages"}.get(protocol, "")
-    )
+    paths = {"openai": "/chat/completions", "anthropic": "/messages", "responses": "/responses"}
+    entry = upstream_entry(fake, start, paths.get(protocol, ""))
     body = entry["body"]
     headers = {k.lower(): v for k, v in entry["headers"].items()}
     wire = json.dumps(body)
@@ -99,6 +103,10 @@ def test_an_agents_request_is_answered_on_every_upstream(
         roles = [m["role"] for m in body["messages"]]
         assert roles[-1] in ("system", "developer"), "the system note stays where it stood"
         assert body["reasoning_effort"] == "high"
+    elif protocol == "responses":
+        assert body["instructions"] == "Be brief."
+        assert body["input"][-1]["role"] == "developer", "the system note stays where it stood"
+        assert body["reasoning"]["effort"] == "high"
     else:
         system = json.dumps(body["systemInstruction"])
         assert "Be brief." in system and "in the middle of the conversation" in system
@@ -124,7 +132,7 @@ def test_count_tokens_on_every_upstream(
     source = counted.headers["x-tokenrelay-count"]
     if provider == "local":
         assert (tokens, source) == (6, "local")  # a word a token, as local/echo's usage
-    elif provider == "fake":  # no counting endpoint: the estimate, marked as one
+    elif provider in ("fake", "fakeresp"):  # no counting endpoint: the estimate, marked
         assert source == "estimate" and tokens > 6
     else:  # the upstream's own count (the fake's tokenizer: a word a token)
         assert (tokens, source) == (6, "upstream")

@@ -16,55 +16,33 @@ aliases each deployment to such a name, as the README shows.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support.procs import FakeUpstream, Gateway, gateway_config, start_gateway
+from support.agents import Recording, agent_gateway, binary, pinned, run_agent, version_of
+from support.procs import FakeUpstream, Gateway
 
 pytestmark = pytest.mark.timeout(300)
-
-ROOT = Path(__file__).resolve().parents[1]
-CLAUDE = ROOT / ".tools" / "node_modules" / ".bin" / "claude"
-PINNED = re.search(r"CLAUDE_CODE_VERSION \?= (\S+)", (ROOT / "Makefile").read_text())
 
 ALIASES = {
     "claude-echo": "local/echo",
     "claude-via-openai": "fake/echo",
     "claude-via-anthropic": "fakeant/echo",
     "claude-via-gemini": "fakegem/echo",
+    "claude-via-responses": "fakeresp/echo",
 }
 
 
-def claude_binary() -> Path:
-    """The pinned Claude Code, or a skip (a failure under CI=true) when it is missing."""
-    if CLAUDE.exists():
-        return CLAUDE
-    reason = f"Claude Code is not installed at {CLAUDE} (make agent-tools installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
-def agent_gateway(workdir: Path, fake: FakeUpstream) -> Iterator[Gateway]:
-    config = gateway_config(
-        fake, models=[{"name": alias, "deployments": [d]} for alias, d in ALIASES.items()]
-    )
-    gw = start_gateway(workdir, config)
-    yield gw
-    gw.proc.stop()
+def gateway_for_agent(workdir: Path, fake: FakeUpstream) -> Iterator[Gateway]:
+    yield from agent_gateway(workdir, fake, ALIASES)
 
 
 def run_claude(gateway: Gateway, home: Path, prompt: str, model: str, *args: str) -> str:
     """``claude -p`` with a clean environment: its own HOME, a dummy key, no traffic but
     the gateway's (telemetry, updates, error reports off)."""
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": gateway.url,
         "ANTHROPIC_API_KEY": "sk-dummy-client-key",
@@ -75,66 +53,38 @@ def run_claude(gateway: Gateway, home: Path, prompt: str, model: str, *args: str
         "ANTHROPIC_SMALL_FAST_MODEL": model,
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
     }
-    done = subprocess.run(
-        [str(claude_binary()), "-p", prompt, "--model", model, *args],
-        cwd=home,
-        env=env,
-        capture_output=True,
-        timeout=240,
-        check=False,
-    )
-    out = done.stdout.decode(errors="replace")
-    assert done.returncode == 0, f"claude failed ({done.returncode}):\n{out}\n{done.stderr!r}"
-    return out
-
-
-def statuses(log: str, start: int) -> list[tuple[str, int]]:
-    """(what, status) of every request the gateway logged since ``start``."""
-    out: list[tuple[str, int]] = []
-    for line in log[start:].splitlines():
-        found = re.search(r"tokenrelay\.access (.*?) status=(\d+)", line)
-        if found is not None:
-            out.append((found.group(1), int(found.group(2))))
-    return out
-
-
-def fake_paths(fake: FakeUpstream, start: int) -> list[tuple[str, Any]]:
-    return [(f"{e['method']} {e['path']}", e.get("status")) for e in fake.log()[start:]]
+    claude = str(binary("claude", "Claude Code"))
+    return run_agent("claude", [claude, "-p", prompt, "--model", model, *args], home, env)
 
 
 def test_the_pinned_version_is_installed() -> None:
-    binary = claude_binary()
-    assert PINNED is not None
-    version = subprocess.run(
-        [str(binary), "--version"], capture_output=True, timeout=60, check=True
-    ).stdout.decode()
-    assert version.startswith(PINNED.group(1)), version
+    version = version_of(binary("claude", "Claude Code"))
+    assert version.startswith(pinned("CLAUDE_CODE_VERSION")), version
 
 
 @pytest.mark.parametrize("model", list(ALIASES))
 def test_claude_code_answers_through_every_upstream(
-    agent_gateway: Gateway, fake: FakeUpstream, tmp_path: Path, model: str
+    gateway_for_agent: Gateway, fake: FakeUpstream, tmp_path: Path, model: str
 ) -> None:
-    log_at = len(agent_gateway.proc.output())
-    fake_at = len(fake.log())
-    out = run_claude(agent_gateway, tmp_path, "tell me the tokenrelay word", model)
+    made = Recording.since(gateway_for_agent, fake)
+    out = run_claude(gateway_for_agent, tmp_path, "tell me the tokenrelay word", model)
     assert "tell me the tokenrelay word" in out  # every upstream here echoes
-    seen = statuses(agent_gateway.proc.output(), log_at)
+    seen = made.requests()
     assert seen, "the gateway logged no request from Claude Code"
     assert any("anthropic" in what for what, _ in seen)  # the Messages request(s)
     assert all(status < 400 for _, status in seen), seen
     if ALIASES[model] != "local/echo":
-        upstream = fake_paths(fake, fake_at)
+        upstream = made.upstream_paths()
         assert upstream and all(status == 200 for _, status in upstream), upstream
 
 
 def test_claude_code_sends_what_a_strict_door_refused(
-    agent_gateway: Gateway, fake: FakeUpstream, tmp_path: Path
+    gateway_for_agent: Gateway, fake: FakeUpstream, tmp_path: Path
 ) -> None:
     """What Claude Code 2.1 sends reaches an Anthropic upstream as written."""
-    fake_at = len(fake.log())
-    run_claude(agent_gateway, tmp_path, "hello upstream", "claude-via-anthropic")
-    entry = next(e for e in fake.log()[fake_at:] if e["path"] == "/v1/messages")
+    made = Recording.since(gateway_for_agent, fake)
+    run_claude(gateway_for_agent, tmp_path, "hello upstream", "claude-via-anthropic")
+    entry = next(e for e in made.upstream() if e["path"] == "/v1/messages")
     body = entry["body"]
     assert body["model"] == "echo"
     assert any(m.get("role") == "system" for m in body["messages"]), "mid-conversation system"
@@ -144,38 +94,38 @@ def test_claude_code_sends_what_a_strict_door_refused(
 
 
 def test_claude_code_reads_a_file_in_one_tool_round_trip(
-    agent_gateway: Gateway, tmp_path: Path
+    gateway_for_agent: Gateway, tmp_path: Path
 ) -> None:
     """local/echo asks for Claude Code's Read tool (``/call``); Claude Code reads the file
     and sends its content back as a tool result; the next answer echoes it."""
     notes = tmp_path / "notes.txt"
     notes.write_text("the secret word is pineapple\n")
-    log_at = len(agent_gateway.proc.output())
+    made = Recording.since(gateway_for_agent)
     prompt = f'Read my notes.\n/call Read {{"file_path": "{notes}"}}'
-    out = run_claude(agent_gateway, tmp_path, prompt, "claude-echo", "--allowedTools", "Read")
+    out = run_claude(gateway_for_agent, tmp_path, prompt, "claude-echo", "--allowedTools", "Read")
     assert "the secret word is pineapple" in out
-    seen = statuses(agent_gateway.proc.output(), log_at)
-    log = agent_gateway.proc.output()[log_at:]
+    log = made.log()
     assert "finish=tool_calls" in log and "finish=stop" in log, log
-    assert all(status < 400 for _, status in seen), seen
+    assert all(status < 400 for _, status in made.requests()), made.requests()
 
 
 @pytest.mark.parametrize("model", list(ALIASES))
 def test_claude_code_context_counts_tokens_without_generating(
-    agent_gateway: Gateway, fake: FakeUpstream, tmp_path: Path, model: str
+    gateway_for_agent: Gateway, fake: FakeUpstream, tmp_path: Path, model: str
 ) -> None:
     """``/context`` calls ``POST /v1/messages/count_tokens?beta=true``: each is answered
     (no 404, no fallback to a billed ``max_tokens: 1`` generation)."""
-    log_at = len(agent_gateway.proc.output())
-    fake_at = len(fake.log())
-    out = run_claude(agent_gateway, tmp_path, "/context", model)
+    made = Recording.since(gateway_for_agent, fake)
+    out = run_claude(gateway_for_agent, tmp_path, "/context", model)
     assert "Tokens" in out, out
-    seen = statuses(agent_gateway.proc.output(), log_at)
+    seen = made.requests()
     assert any(what == "http POST /v1/messages/count_tokens" for what, _ in seen), seen
     assert all(status < 400 for _, status in seen), seen
-    log = agent_gateway.proc.output()[log_at:]
+    log = made.log()
     assert " anthropic model=" not in log, "no generation was made"
-    source = {"local/echo": "local", "fake/echo": "estimate"}.get(ALIASES[model], "upstream")
-    assert f"count={source}" in log
-    generations = [p for p, _ in fake_paths(fake, fake_at) if p.endswith(("/messages", "ions"))]
+    counted = {"local/echo": "local", "fake/echo": "estimate", "fakeresp/echo": "estimate"}
+    assert f"count={counted.get(ALIASES[model], 'upstream')}" in log
+    generations = [
+        p for p, _ in made.upstream_paths() if p.endswith(("/messages", "ions", "/responses"))
+    ]
     assert generations == []

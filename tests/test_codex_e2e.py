@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 import subprocess
 import time
@@ -24,31 +23,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.procs import UPSTREAM_KEY, FakeUpstream, Gateway, gateway_config, start_gateway
+from support.agents import Recording, agent_gateway, binary, pinned, run_agent, version_of
+from support.procs import UPSTREAM_KEY, FakeUpstream, Gateway
 
 pytestmark = pytest.mark.timeout(300)
 
-ROOT = Path(__file__).resolve().parents[1]
-CODEX = ROOT / ".tools" / "node_modules" / ".bin" / "codex"
-PINNED = re.search(r"CODEX_VERSION \?= (\S+)", (ROOT / "Makefile").read_text())
 MODELS = ["local/echo", "fake/echo", "fakeant/echo", "fakegem/echo", "fakeresp/echo"]
 
 
 def codex_binary() -> Path:
-    """The pinned Codex, or a skip (a failure under CI=true) when it is missing."""
-    if CODEX.exists():
-        return CODEX
-    reason = f"Codex is not installed at {CODEX} (make agent-tools installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    return binary("codex", "Codex")
 
 
 @pytest.fixture(scope="module")
-def agent_gateway(workdir: Path, fake: FakeUpstream) -> Iterator[Gateway]:
-    gw = start_gateway(workdir, gateway_config(fake))
-    yield gw
-    gw.proc.stop()
+def gateway_for_agent(workdir: Path, fake: FakeUpstream) -> Iterator[Gateway]:
+    yield from agent_gateway(workdir, fake)
 
 
 def codex_home(tmp: Path, base_url: str, model: str, websockets: bool = True) -> Path:
@@ -70,23 +59,9 @@ def codex_home(tmp: Path, base_url: str, model: str, websockets: bool = True) ->
 def run_codex(home: Path, cwd: Path, prompt: str, key: str = "sk-dummy-client-key") -> str:
     """``codex exec`` with a clean environment: its own HOME and CODEX_HOME, a dummy key;
     ``--json`` events on stdout."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "CODEX_HOME": str(home),
-        "RELAY_KEY": key,
-    }
-    done = subprocess.run(
-        [str(codex_binary()), "exec", "--json", "--skip-git-repo-check", prompt],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        timeout=240,
-        check=False,
-    )
-    out = done.stdout.decode(errors="replace")
-    assert done.returncode == 0, f"codex failed ({done.returncode}):\n{out}\n{done.stderr!r}"
-    return out
+    env = {"HOME": str(home), "CODEX_HOME": str(home), "RELAY_KEY": key}
+    args = [str(codex_binary()), "exec", "--json", "--skip-git-repo-check", prompt]
+    return run_agent("codex", args, cwd, env)
 
 
 def answers(out: str) -> list[str]:
@@ -102,59 +77,45 @@ def answers(out: str) -> list[str]:
     return texts
 
 
-def requests_seen(log: str, start: int) -> list[tuple[str, int]]:
-    """(what, status) of every request the gateway logged since ``start``."""
-    out: list[tuple[str, int]] = []
-    for line in log[start:].splitlines():
-        found = re.search(r"tokenrelay\.access (.*?) status=(\d+)", line)
-        if found is not None:
-            out.append((found.group(1), int(found.group(2))))
-    return out
-
-
 def test_the_pinned_version_is_installed() -> None:
-    assert PINNED is not None
-    version = subprocess.run(
-        [str(codex_binary()), "--version"], capture_output=True, timeout=60, check=True
-    ).stdout.decode()
-    assert version.strip().endswith(PINNED.group(1)), version
+    version = version_of(codex_binary())
+    assert version.endswith(pinned("CODEX_VERSION")), version
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_codex_answers_through_every_upstream(
-    agent_gateway: Gateway, fake: FakeUpstream, tmp_path: Path, model: str
+    gateway_for_agent: Gateway, fake: FakeUpstream, tmp_path: Path, model: str
 ) -> None:
-    log_at = len(agent_gateway.proc.output())
-    fake_at = len(fake.log())
-    home = codex_home(tmp_path, agent_gateway.base_url, model)
+    made = Recording.since(gateway_for_agent, fake)
+    home = codex_home(tmp_path, gateway_for_agent.base_url, model)
     out = run_codex(home, tmp_path, "tell me the tokenrelay word")
     assert any("tell me the tokenrelay word" in a for a in answers(out)), out
-    seen = requests_seen(agent_gateway.proc.output(), log_at)
+    seen = made.requests()
     probes = [s for what, s in seen if "WEBSOCKET /v1/responses" in what]
     assert probes == [426], seen  # the deliberate refusal, once: Codex fell back at once
     others = [(what, s) for what, s in seen if "WEBSOCKET" not in what]
     assert any("openai-responses" in what for what, _ in others), others
     assert all(status < 400 for _, status in others), others
     if model != "local/echo":
-        upstream = [(e["path"], e.get("status")) for e in fake.log()[fake_at:]]
+        upstream = made.upstream_paths()
         assert upstream and all(status == 200 for _, status in upstream), upstream
 
 
 def test_codex_runs_its_shell_tool_in_one_round_trip(
-    agent_gateway: Gateway, tmp_path: Path
+    gateway_for_agent: Gateway, tmp_path: Path
 ) -> None:
     """local/echo asks for ``exec_command`` (the shell tool Codex 0.171 offers); Codex
     runs it and sends the output back as a ``function_call_output``; the next answer
     (local/echo echoes a tool result) carries it."""
     (tmp_path / "notes.txt").write_text("the secret word is pineapple\n")
-    log_at = len(agent_gateway.proc.output())
-    home = codex_home(tmp_path, agent_gateway.base_url, "local/echo")
+    made = Recording.since(gateway_for_agent)
+    home = codex_home(tmp_path, gateway_for_agent.base_url, "local/echo")
     prompt = 'Read my notes.\n/call exec_command {"cmd": "cat notes.txt"}'
     out = run_codex(home, tmp_path, prompt)
     assert any("pineapple" in a for a in answers(out)), out
-    log = agent_gateway.proc.output()[log_at:]
+    log = made.log()
     assert "finish=tool_calls" in log and "finish=stop" in log, log
-    others = [(w, s) for w, s in requests_seen(log, 0) if "WEBSOCKET" not in w]
+    others = [(w, s) for w, s in made.requests() if "WEBSOCKET" not in w]
     assert all(status < 400 for _, status in others), others
 
 
@@ -177,13 +138,13 @@ def _first_answer_seconds(home: Path, cwd: Path, key: str) -> float:
 
 
 def test_codex_time_to_first_answer_through_the_gateway_and_direct(
-    agent_gateway: Gateway, fake: FakeUpstream, tmp_path: Path
+    gateway_for_agent: Gateway, fake: FakeUpstream, tmp_path: Path
 ) -> None:
     """The same ``codex exec`` through the gateway (``fakeresp/echo``, WebSocket probe
     included) and straight at the fake's Responses wire (no probe: the fake is plain
     HTTP). Printed for bench/RESULTS.md; bounded only far from the measured values."""
-    via = codex_home(tmp_path / "via", agent_gateway.base_url, "fakeresp/echo")
-    plain = codex_home(tmp_path / "plain", agent_gateway.base_url, "fakeresp/echo", False)
+    via = codex_home(tmp_path / "via", gateway_for_agent.base_url, "fakeresp/echo")
+    plain = codex_home(tmp_path / "plain", gateway_for_agent.base_url, "fakeresp/echo", False)
     direct = codex_home(tmp_path / "direct", f"{fake.base_url}/v1", "echo", websockets=False)
     runs: dict[str, list[float]] = {"gateway": [], "gateway_no_ws": [], "direct": []}
     for _ in range(5):

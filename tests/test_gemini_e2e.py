@@ -25,9 +25,9 @@ from tokenrelay.sse import SSEDataDecoder
 
 pytestmark = pytest.mark.timeout(60)
 
-MODELS = ["local/echo", "fake/echo", "fakeant/echo", "fakegem/echo"]
-TOOL_MODELS = ["local/echo", "fake/tools", "fakeant/tools", "fakegem/tools"]
-IDS = ["local", "openai-upstream", "anthropic-upstream", "gemini-upstream"]
+MODELS = ["local/echo", "fake/echo", "fakeant/echo", "fakegem/echo", "fakeresp/echo"]
+TOOL_MODELS = ["local/echo", "fake/tools", "fakeant/tools", "fakegem/tools", "fakeresp/tools"]
+IDS = ["local", "openai-upstream", "anthropic-upstream", "gemini-upstream", "responses-upstream"]
 MASTER = "sk-master-gemini-test"
 GEMINI_RECORDINGS = fixture_files("gemini/*.sse")
 
@@ -163,6 +163,7 @@ def test_count_tokens_says_where_the_count_came_from(gateway: Gateway) -> None:
         "fake/echo": ("estimate", None),
         "fakeant/echo": ("upstream", 4),
         "fakegem/echo": ("upstream", 4),
+        "fakeresp/echo": ("estimate", None),
     }
     for model, (source, count) in expected.items():
         r = httpx.post(f"{gateway.url}/v1beta/models/{model}:countTokens", json=body)

@@ -1,7 +1,11 @@
 """Many upstream keys per channel, through a real gateway and the fake upstream: requests
 spread over the keys; a key answered 429 rests for its Retry-After and comes back after
 it; a key answered 401 is disabled; no request fails while another key works; the usage
-record names the key that served it (by id), and no key's secret reaches the logs."""
+record names the key that served it (by id), and no key's secret reaches the logs.
+
+The requests repeat one conversation, which affinity would keep on one key
+(``test_affinity_e2e.py``): they go through ``spread``, a model with ``affinity:
+false``, so that they take the keys in turn."""
 
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ def gateway(workdir: Path, own_fake: FakeUpstream) -> Iterator[Gateway]:
                 "models": ["*"],
             }
         ],
+        "models": [{"name": "spread", "deployments": ["multi/gen/3"], "affinity": False}],
     }
     gw = start_gateway(workdir, config)
     yield gw
@@ -71,12 +76,12 @@ def test_requests_spread_over_keys_and_failing_keys_step_aside(
     for i in range(16):
         if i % 2:
             stream = client.chat.completions.create(
-                model="multi/gen/3", messages=[{"role": "user", "content": "hi"}], stream=True
+                model="spread", messages=[{"role": "user", "content": "hi"}], stream=True
             )
             text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         else:
             reply = client.chat.completions.create(
-                model="multi/gen/3", messages=[{"role": "user", "content": "hi"}]
+                model="spread", messages=[{"role": "user", "content": "hi"}]
             )
             text = reply.choices[0].message.content or ""
         assert text == "tok0 tok1 tok2 "  # every request served: no failure reached a client
@@ -89,7 +94,7 @@ def test_requests_spread_over_keys_and_failing_keys_step_aside(
     before = seen.get("…ddd4", 0)
     for _ in range(8):
         client.chat.completions.create(
-            model="multi/gen/3", messages=[{"role": "user", "content": "again"}]
+            model="spread", messages=[{"role": "user", "content": "again"}]
         )
     after = own_fake.per_key()
     assert after.get("…ddd4", 0) > before, after  # its rest ended: tried again

@@ -1,6 +1,7 @@
 """The conversation-affinity measurement: conversations of a few turns played through a
 gateway whose model has two deployments of the fake upstream's prompt cache (``cache=1``,
-per upstream key). Used by ``tests/test_affinity_e2e.py``.
+per upstream key), or one deployment of a channel with two upstream keys. Used by
+``tests/test_affinity_e2e.py``.
 
 The fake's tokenizer counts words. A conversation's system prompt has ``SYSTEM_WORDS``
 words, each user message ``USER_WORDS`` (and the echo answers the same), so turn ``k``
@@ -19,6 +20,7 @@ SYSTEM_WORDS = 100
 USER_WORDS = 5
 KEYS = {"ca": "sk-cache-deployment-a", "cb": "sk-cache-deployment-b"}
 UPSTREAM = {"ca": "echo?cache=1&ttft=0.0001", "cb": "echo?cache=1&ttft=0.0002"}
+CHANNEL_KEYS = ["sk-cache-channel-key-one1", "sk-cache-channel-key-two2"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,25 @@ class Conversations:
         ]
 
     @staticmethod
+    def channel(fake_url: str) -> dict[str, Any]:
+        """One deployment: the fake upstream as a channel of two upstream keys."""
+        return {
+            "name": "ck",
+            "protocol": "openai",
+            "base_url": f"{fake_url}/v1",
+            "api_keys": CHANNEL_KEYS,
+            "models": ["*"],
+        }
+
+    @staticmethod
     def models() -> list[dict[str, Any]]:
         deployments = [f"{name}/{UPSTREAM[name]}" for name in KEYS]
+        keyed = ["ck/echo?cache=1&ttft=0.0003"]
         return [
             {"name": "warm", "deployments": deployments},
             {"name": "cold", "deployments": deployments, "affinity": False},
+            {"name": "warm-keys", "deployments": keyed},
+            {"name": "cold-keys", "deployments": keyed, "affinity": False},
         ]
 
     def renamed(self, suffix: str) -> Conversations:
@@ -67,6 +83,7 @@ class Measured:
     cached: int = 0
     requests: int = 0
     deployments: set[str] = field(default_factory=set)
+    keys: dict[str, set[str]] = field(default_factory=dict)  # conversation -> key tags
 
     @property
     def rate(self) -> float:
@@ -93,8 +110,11 @@ def play(client: openai.OpenAI, model: str, talks: Conversations, fake_url: str)
     log = httpx.get(f"{fake_url}/_fake/log", timeout=10).json()
     for entry in log:
         body = entry.get("body") or {}
-        if talks.tag in str(body.get("messages", ""))[:200]:
+        head = str(body.get("messages", ""))[:200]
+        if talks.tag in head:
             out.deployments.add(str(body.get("model")))
+            talk = head.split(talks.tag, 1)[1].split()[0]  # "conversation{i}"
+            out.keys.setdefault(talk, set()).add(str(entry.get("key")))
     return out
 
 
@@ -116,3 +136,13 @@ def expected_cold(talks: Conversations) -> float:
         prompt_of(j) * 0.5 ** (k - j) for k in range(2, talks.turns + 1) for j in range(1, k)
     )
     return read / total
+
+
+def expected_round_robin(talks: Conversations) -> float:
+    """The rate when requests take two keys in turn: with an odd number of conversations
+    played turn by turn, each turn lands on the other key than its previous one and
+    reads the prompt of the turn before that (an even number would keep every
+    conversation on one key by accident)."""
+    assert talks.count % 2 == 1
+    total = sum(prompt_of(k) for k in range(1, talks.turns + 1))
+    return sum(prompt_of(k - 2) for k in range(3, talks.turns + 1)) / total

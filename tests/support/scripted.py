@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from starlette.datastructures import Headers
 
+from tokenrelay.affinity import Conversation
 from tokenrelay.config import Config, RetryConfig, StreamsConfig
 from tokenrelay.events import ChatRequest, Event, Finish, GatewayError, Start, TextDelta, Usage
 from tokenrelay.metrics import Metrics
@@ -119,7 +120,9 @@ class ScriptedProvider:
     def models(self) -> list[str]:
         return self._models
 
-    async def open(self, request: ChatRequest, model: str) -> ScriptedUpstream:
+    async def open(
+        self, request: ChatRequest, model: str, conversation: Conversation | None = None
+    ) -> ScriptedUpstream:
         self.opened += 1
         self.requests.append((model, request))
         if not self.scripts:

@@ -13,6 +13,7 @@ Two roles, either or both per protocol, each a codec module (``codec.py``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -155,6 +156,17 @@ class EmbeddingWire(Protocol):
     def decode_error(self, status: int, body: bytes) -> GatewayError: ...
 
 
+class EmbeddingClient(Protocol):
+    """How clients of this protocol ask for embeddings (its ``embed`` routes): the body
+    read into an ``EmbeddingRequest`` (``protocol`` set to this one, ``body`` as
+    written), the answer written in this protocol's shape (``answer.raw`` is set only
+    when the upstream speaks this protocol too: its body, passed through)."""
+
+    def decode_request(self, body: Any, params: Mapping[str, str]) -> EmbeddingRequest: ...
+
+    def encode_response(self, request: EmbeddingRequest, answer: EmbeddingAnswer) -> bytes: ...
+
+
 class StateCodec(Protocol):
     """A client protocol whose answers the gateway keeps (the Responses API's ``store``
     and ``previous_response_id``): what to keep of a request and its final object, how
@@ -195,7 +207,9 @@ class StateCodec(Protocol):
 class Route:
     """An ingress route of a client protocol: ``chat`` (POST, the streaming hot path),
     ``models`` (GET, the model list in the protocol's shape), ``model`` (GET, one
-    model: ``model_info``) or ``count`` (POST, a token count, ``server/count_tokens.py``).
+    model: ``model_info``), ``count`` (POST, a token count, ``server/count_tokens.py``)
+    or ``embed`` (POST, embeddings, ``server/embeddings.py``: ``fixed`` is handed to the
+    protocol's ``EmbeddingClient.decode_request`` with the path parameter).
 
     A path may hold one parameter as its last variable part, in Starlette's syntax
     (``/v1beta/models/{model:path}:generateContent``: the model name, slashes and all,
@@ -203,7 +217,7 @@ class Route:
     its ``params``: the path parameter, the query's parameters and ``fixed`` (what the
     route itself says, e.g. ``method=streamGenerateContent``)."""
 
-    kind: Literal["chat", "models", "model", "count"]
+    kind: Literal["chat", "models", "model", "count", "embed"]
     path: str
     fixed: tuple[tuple[str, str], ...] = ()
 
@@ -240,6 +254,20 @@ class Translation:
 
 
 @dataclass(frozen=True, slots=True)
+class CostPlace:
+    """Where this protocol's answers carry their cost when the client asks for it
+    (README, "Prompt caching"): ``marker`` matches the data of every stream's final
+    usage frame (a cheap test, so other frames are never parsed); ``final`` takes a
+    frame's event name and JSON and gives the usage object the cost goes in (``None``:
+    not the final usage frame); ``body`` is the key of the usage object in a
+    non-streamed answer."""
+
+    marker: re.Pattern[bytes]
+    final: Callable[[str | None, Any], dict[str, Any] | None]
+    body: str = "usage"
+
+
+@dataclass(frozen=True, slots=True)
 class ProtocolSpec:
     """Everything the rest of the gateway needs to know of one protocol.
 
@@ -272,10 +300,12 @@ class ProtocolSpec:
     # the provider recordings in this wire, as globs under shared/fixtures/streams/
     recordings: tuple[str, ...] = ()
     embeddings: EmbeddingWire | None = None  # its upstreams' embeddings endpoint, if any
+    embed_client: EmbeddingClient | None = None  # its clients' embeddings (``embed`` routes)
     # (upstream protocol, endpoint): this protocol is an endpoint of that protocol's
     # providers (served where their ``endpoints`` list it), not a provider protocol
     endpoint_of: tuple[str, str] | None = None
     state: StateCodec | None = None
+    cost: CostPlace | None = None  # where its answers carry their cost, when asked
 
     def paths(self, kind: str) -> list[str]:
         """The paths of this protocol's routes of ``kind``, plain and prefixed."""

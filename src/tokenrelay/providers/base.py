@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from ..affinity import Conversation
 from ..embeddings import EmbeddingAnswer, EmbeddingRequest
 from ..events import ChatRequest, Event
 from ..sse import ServerSentEvent
@@ -41,8 +42,12 @@ class Provider(Protocol):
         """Upstream model names served; ``"*"`` means any name is passed through."""
         ...
 
-    async def open(self, request: ChatRequest, model: str) -> Upstream:
-        """Send the request; raise ``GatewayError`` if the upstream refuses it."""
+    async def open(
+        self, request: ChatRequest, model: str, conversation: Conversation | None = None
+    ) -> Upstream:
+        """Send the request; raise ``GatewayError`` if the upstream refuses it.
+        ``conversation``: the one the request belongs to (``affinity.py``), which keeps
+        it on one upstream key of a channel with several; ``None``: no affinity."""
         ...
 
     async def aclose(self) -> None: ...

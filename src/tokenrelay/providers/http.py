@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
+from ..affinity import Conversation
 from ..embeddings import EmbeddingAnswer, EmbeddingRequest
 from ..events import ChatRequest, Event, GatewayError, too_deep
 from ..protocols.base import EmbeddingWire, UpstreamProtocol
@@ -153,7 +154,9 @@ class HTTPProvider:
             "upstream", f"upstream {self.name} failed {when}: {detail}", code="upstream_error"
         )
 
-    async def open(self, request: ChatRequest, model: str) -> HTTPUpstream:
+    async def open(
+        self, request: ChatRequest, model: str, conversation: Conversation | None = None
+    ) -> HTTPUpstream:
         codec = self.codec
         source = request.source
         if source is not None and source.protocol in self.variants:
@@ -179,7 +182,7 @@ class HTTPProvider:
             forwarded = self.betas.headers(source.headers)
         tried: set[str] = set()
         while True:
-            key = self.keys.pick(tried)
+            key = self.keys.pick(tried, conversation)
             headers = self._headers_of(key)
             if forwarded:
                 headers = with_client_headers(headers, forwarded)
@@ -216,7 +219,14 @@ class HTTPProvider:
             raw = b""
         finally:
             response.close()
-        error = self.codec.decode_error(response.status, raw)
+        return self._error(response, raw, self.codec.decode_error)
+
+    def _error(
+        self, response: Response, raw: bytes, decode: Callable[[int, bytes], GatewayError]
+    ) -> GatewayError:
+        """An upstream's refusal as ``decode`` reads it, redacted, its ``Retry-After``
+        kept (the client gets it, and the attempts read it)."""
+        error = decode(response.status, raw)
         error.message = self.redact(error.message)
         if self.keys.leaks(raw):
             error.upstream = None  # the verbatim body would leak the key
@@ -247,10 +257,10 @@ class HTTPProvider:
         return response.status, raw
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingAnswer:
-        """One embeddings call (not streamed) on this provider's pool; an upstream error
-        is raised as the ``GatewayError`` its wire describes (status, message, code),
-        retried by the caller's attempts like a chat's. (A ``Retry-After`` on an
-        embeddings error is not read: ``post`` keeps no headers.)"""
+        """One embeddings call (not streamed) on this provider's pool, with its keys as
+        a chat's (a key that answers 429 rests, 401/403 disables it; the next is tried);
+        an upstream error is raised as the ``GatewayError`` its wire describes (status,
+        message, code, ``Retry-After``), retried by the caller's attempts like a chat's."""
         wire = self.embeddings
         if wire is None:
             raise GatewayError(
@@ -261,12 +271,31 @@ class HTTPProvider:
                 param="model",
             )
         url = wire.url(self.endpoint.base_url, model)
-        status, body = await self.post(url, wire.encode_request(request, model))
-        if status != 200:
-            error = wire.decode_error(status, body)
-            error.message = self.redact(error.message)
-            raise error
-        return wire.decode_answer(body, request)
+        body = wire.encode_request(request, model)
+        tried: set[str] = set()
+        while True:
+            key = self.keys.pick(tried)
+            headers = {**self._headers_of(key), "Accept": "application/json"}
+            try:
+                response = await self._pool.request("POST", url, headers, body)
+                try:
+                    raw = await response.read()  # vectors: far more than an error's limit
+                finally:
+                    response.close()
+            except (TransportError, ValueError) as exc:
+                raise self.failure(exc, "before responding") from None
+            if key is not None:
+                key.served += 1
+            if response.status == 200:
+                if self.keys.leaks(raw):
+                    raw = self.redact(raw.decode("utf-8", "replace")).encode()
+                return wire.decode_answer(raw, request)
+            error = self._error(response, raw[:_ERROR_BODY_LIMIT], wire.decode_error)
+            if key is None or not self._key_failed(key, response.status, error):
+                raise error
+            tried.add(key.id)
+            if not self.keys.usable(tried):
+                raise error
 
     async def aclose(self) -> None:
         await self._pool.aclose()

@@ -2,6 +2,13 @@
 upstream's ``Retry-After``, a key answered 401 or 403 is disabled (and flagged) until the
 channel is changed or the gateway restarts.
 
+A request of a conversation (``affinity.py``) goes to the usable key its conversation
+ranks first, by the same rendezvous hashing as deployments (on the key's id, so every
+replica ranks alike): the provider's prompt cache is per key (per account, or per
+machine behind it) as it is per deployment. While that key rests or is disabled the
+conversation uses its next-ranked key, and comes back after. Requests of no
+conversation, or of a model with ``affinity: false``, go round robin.
+
 A key is named by an id, never by its secret: ``uk_`` and a short hash of the provider
 name and the secret (for keys from the config file), or the database row's id (for
 channels managed live). The id is what the usage record and the admin page show.
@@ -14,6 +21,8 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+
+from ..affinity import Conversation
 
 log = logging.getLogger("tokenrelay.providers")
 
@@ -65,14 +74,25 @@ class KeyPool:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def pick(self, exclude: Collection[str] = ()) -> UpstreamKey | None:
-        """The next usable key not in ``exclude``; if every key rests, the one whose rest
-        ends first (the upstream then answers for itself); ``None`` if none is left."""
+    def pick(
+        self, exclude: Collection[str] = (), conversation: Conversation | None = None
+    ) -> UpstreamKey | None:
+        """The next usable key not in ``exclude`` (the one ``conversation`` ranks first,
+        when there is a choice); if every key rests, the one whose rest ends first (the
+        upstream then answers for itself); ``None`` if none is left."""
         keys = self.keys
         if not keys:
             return None
         now = self._clock()
         n = len(keys)
+        if conversation is not None and n > 1:
+            usable = [
+                k
+                for k in keys
+                if k.id not in exclude and k.disabled is None and k.resting_until <= now
+            ]
+            if len(usable) > 1 and conversation.key:
+                return max(usable, key=lambda k: conversation.score(k.id, 1.0))
         for i in range(n):
             key = keys[(self._next + i) % n]
             if key.id not in exclude and key.disabled is None and key.resting_until <= now:

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
+from ..affinity import Conversation
 from ..embeddings import EmbeddingAnswer, EmbeddingRequest, normalized
 from ..events import (
     ChatRequest,
@@ -134,7 +135,9 @@ class LocalProvider:
         vectors = [embed_text(t, dimensions) for t in texts]
         return EmbeddingAnswer(Usage(input=sum(count_tokens(t) for t in texts)), vectors)
 
-    async def open(self, request: ChatRequest, model: str) -> LocalUpstream:
+    async def open(
+        self, request: ChatRequest, model: str, conversation: Conversation | None = None
+    ) -> LocalUpstream:
         if model == "embed":
             raise _not_this(model, "/v1/embeddings")
         if model != "echo":

@@ -115,7 +115,8 @@ class Attempts:
         """An opened upstream, or the last failure once attempts or candidates run out
         (the request's timeouts are then stopped)."""
         try:
-            return await self._next(lambda d: d.provider.open(request, d.model), last_error)
+            talk = self.plan.conversation
+            return await self._next(lambda d: d.provider.open(request, d.model, talk), last_error)
         except GatewayError:
             self.end()
             raise

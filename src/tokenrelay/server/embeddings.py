@@ -1,13 +1,16 @@
-"""``POST /v1/embeddings`` (and ``/embeddings``): a short path of its own, since an
-embedding is one answer, not a stream. The same parts as a chat request, in the same
+"""Embeddings, on every client protocol's ``embed`` routes (``POST /v1/embeddings`` and
+``/embeddings``; Gemini's ``models/{model}:embedContent`` and ``:batchEmbedContents``):
+a short path of its own, since an embedding is one answer, not a stream. The same parts as a chat request, in the same
 order: the key (401), the model's access and limits (``Accounts.admit``), the router's
 plan with its attempts (retries, fallbacks, breakers, timeouts: ``Attempts.call``),
 the provider's ``embed``, then one usage row with its cost (``Accounts.settle``, via
-the request's ``Exchange``). Errors are in the OpenAI shape; an upstream's reaches the
-client with its status, type, message and code.
+the request's ``Exchange``). Errors are in the client protocol's shape; an upstream's
+reaches the client with its status, type, message, code and ``Retry-After``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.requests import Request
@@ -17,8 +20,8 @@ from starlette.routing import BaseRoute, Route
 from ..embeddings import EmbeddingAnswer, EmbeddingRequest
 from ..events import ChatRequest, GatewayError, Message, Part, TextPart
 from ..ids import token_hex
-from ..protocols.openai import codec as openai
-from ..protocols.openai import embeddings as wire
+from ..protocols.base import ClientProtocol, EmbeddingClient
+from ..protocols.registry import REGISTRY
 from ..router import Deployment
 from .api import read_body
 from .attempts import Attempts
@@ -39,7 +42,22 @@ class Embeddings:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    async def create(self, request: Request) -> Response:
+    def handler(
+        self, client: ClientProtocol, wire: EmbeddingClient, fixed: dict[str, str]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def create(request: Request) -> Response:
+            params = {**fixed, **{k: str(v) for k, v in request.path_params.items()}}
+            return await self.create(request, client, wire, params)
+
+        return create
+
+    async def create(
+        self,
+        request: Request,
+        client: ClientProtocol,
+        wire: EmbeddingClient,
+        params: dict[str, str],
+    ) -> Response:
         gateway = self.gateway
         exchange = Exchange(
             f"req_{token_hex(12)}", "embeddings", metrics=gateway.metrics, accounts=gateway.accounts
@@ -53,7 +71,7 @@ class Embeddings:
                 raise GatewayError(
                     "invalid_request", f"The request body is not valid JSON: {exc}"
                 ) from None
-            asked = wire.decode_request(data)
+            asked = wire.decode_request(data, params)
             exchange.model = asked.model
             exchange.decoded = True  # a valid request: it gets its usage row
             canon = _canon(asked)
@@ -68,16 +86,15 @@ class Embeddings:
             )
             exchange.attempts = attempts
             answer = await attempts.call(lambda d: _embed(d, asked))
+            body = wire.encode_response(asked, answer)
         except GatewayError as error:
-            return gateway.error_response(openai, error, exchange)
+            return gateway.error_response(client, error, exchange)
         exchange.tally.usage = answer.usage
         exchange.tally.finish_reason = "stop"
         exchange.finish("ok")
         headers = {"x-request-id": exchange.request_id}
         headers.update((k.decode(), v.decode()) for k, v in attempts.headers())
-        return Response(
-            wire.encode_response(asked, answer), media_type="application/json", headers=headers
-        )
+        return Response(body, media_type="application/json", headers=headers)
 
 
 async def _embed(deployment: Deployment, request: EmbeddingRequest) -> EmbeddingAnswer:
@@ -94,5 +111,15 @@ async def _embed(deployment: Deployment, request: EmbeddingRequest) -> Embedding
 
 
 def embedding_routes(embeddings: Embeddings) -> list[BaseRoute]:
-    paths = ("/v1/embeddings", "/embeddings")
-    return [Route(p, embeddings.create, methods=["POST"]) for p in paths]
+    """Every client protocol's ``embed`` routes (and under its prefix)."""
+    routes: list[BaseRoute] = []
+    for spec in REGISTRY.clients():
+        if spec.client is None or spec.embed_client is None:
+            continue
+        for route in spec.routes:
+            if route.kind != "embed":
+                continue
+            create = embeddings.handler(spec.client, spec.embed_client, dict(route.fixed))
+            prefixes = ("", spec.prefix) if spec.prefix else ("",)
+            routes += [Route(p + route.path, create, methods=["POST"]) for p in prefixes]
+    return routes

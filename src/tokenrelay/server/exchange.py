@@ -37,6 +37,7 @@ class Exchange:
     finished: bool = False
     keep: Callable[[Tally], None] | None = None  # keeps the answer (server/stored.py)
     cost: float | None = None  # USD charged, set when the request is settled (priced model)
+    cost_asked: bool = False  # the client asked for the cost in the answer (relay.py)
 
     def usage(self) -> Usage | None:
         """What this request is charged (``fold.charged_usage``): ``None`` when no
@@ -52,6 +53,19 @@ class Exchange:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
+    def _priced_model(self) -> str:
+        attempts = self.attempts
+        deployment = attempts.current_or_last() if attempts is not None else None
+        return deployment.model if deployment is not None else self.model
+
+    def cost_now(self) -> float | None:
+        """The cost of what the request is charged so far, as ``finish`` will settle it
+        once nothing more comes (a stream's final usage frame carries it)."""
+        if self.accounts is None:
+            return None
+        usage = self.usage()
+        return self.accounts.prices.cost(self._priced_model(), usage) if usage else None
+
     def settlement(self, outcome: str, usage: Usage | None) -> Settlement:
         """The request's end, as ``Accounts.settle`` takes it."""
         attempts = self.attempts
@@ -63,7 +77,7 @@ class Exchange:
             usage=usage,
             decoded=self.decoded,
             admission=self.admission,
-            priced_model=deployment.model if deployment is not None else self.model,
+            priced_model=self._priced_model(),
             provider=deployment.provider.name if deployment is not None else None,
             deployment=deployment.name if deployment is not None else None,
             upstream_key_id=attempts.key_id if attempts is not None else None,

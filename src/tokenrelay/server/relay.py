@@ -149,6 +149,9 @@ class Gateway:
                     h: v for h in protocol.FORWARDED_HEADERS if (v := headers.get(h))
                 }
             exchange.model, exchange.stream = request.model, request.stream
+            if cost_asked(request, headers):
+                exchange.cost_asked = True
+                request.include_usage = True  # the cost travels in the usage chunk
             exchange.tally.request = request
             exchange.decoded = True
             exchange.admission = await self.accounts.admit(principal, request)
@@ -338,8 +341,10 @@ class _FoldResponse:
         headers.update((k.decode(), v.decode()) for k, v in self.relay.attempts.headers())
         if exchange.cost is not None:  # the bill of this answer (README: prompt caching)
             headers["x-tokenrelay-cost"] = format(exchange.cost, ".9f")
-            if _cost_asked(self.relay.request) and isinstance(body.get("usage"), dict):
-                body["usage"]["cost"] = round(exchange.cost, 9)
+            place = REGISTRY.get(self.protocol.name).cost
+            usage = body.get(place.body) if place is not None else None
+            if exchange.cost_asked and isinstance(usage, dict):
+                usage["cost"] = round(exchange.cost, 9)
         return JSONResponse(body, headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -353,8 +358,12 @@ class _FoldResponse:
         await response(scope, receive, send)
 
 
-def _cost_asked(request: ChatRequest) -> bool:
-    """OpenRouter's convention: ``"usage": {"include": true}`` asks for ``usage.cost``."""
+def cost_asked(request: ChatRequest, headers: Headers) -> bool:
+    """Whether the answer should carry its cost (``usage.cost``, Gemini's
+    ``usageMetadata.cost``): ``X-Tokenrelay-Cost: include`` on any protocol, or
+    OpenRouter's ``"usage": {"include": true}`` in the body."""
+    if headers.get("x-tokenrelay-cost", "").strip().lower() == "include":
+        return True
     source = request.source.body if request.source is not None else request.extra
     asked = source.get("usage")
     return isinstance(asked, dict) and asked.get("include") is True

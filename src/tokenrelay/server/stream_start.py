@@ -20,9 +20,11 @@ from starlette.types import ASGIApp
 from ..events import ChatRequest, GatewayError
 from ..fold import Tally
 from ..protocols.base import ClientProtocol, FramePassthrough, StreamEncoder
+from ..protocols.registry import REGISTRY
 from ..providers.base import Upstream
 from ..streams.hub import Stream, StreamHub, StreamState
 from .attempts import Attempts
+from .cost_stamp import CostStamp
 from .exchange import Exchange
 from .streaming import SSEResponse
 
@@ -68,13 +70,19 @@ class StreamTarget:
     """Delivers into a hub stream: frames of the client's protocol, numbered there."""
 
     def __init__(
-        self, stream: Stream, protocol: ClientProtocol, request: ChatRequest, tally: Tally
+        self,
+        stream: Stream,
+        protocol: ClientProtocol,
+        request: ChatRequest,
+        tally: Tally,
+        stamp: CostStamp | None = None,
     ) -> None:
         self.stream = stream
         self.protocol = protocol
         self.request = request
         self.tally = tally
         self.encoder: StreamEncoder | FramePassthrough | None = None
+        self.stamp = stamp  # the cost into the final usage frame (only when asked)
 
     @property
     def ended(self) -> bool:
@@ -95,13 +103,14 @@ class StreamTarget:
         assert self.encoder is not None
         frames = self.encoder.encode(batch)
         if frames:
-            self.stream.publish(frames)
+            self.stream.publish(self.stamp(frames) if self.stamp is not None else frames)
             return True
         return False
 
     def finish(self) -> None:
         if self.encoder is not None:
-            self.stream.publish(self.encoder.close())
+            frames = self.encoder.close()
+            self.stream.publish(self.stamp(frames) if self.stamp is not None else frames)
 
     def fail(self, error: GatewayError) -> None:
         if self.encoder is None:
@@ -112,7 +121,8 @@ class StreamTarget:
 
     def cancel(self) -> None:
         if self.encoder is not None:
-            self.stream.publish(self.encoder.close(cancelled=True))
+            frames = self.encoder.close(cancelled=True)
+            self.stream.publish(self.stamp(frames) if self.stamp is not None else frames)
 
 
 @dataclass(slots=True)
@@ -188,7 +198,9 @@ class StreamStart:
 
     def _target(self, stream: Stream) -> StreamTarget:
         exchange = self.relay.exchange
-        return StreamTarget(stream, self.protocol, self.relay.request, exchange.tally)
+        place = REGISTRY.get(self.protocol.name).cost if exchange.cost_asked else None
+        stamp = CostStamp(place, exchange.cost_now) if place is not None else None
+        return StreamTarget(stream, self.protocol, self.relay.request, exchange.tally, stamp)
 
     def begin(self, producer: asyncio.Task[Any] | None) -> SSEResponse:
         """The response begins now, before the upstream's headers: a stream whose

@@ -8,8 +8,20 @@ that carries ``anthropic-version`` (``GET /v1/models``)."""
 
 from __future__ import annotations
 
-from ..base import ProtocolSpec, Route, Translation
+import re
+from typing import Any
+
+from ..base import CostPlace, ProtocolSpec, Route, Translation
 from . import codec
+
+
+def final_usage(event: str | None, data: Any) -> dict[str, Any] | None:
+    """The usage of ``message_delta`` (the counts of the whole answer)."""
+    if isinstance(data, dict) and data.get("type") == "message_delta":
+        usage = data.setdefault("usage", {})
+        return usage if isinstance(usage, dict) else None
+    return None
+
 
 PROTOCOL = ProtocolSpec(
     name=codec.name,
@@ -29,4 +41,5 @@ PROTOCOL = ProtocolSpec(
         "Anthropic upstream", "protocols/anthropic/translate.py ADJUSTMENTS", codec.ADJUSTMENTS
     ),
     recordings=("anthropic/*.sse",),
+    cost=CostPlace(re.compile(rb'"type"\s*:\s*"message_delta"'), final_usage),
 )

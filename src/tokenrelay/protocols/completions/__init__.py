@@ -10,6 +10,7 @@ upstream side (``endpoint_of``): a provider of protocol ``openai`` serves it whe
 from __future__ import annotations
 
 from ..base import ProtocolSpec, Route
+from ..openai import COST
 from ..openai import codec as openai
 from . import codec
 
@@ -20,4 +21,5 @@ PROTOCOL = ProtocolSpec(
     routes=(Route("chat", "/v1/completions"), Route("chat", "/completions")),
     auth=openai.headers,
     endpoint_of=(openai.name, "completions"),
+    cost=COST,
 )

@@ -6,9 +6,24 @@ the gateway keeps (``state.py``: stored responses, ``previous_response_id``): ``
 
 from __future__ import annotations
 
-from ..base import ProtocolSpec, Route, Translation, bearer
+import re
+from typing import Any
+
+from ..base import CostPlace, ProtocolSpec, Route, Translation, bearer
 from . import codec
 from .state import STATE
+
+_ENDS = ("response.completed", "response.incomplete")
+
+
+def final_usage(event: str | None, data: Any) -> dict[str, Any] | None:
+    """The usage of the ``response`` in ``response.completed`` (or ``.incomplete``)."""
+    if isinstance(data, dict) and data.get("type") in _ENDS:
+        response = data.get("response")
+        usage = response.get("usage") if isinstance(response, dict) else None
+        return usage if isinstance(usage, dict) else None
+    return None
+
 
 PROTOCOL = ProtocolSpec(
     name=codec.name,
@@ -23,4 +38,5 @@ PROTOCOL = ProtocolSpec(
     ),
     recordings=("openai/responses_*.sse",),
     state=STATE,
+    cost=CostPlace(re.compile(rb'"response\.(?:completed|incomplete)"'), final_usage),
 )
