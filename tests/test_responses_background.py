@@ -241,9 +241,7 @@ def test_cancel_closes_the_upstream_and_charges_once(
     assert found[0]["output_tokens"] > 0  # what was generated before the stop
 
 
-def test_cancel_while_the_upstream_is_being_opened(
-    oa: openai.OpenAI, fake: FakeUpstream
-) -> None:
+def test_cancel_while_the_upstream_is_being_opened(oa: openai.OpenAI, fake: FakeUpstream) -> None:
     """Stopped before the upstream answered: no answer is waited for, it ends cancelled."""
     model = f"fake/echo?head_after=3600&{tag()}"
     created = oa.responses.create(model=model, input="never", background=True)
