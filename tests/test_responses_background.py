@@ -200,6 +200,26 @@ def test_it_survives_the_clients_disconnect_and_is_retrieved_completed(
     entry = fake.find(model.partition("/")[2])
     assert entry["complete"] and not entry["client_closed"]
     assert len(usage_rows(gw, model)) == 1
+    if provider == "fakeresp":  # the gateway runs it: the upstream is called in the foreground
+        assert "background" not in entry["body"] and entry["body"]["store"] is False
+
+
+def test_it_cannot_be_continued_before_it_ends_and_a_delete_stops_it(
+    oa: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    model = f"fake/gen/400?gap=0.02&{tag()}"
+    created = oa.responses.create(model=model, input="x", background=True)
+    with pytest.raises(openai.BadRequestError) as caught:
+        oa.responses.create(model="local/echo", input="y", previous_response_id=created.id)
+    assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    fake.find(model.partition("/")[2], timeout=10)
+    asked = time.time()
+    oa.responses.delete(created.id)  # a running one is stopped, then forgotten
+    entry = wait_upstream_end(fake, model.partition("/")[2])
+    assert entry["client_closed"] and entry["ended"] - asked < 5.0  # a guard, see below
+    time.sleep(0.3)  # its end must not bring it back
+    with pytest.raises(openai.NotFoundError):
+        oa.responses.retrieve(created.id)
 
 
 # --- cancel ---------------------------------------------------------------------------------

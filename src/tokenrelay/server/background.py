@@ -18,7 +18,8 @@ are numbered from 0, one per hub frame, so that event is frame N + 1 (``encoder.
 ``passthrough.py``). ``POST {path}/{id}/cancel`` stops it with the hub's one stop
 (``Stream.stop``, or ``RemoteStream.stop`` through Redis): the producer is cancelled,
 which closes the upstream, and the answer ends ``cancelled``; the reply is the final
-object once kept (cancelling again gives it again).
+object once kept (cancelling again gives it again). ``DELETE`` stops a running answer
+the same way before it is forgotten.
 """
 
 from __future__ import annotations
@@ -147,7 +148,18 @@ class Background:
             base = state.path + "/{response_id}"
             routes.append(Route(base, bound(self._get, name), methods=["GET"]))
             routes.append(Route(base + "/cancel", bound(self._cancel, name), methods=["POST"]))
+            routes.append(Route(base, bound(self._delete, name), methods=["DELETE"]))
         return routes
+
+    async def _delete(self, request: Request, protocol: str) -> Response:
+        """A running answer is stopped first, so that its end is not kept after."""
+        owner, record = await self.kept.record(request, protocol)
+        state = self.kept.codecs[protocol][1]
+        id = state.record_id(record)
+        if state.running(record):
+            await self._stop(id, owner)
+            await self._final(protocol, state, id, owner)
+        return await self.kept.delete(state, id, owner)
 
     async def _get(self, request: Request, protocol: str) -> Any:
         owner, record = await self.kept.record(request, protocol)

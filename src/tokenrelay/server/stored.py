@@ -77,6 +77,13 @@ class Kept:
         record = await self.find(protocol, previous, owner)
         if record is None:
             raise state.not_found(previous, "previous_response_id")
+        if state.running(record):  # its output is not there yet to continue from
+            raise GatewayError(
+                "invalid_request",
+                f"Previous response with id '{previous}' has not finished yet.",
+                param="previous_response_id",
+                code="invalid_value",
+            )
         return state.continued(body, record)
 
     def keeper(
@@ -141,7 +148,7 @@ class Kept:
         for name, (_, state) in self.codecs.items():
             base = state.path + "/{response_id}"
             for path, handler, method in (
-                (base, self._delete, "DELETE"),
+                (base, self._delete, "DELETE"),  # (background.py's first, for its own)
                 (base + "/input_items", self._input_items, "GET"),
             ):
                 routes.append(Route(path, bound(handler, name), methods=[method]))
@@ -165,7 +172,13 @@ class Kept:
     async def _delete(self, request: Request, protocol: str) -> Response:
         state = self.codecs[protocol][1]
         owner, record = await self.record(request, protocol)
-        id = state.record_id(record)
+        return await self.delete(state, state.record_id(record), owner)
+
+    async def delete(self, state: StateCodec, id: str, owner: str) -> Response:
+        """Forget ``id``, after its writes under way (none lands after the delete)."""
+        last = self._last.get(id)
+        if last is not None:
+            await asyncio.wait({last})
         self._pending.pop(id, None)
         store = self.accounts.store
         if store is not None:
