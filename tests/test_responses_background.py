@@ -272,3 +272,46 @@ def test_cancel_while_the_upstream_is_being_opened(oa: openai.OpenAI, fake: Fake
     assert entry["client_closed"] and entry["ended"] - asked < 5.0  # a guard, see above
     events = read(oa.responses.retrieve(created.id, stream=True))
     assert events[-1]["response"]["status"] == "cancelled"
+
+
+# --- the gateway running it goes away -----------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_a_restart_mid_way_leaves_it_failed_not_running(
+    workdir: Path, fake: FakeUpstream, how: str
+) -> None:
+    """SIGTERM: the drain (0.5 s here) passes, the response ends ``failed``
+    (``shutting_down``) and that is kept. SIGKILL: nothing is written; the gateway
+    started again on the same database finds nobody producing it and says ``failed``."""
+    config = gateway_config(
+        fake,
+        shutdown_drain=0.5,
+        database_url=f"sqlite:///{workdir}/restart-{time.monotonic_ns()}.db",
+    )
+    first = start_gateway(workdir, config)
+    try:
+        with openai.OpenAI(base_url=first.base_url, api_key="x", max_retries=0) as oa:
+            created = oa.responses.create(
+                model=f"fake/gen/4000?gap=0.02&{tag()}", input="x", background=True
+            )
+            deadline = time.monotonic() + 10
+            while oa.responses.retrieve(created.id).status != "in_progress":
+                assert time.monotonic() < deadline, "it never began"
+                time.sleep(0.05)
+        if how == "sigkill":
+            first.proc.popen.kill()
+            first.proc.popen.wait(5)
+        else:
+            first.proc.stop()
+    finally:
+        first.proc.stop()
+    again = start_gateway(workdir, first.config)
+    try:
+        with openai.OpenAI(base_url=again.base_url, api_key="x", max_retries=0) as oa:
+            found = oa.responses.retrieve(created.id)
+            assert found.status == "failed" and found.error is not None
+            code = "shutting_down" if how == "sigterm" else "server_error"
+            assert found.error.code == code
+    finally:
+        again.proc.stop()
