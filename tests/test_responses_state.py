@@ -117,14 +117,6 @@ def test_delete_forgets_and_cancel_needs_background(oa: Any, gateway: Gateway) -
         oa.responses.input_items.list("resp_never")
 
 
-def test_background_runs_in_the_foreground_and_says_so(oa: Any) -> None:
-    """Background mode is not served yet: the answer comes whole (or streamed) at once,
-    ``background: false`` and ``completed``, so a client that would poll need not."""
-    response = oa.responses.create(model="local/echo", input="not queued", background=True)
-    assert response.background is False and response.status == "completed"
-    assert _text(oa.responses.retrieve(response.id)) == _text(response)
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def secured(request: pytest.FixtureRequest, workdir: Path, fake: FakeUpstream) -> Iterator[Gateway]:
     database_url = (

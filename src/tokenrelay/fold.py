@@ -146,6 +146,9 @@ class Tally:
     # the client protocol's own object of the finished answer (a Responses ``response``),
     # set once at the end by protocols that keep state; None for the others
     final: dict[str, Any] | None = None
+    # the id the answer's object must carry, chosen before it runs (a Responses
+    # ``background`` response, returned at once); None: the encoder picks one
+    response_id: str | None = None
 
 
 CHARS_PER_TOKEN = 4

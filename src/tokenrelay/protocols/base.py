@@ -202,6 +202,32 @@ class StateCodec(Protocol):
 
     def not_found(self, id: str, param: str | None = None) -> GatewayError: ...
 
+    # --- background mode (``server/background.py``) ---------------------------------
+
+    def background(self, body: dict[str, Any]) -> bool:
+        """The request asks to run in the background (a 400 if it cannot be kept)."""
+        ...
+
+    def pending(self, request: ChatRequest) -> dict[str, Any]:
+        """The object of a new background answer (its id chosen here), not begun."""
+        ...
+
+    def is_background(self, record: dict[str, Any]) -> bool: ...
+
+    def running(self, record: dict[str, Any]) -> bool:
+        """A background answer not yet ended (its final record is still to come)."""
+        ...
+
+    def progress(self, record: dict[str, Any], begun: bool) -> dict[str, Any]:
+        """The ``GET`` body of a running background answer (``begun``: it produces)."""
+        ...
+
+    def lost(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The ``GET`` body of a running answer that nobody produces any more."""
+        ...
+
+    def not_background(self, action: str) -> GatewayError: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Route:

@@ -34,6 +34,7 @@ from .admin import AdminAPI
 from .admin_channels import ChannelsAPI
 from .admin_stats import stats_routes
 from .api import API, http_error, server_error
+from .background import Background
 from .channels import ChannelRegistry, LiveProvider
 from .count_tokens import TokenCounter, count_routes
 from .door import Door, adding
@@ -188,6 +189,7 @@ def create_app(config: Config, host: str | None = None, worker: Worker | None = 
         gateway.worker = str(worker.index)
     kept = Kept(accounts, config.responses.retention_seconds)
     gateway.kept = kept
+    background = gateway.background = Background(gateway, kept)
     metrics.watch(hub, lambda: gateway.router.deployments())
 
     def swap(new: Router) -> None:  # one assignment: each request reads the router once
@@ -231,6 +233,7 @@ def create_app(config: Config, host: str | None = None, worker: Worker | None = 
     app = Starlette(
         routes=[
             *api.routes(),
+            *background.routes(),
             *kept.routes(),
             *count_routes(TokenCounter(gateway)),
             *embedding_routes(Embeddings(gateway)),

@@ -47,6 +47,7 @@ from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     from ..streams.redis_mirror import RemoteStream
+    from .background import Background
     from .stored import Kept
 
 _json_decode = msgspec.json.decode
@@ -66,6 +67,7 @@ class Gateway:
         self.draining = False
         self.kept: Kept | None = None  # stored answers of stateful protocols (stored.py)
         self.worker: str | None = None  # of serve --workers N: this process's number
+        self.background: Background | None = None  # their background mode (background.py)
 
     def error_response(
         self, protocol: ClientProtocol, error: GatewayError, exchange: Exchange
@@ -139,8 +141,10 @@ class Gateway:
                 exchange.model = model if isinstance(model, str) else ""
                 exchange.stream = stream is True
             state = self.kept.state(protocol.name) if self.kept is not None else None
+            background = False
             if state is not None and isinstance(data, dict):
                 assert self.kept is not None
+                background = state.background(data) and self.background is not None
                 data = await self.kept.prepare(state, protocol.name, data, principal.owner)
                 exchange.keep = self.kept.keeper(state, data, principal.owner)
             request = protocol.decode_request(data, params)
@@ -172,6 +176,11 @@ class Gateway:
         except RecursionError:  # decoding, reading or re-encoding a body nested too deeply
             return self.error_response(protocol, too_deep(), exchange)
         relay = Relay(request, attempts, exchange)
+        if background:  # runs whoever reads it (background.py)
+            assert self.background is not None and state is not None and isinstance(data, dict)
+            return await self.background.launch(
+                protocol, state, relay, principal.owner, data, headers
+            )
         if not request.stream:
             return _FoldResponse(self, protocol, relay)
         # a protocol whose clients parse nothing but data lines: no ids, no pings

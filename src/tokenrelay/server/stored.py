@@ -5,7 +5,10 @@ decoded; a finished answer that is to be kept is written to the database (the st
 done it is served from memory, so a ``GET`` right after the stream ended finds it.
 
 Every record belongs to the caller's owner (``key:<id>``, ``master``, ``open``): another
-key's id is a 404, the same as an id that never existed or has expired.
+key's id is a 404, the same as an id that never existed or has expired. The writes of
+one id are made in the order they were asked for (a background response is kept when it
+is created, then again when it ends). ``GET {path}/{id}`` and ``/cancel`` are
+``background.py``'s, which knows the running ones.
 """
 
 from __future__ import annotations
@@ -32,11 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tokenrelay.stored")
 
 PURGE_EVERY = 3600.0  # seconds between deletions of expired records
-_NOT_BACKGROUND = GatewayError(
-    "invalid_request",
-    "Only responses created with background=true can be cancelled.",
-    code="invalid_request",
-)
 
 
 class Kept:
@@ -52,6 +50,7 @@ class Kept:
         }
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (owner, record)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last: dict[str, asyncio.Task[None]] = {}  # id -> its latest write
         self._purged = 0.0
 
     def state(self, protocol: str) -> StateCodec | None:
@@ -78,6 +77,13 @@ class Kept:
         record = await self.find(protocol, previous, owner)
         if record is None:
             raise state.not_found(previous, "previous_response_id")
+        if state.running(record):  # its output is not there yet to continue from
+            raise GatewayError(
+                "invalid_request",
+                f"Previous response with id '{previous}' has not finished yet.",
+                param="previous_response_id",
+                code="invalid_value",
+            )
         return state.continued(body, record)
 
     def keeper(
@@ -93,18 +99,32 @@ class Kept:
 
         return keep
 
-    def put(self, owner: str, record: dict[str, Any], state: StateCodec) -> None:
+    def put(
+        self, owner: str, record: dict[str, Any], state: StateCodec
+    ) -> asyncio.Task[None] | None:
+        """Keep ``record`` (in memory at once); the task that writes it to the database."""
         id = state.record_id(record)
         if not id:
-            return
+            return None
         self._pending[id] = (owner, record)
-        task = asyncio.ensure_future(self._write(id, owner, record))
+        task = asyncio.ensure_future(self._write(id, owner, record, self._last.get(id)))
         self._tasks.add(task)
+        self._last[id] = task
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._forget(id, t))
+        return task
 
-    async def _write(self, id: str, owner: str, record: dict[str, Any]) -> None:
+    def _forget(self, id: str, task: asyncio.Task[None]) -> None:
+        if self._last.get(id) is task:
+            del self._last[id]
+
+    async def _write(
+        self, id: str, owner: str, record: dict[str, Any], before: asyncio.Task[None] | None
+    ) -> None:
         store = self.accounts.store
         try:
+            if before is not None:  # the writes of one id land in order
+                await asyncio.wait({before})
             if store is not None:
                 await store.put_response(id, owner, record, self.retention)
                 now = time.monotonic()
@@ -128,15 +148,14 @@ class Kept:
         for name, (_, state) in self.codecs.items():
             base = state.path + "/{response_id}"
             for path, handler, method in (
-                (base, self._get, "GET"),
-                (base, self._delete, "DELETE"),
+                (base, self._delete, "DELETE"),  # (background.py's first, for its own)
                 (base + "/input_items", self._input_items, "GET"),
-                (base + "/cancel", self._cancel, "POST"),
             ):
-                routes.append(Route(path, _bound(handler, name), methods=[method]))
+                routes.append(Route(path, bound(handler, name), methods=[method]))
         return routes
 
-    async def _record(self, request: Request, protocol: str) -> tuple[str, dict[str, Any]]:
+    async def record(self, request: Request, protocol: str) -> tuple[str, dict[str, Any]]:
+        """The caller's owner and the record the path names (404 if not theirs)."""
         state = self.codecs[protocol][1]
         principal = await self.accounts.principal(request.headers)
         id = request.path_params["response_id"]
@@ -145,33 +164,29 @@ class Kept:
             raise state.not_found(id)
         return principal.owner, record
 
-    async def _get(self, request: Request, protocol: str) -> Response:
-        _, record = await self._record(request, protocol)
-        return JSONResponse(self.codecs[protocol][1].view(record))
-
     async def _input_items(self, request: Request, protocol: str) -> Response:
-        _, record = await self._record(request, protocol)
+        _, record = await self.record(request, protocol)
         state = self.codecs[protocol][1]
         return JSONResponse(state.input_items(record, request.query_params))
 
     async def _delete(self, request: Request, protocol: str) -> Response:
         state = self.codecs[protocol][1]
-        owner, record = await self._record(request, protocol)
-        id = state.record_id(record)
+        owner, record = await self.record(request, protocol)
+        return await self.delete(state, state.record_id(record), owner)
+
+    async def delete(self, state: StateCodec, id: str, owner: str) -> Response:
+        """Forget ``id``, after its writes under way (none lands after the delete)."""
+        last = self._last.get(id)
+        if last is not None:
+            await asyncio.wait({last})
         self._pending.pop(id, None)
         store = self.accounts.store
         if store is not None:
             await store.delete_response(id, owner)
         return JSONResponse(state.deleted(id))
 
-    async def _cancel(self, request: Request, protocol: str) -> Response:
-        _, record = await self._record(request, protocol)
-        if not self.codecs[protocol][1].view(record).get("background"):
-            raise _NOT_BACKGROUND
-        return JSONResponse(self.codecs[protocol][1].view(record))
 
-
-def _bound(handler: Callable[[Request, str], Any], protocol: str) -> Callable[[Request], Any]:
+def bound(handler: Callable[[Request, str], Any], protocol: str) -> Callable[[Request], Any]:
     """A route handler for one protocol, its errors in that protocol's shape."""
     codec = REGISTRY.client(protocol)
 

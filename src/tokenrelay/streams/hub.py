@@ -103,6 +103,7 @@ class Stream:
         "_hub",
         "_prefix",
         "_waiting",
+        "background",
         "done",
         "finished_at",
         "id",
@@ -129,6 +130,9 @@ class Stream:
         self.readers = 0
         self.resumes = 0
         self.producer: asyncio.Task[None] | None = None
+        # Runs whoever reads it (a Responses ``background`` response): readers leaving
+        # never stop it; only a stop (``cancel``), a timeout or a shutdown does.
+        self.background = False
         # The caught-up readers: a publish writes to their sinks or wakes them; the
         # hub's ticker wakes a long-silent one with a ping.
         self._waiting: list[Reader] = []
@@ -284,7 +288,7 @@ class Stream:
         (it declared it resumes); otherwise the upstream is closed at once: the one
         rule, here."""
         self.readers -= 1
-        if self.readers > 0 or self.done:
+        if self.readers > 0 or self.done or self.background:
             return
         self._hub.detached += 1
         grace = self._hub.settings.grace if resumable else 0.0
@@ -364,9 +368,13 @@ class StreamHub:
         self._unpacked: list[Stream] = []  # finished, frames not yet compressed
         self._evicted: OrderedDict[str, str | None] = OrderedDict()  # id -> owner, for 410s
 
-    def create(self, owner: str | None, protocol: str, ids: bool = True) -> Stream:
+    def create(
+        self, owner: str | None, protocol: str, ids: bool = True, stream_id: str | None = None
+    ) -> Stream:
+        """A new live stream; ``stream_id`` names it (a background response's id), else
+        a fresh ``st_`` id does."""
         self.sweep()
-        stream = Stream(self, f"st_{token_urlsafe(18)}", owner, protocol, ids)
+        stream = Stream(self, stream_id or f"st_{token_urlsafe(18)}", owner, protocol, ids)
         self._live[stream.id] = stream
         if self.mirror is not None:
             self.mirror.created(stream)

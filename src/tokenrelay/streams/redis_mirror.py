@@ -318,6 +318,14 @@ class RedisMirror:
         except (RedisError, OSError):
             return False
 
+    async def producing(self, stream_id: str) -> bool:
+        """Some replica still produces the stream (its heartbeat is on); True when Redis
+        cannot tell (a stream is not taken for lost on a doubt)."""
+        try:
+            return bool(await self.redis.exists(_key(stream_id, "alive")))
+        except (RedisError, OSError):
+            return True
+
     # --- any replica ------------------------------------------------------------------
 
     async def find(self, stream_id: str, owner: str | None) -> RemoteStream | None:

@@ -151,7 +151,7 @@ class ResponsesStreamEncoder(InBandEnd):
     def __init__(self, model: str, request: ChatRequest | None, tally: Tally) -> None:
         self.tally = tally
         self.ended = False
-        self.envelope = Envelope(model, request)
+        self.envelope = Envelope(model, request, tally.response_id)
         self.encrypted = wants_encrypted(request)
         self.custom = custom_tools(request)
         self._seq = 0
@@ -179,7 +179,7 @@ class ResponsesStreamEncoder(InBandEnd):
         if self._begun:
             return
         self._begun = True
-        if start is not None and start.id.startswith("resp_"):
+        if start is not None and start.id.startswith("resp_") and not self.tally.response_id:
             self.envelope.id = start.id
         response = self.envelope.response("in_progress", [])
         out.append(self._event("response.created", {"response": response}))
@@ -398,7 +398,9 @@ class ResponsesStreamEncoder(InBandEnd):
 
     def close(self, cancelled: bool = False) -> list[bytes]:
         """``response.completed`` (or ``.incomplete`` after a length or content-filter
-        stop) with the whole output and the usage; a stop by the user ends completed."""
+        stop) with the whole output and the usage; a stop by the user ends completed,
+        except a background response's: ``response.incomplete`` with status
+        ``cancelled`` (the API has no ``response.cancelled`` event)."""
         if self.ended:
             return []
         self.ended = True
@@ -409,10 +411,13 @@ class ResponsesStreamEncoder(InBandEnd):
         if cancelled:
             tally.finish_reason = tally.finish_reason or "stop"
         status, incomplete = status_of(tally.finish_reason)
+        kind = f"response.{status}"
+        if cancelled and self.envelope.echo.get("background"):
+            status, incomplete, kind = "cancelled", None, "response.incomplete"
         usage = charged_usage(tally)
         response = self.envelope.response(status, self._outcome(), usage, incomplete)
         tally.final = response
-        out.append(self._event(f"response.{status}", {"response": response}))
+        out.append(self._event(kind, {"response": response}))
         return out
 
     def fail(self, error: Error) -> list[bytes]:

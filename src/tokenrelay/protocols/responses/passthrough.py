@@ -5,6 +5,13 @@ Each event is forwarded as the upstream wrote it (its ``event:`` name, ``obfusca
 ``model`` of the ``response`` objects rewritten to the name the client asked for. Each
 event is validated through a small view that also fills the tally; a malformed one ends
 the stream with an ``error`` event instead of reaching the client's JSON parser.
+
+A background response (``Tally.response_id`` set: its id was given to the client before
+the upstream was called) differs in three ways: its ``response`` objects carry that id
+instead of the upstream's; its events are numbered 0, 1, 2, ... whatever the upstream's
+numbers (only a number that differs is rewritten), so that ``starting_after`` names a
+position in the hub's stream; and a stop ends it ``cancelled`` with the items that were
+done before it (``server/background.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 import msgspec
 
 from ...events import ChatRequest, Error
-from ...fold import Tally
+from ...fold import Tally, charged_usage
 from ...sse import ServerSentEvent
 from ...sse import encode as sse_encode
 from ..base import InBandEnd
@@ -30,6 +37,7 @@ from .wire import (
     json_encode,
     state_echo,
     usage_from_wire,
+    usage_to_wire,
 )
 
 
@@ -53,6 +61,7 @@ class _View(msgspec.Struct):
 
 _view = msgspec.json.Decoder(_View).decode
 _MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_SEQUENCE = re.compile(r'"sequence_number"\s*:\s*\d+')
 _STATE = re.compile(
     r'"(store|previous_response_id|background)"\s*:\s*(?:true|false|null|"(?:[^"\\]|\\.)*")'
 )
@@ -79,15 +88,18 @@ class ResponsesPassthrough(InBandEnd):
         self.tally = tally
         # the state fields of a Responses client's request are the gateway's (the
         # upstream was called with store: false); other requests' are left as written
-        self._state = {
-            k: f'"{k}":' + json_encode(v).decode() for k, v in state_echo(request).items()
-        }
+        self._echo = state_echo(request)
+        self._state = {k: f'"{k}":' + json_encode(v).decode() for k, v in self._echo.items()}
         self.ended = False
         self._done = False
         self._model = '"model":' + json_encode(model).decode()
         self._seq = 0  # the next sequence number, after the upstream's last
         self._id = ""  # the upstream's response id
         self._calls = False
+        self._own = tally.response_id  # a background response's id (the module docstring)
+        self._ids: tuple[str, str] | None = None  # (upstream's, ours) as JSON strings
+        self._snapshot: dict[str, Any] = {}  # the last response object before the end
+        self._items: list[dict[str, Any]] = []  # the items done, in order
 
     def encode(self, frames: list[ServerSentEvent]) -> list[bytes]:
         out: list[bytes] = []
@@ -101,9 +113,11 @@ class ResponsesPassthrough(InBandEnd):
             except msgspec.DecodeError:
                 out.extend(self.fail(MALFORMED))
                 break
-            if e.sequence_number is not None:
-                self._seq = e.sequence_number + 1
             kind = e.type or frame.event or ""
+            if self._own is not None:
+                data = self._background(data, e, kind)
+            elif e.sequence_number is not None:
+                self._seq = e.sequence_number + 1
             if e.delta is not None:
                 tally.output_chars += len(e.delta)
             elif (
@@ -121,6 +135,9 @@ class ResponsesPassthrough(InBandEnd):
                 data = _MODEL.sub(_Constant(model), data, count=1)
                 if kind in TERMINAL:
                     self._end(kind, e.response, data)
+                elif self._own is not None:  # (two events: created, in_progress)
+                    found = json_decode(data).get("response")
+                    self._snapshot = found if isinstance(found, dict) else self._snapshot
             out.append(sse_encode(data, event=frame.event))
             if kind == "error":  # forwarded as written; it ends the stream
                 tally.error = error_from_wire({"code": e.code, "message": e.message})
@@ -129,6 +146,23 @@ class ResponsesPassthrough(InBandEnd):
         if out:
             tally.started = True
         return out
+
+    def _background(self, data: str, e: _View, kind: str) -> str:
+        """A background response's event: numbered in turn, with the gateway's id; the
+        items done kept for the end a stop gives it."""
+        seq = self._seq
+        self._seq += 1
+        if e.sequence_number is not None and e.sequence_number != seq:
+            data = _SEQUENCE.sub(f'"sequence_number":{seq}', data, count=1)
+        if e.response is not None:
+            if self._ids is None and e.response.id:
+                theirs = json_encode(e.response.id).decode()
+                self._ids = (theirs, json_encode(self._own).decode())
+            if self._ids is not None:
+                data = data.replace(*self._ids)
+        elif kind == "response.output_item.done" and e.item is not None:
+            self._items.append(e.item)
+        return data
 
     def _end(self, kind: str, response: _ResponseView, data: str | bytes) -> None:
         self._done = True
@@ -157,7 +191,8 @@ class ResponsesPassthrough(InBandEnd):
     def close(self, cancelled: bool = False) -> list[bytes]:
         """Nothing after the terminal event; an ``error`` event if the upstream stopped
         short. A stop by the user ends with ``response.incomplete`` (reason
-        ``cancelled``): the output so far was the upstream's and was forwarded."""
+        ``cancelled``): the output so far was the upstream's and was forwarded; a
+        background response's says status ``cancelled``, with the items done so far."""
         if self.ended:
             return []
         if self._done or self.tally.error:
@@ -167,12 +202,23 @@ class ResponsesPassthrough(InBandEnd):
             return self.fail(TRUNCATED)
         self.ended = True
         self.tally.finish_reason = self.tally.finish_reason or "stop"
-        response = {
+        response: dict[str, Any] = {
             "id": self._id,
             "object": "response",
             "status": "incomplete",
             "incomplete_details": {"reason": "cancelled"},
         }
+        if self._own is not None:
+            response = {
+                **self._snapshot,
+                "id": self._own,
+                "object": "response",
+                "status": "cancelled",
+                "incomplete_details": None,
+                "output": self._items,
+                "usage": usage_to_wire(charged_usage(self.tally)),
+                **self._echo,
+            }
         self.tally.final = response
         data = {"type": "response.incomplete", "response": response, "sequence_number": self._seq}
         return [sse_encode(json_encode(data), event="response.incomplete")]

@@ -16,9 +16,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...events import GatewayError
+from ...events import ChatRequest, GatewayError
+from .wire import Envelope
 
 PATH = "/v1/responses"
+RUNNING = ("queued", "in_progress")  # a background response's statuses before its end
+LOST = {
+    "code": "server_error",
+    "message": "The gateway running this background response stopped before it finished "
+    "(it was restarted or lost its connection to the others); create it again.",
+}
 
 
 def input_list(value: Any) -> list[Any]:
@@ -103,6 +110,37 @@ class ResponsesState:
             f"{what} with id '{id}' not found.",
             code="previous_response_not_found" if param else "response_not_found",
             param=param,
+        )
+
+    # --- background mode -----------------------------------------------------------------
+
+    def background(self, body: dict[str, Any]) -> bool:
+        if body.get("background") is not True:
+            return False
+        if body.get("store", True) is False:
+            raise _invalid("Background mode requires 'store' to be true.", "background")
+        return True
+
+    def pending(self, request: ChatRequest) -> dict[str, Any]:
+        return Envelope(request.model, request).response("queued", [])
+
+    def is_background(self, record: dict[str, Any]) -> bool:
+        return (record.get("response") or {}).get("background") is True
+
+    def running(self, record: dict[str, Any]) -> bool:
+        return self.is_background(record) and self.view(record).get("status") in RUNNING
+
+    def progress(self, record: dict[str, Any], begun: bool) -> dict[str, Any]:
+        return {**self.view(record), "status": "in_progress" if begun else "queued"}
+
+    def lost(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {**self.view(record), "status": "failed", "error": dict(LOST)}
+
+    def not_background(self, action: str) -> GatewayError:
+        return GatewayError(
+            "invalid_request",
+            f"Only responses created with background=true can be {action}.",
+            code="invalid_request",
         )
 
 

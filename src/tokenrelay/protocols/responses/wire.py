@@ -144,8 +144,9 @@ def echoed(request: ChatRequest | None) -> dict[str, Any]:
 def state_echo(request: ChatRequest | None) -> dict[str, Any]:
     """The state fields of a ``response`` object, which the gateway owns (``state.py``):
     kept unless the client said ``store: false`` (the default is true), the response it
-    continues, background mode (not served yet: false). A Responses upstream's own values (it is called with
-    ``store: false``) are replaced by these. None for a request in another protocol."""
+    continues, background mode (run by the gateway, ``server/background.py``). A
+    Responses upstream's own values (it is called with ``store: false``, in the
+    foreground) are replaced by these. None for a request in another protocol."""
     source = request.source if request is not None else None
     if source is None or source.protocol != name:
         return {}
@@ -154,9 +155,7 @@ def state_echo(request: ChatRequest | None) -> dict[str, Any]:
     return {
         "previous_response_id": previous if isinstance(previous, str) else None,
         "store": body.get("store", True) is not False,
-        # background mode is not served yet: the response runs in the foreground (the
-        # client gets it whole, or streamed, and need not poll) and says so
-        "background": False,
+        "background": body.get("background") is True,
     }
 
 
