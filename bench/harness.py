@@ -426,6 +426,7 @@ def run_loadgen(
     raw: bool = False,
     path: str = "/v1/chat/completions",
     no_store: bool = False,
+    body_bytes: int = 0,
 ) -> Measured:
     """Run bench/loadgen.py in its own process. When ``target_pid`` is given, that
     process tree's CPU time is read right before GO and right after END, and its RSS is
@@ -456,6 +457,8 @@ def run_loadgen(
         argv.append("--raw")
     if no_store:
         argv.append("--no-store")
+    if body_bytes:
+        argv += ["--body-bytes", str(body_bytes)]
     err_path = BENCH / "out" / "loadgen.stderr"
     err_path.parent.mkdir(parents=True, exist_ok=True)
     stderr = open(err_path, "wb")  # noqa: SIM115 - closed below

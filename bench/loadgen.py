@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import functools
 import json
 import math
@@ -273,13 +274,33 @@ class Conn(asyncio.Protocol):
             self._fail(f"timeout after {timeout:g}s")
 
 
+def history(body_bytes: int) -> list[dict[str, str]]:
+    """An agent's context of about ``body_bytes`` bytes: turns of ~1 KB of text each
+    (user and assistant alternating, text with quotes and newlines to escape), then the
+    question."""
+    turn = ('Read "src/app.py" line 40:\n    return x\\n  # tab\there. ' * 20)[:1000]
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": turn}
+        for i in range(round(body_bytes / 1080))
+    ]
+    return [*turns, {"role": "user", "content": "Say something."}]
+
+
 def build_request(
-    host: str, port: int, path: str, model: str, api_key: str | None, store: bool = True
+    host: str,
+    port: int,
+    path: str,
+    model: str,
+    api_key: str | None,
+    store: bool = True,
+    body_bytes: int = 0,
 ) -> bytes:
+    messages = history(body_bytes)
     ask: dict[str, Any] = (
-        {"input": "Say something.", **({} if store else {"store": False})}
+        {"input": messages if body_bytes else "Say something."}
+        | ({} if store else {"store": False})
         if path.endswith("/responses")
-        else {"messages": [{"role": "user", "content": "Say something."}]}
+        else {"messages": messages}
     )
     body = json.dumps(
         {"model": model, **ask, "stream": True},
@@ -317,7 +338,13 @@ async def _connect(host: str, port: int, timeout: float, responses: bool = False
 
 async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     request = build_request(
-        args.host, args.port, args.path, args.model, args.api_key, not args.no_store
+        args.host,
+        args.port,
+        args.path,
+        args.model,
+        args.api_key,
+        not args.no_store,
+        args.body_bytes,
     )
     n = args.requests
     c = min(args.concurrency, n)
@@ -395,6 +422,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         connect_errors=connect_errors,
         deadline_hit=bool(pending),
         raw=args.raw,
+        stall_ms=args.stall_ms,
     )
 
 
@@ -407,6 +435,7 @@ def summarize(
     connect_errors: Counter[str],
     deadline_hit: bool,
     raw: bool,
+    stall_ms: float = 100.0,
 ) -> dict[str, Any]:
     errors: Counter[str] = Counter(connect_errors)
     ttft: list[float] = []
@@ -462,6 +491,8 @@ def summarize(
         "gap_ms": {q: percentile(gaps, q) for q in (50, 99)}
         | {"max": gaps[-1] if gaps else float("nan"), "n": len(gaps)},
         "stream_ms": {q: percentile(durations, q) for q in (50, 99)},
+        "stalls": len(gaps) - bisect.bisect_right(gaps, stall_ms),
+        "stall_ms": stall_ms,
     }
     if raw:
         out["ttft_raw_ms"] = ttft
@@ -482,6 +513,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=600.0, help="whole run, seconds")
     p.add_argument("--handshake", action="store_true", help="READY/GO/END/BYE on stdio")
     p.add_argument("--raw", action="store_true", help="include every TTFT in the output")
+    p.add_argument("--body-bytes", type=int, default=0, help="pad the request to ~N bytes")
+    p.add_argument(
+        "--stall-ms", type=float, default=100.0, help="count gaps between frames over this"
+    )
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("load may only target the loopback interface")

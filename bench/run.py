@@ -59,6 +59,9 @@ from peers import (
     nginx_version,
 )
 from probes import load_line, machine_lines
+from scale import RESPONSES, responses_section
+from scale import measure as measure_scale
+from scale import render as render_scale
 
 TARGETS = (
     "direct",
@@ -68,9 +71,6 @@ TARGETS = (
     "litellm",
     "nginx",
 )
-# The Responses client path (POST /v1/responses) of the same gateway: translated onto
-# the fake's OpenAI chat wire, and passed through to the fake's Responses wire.
-RESPONSES = {"tokenrelay-responses": "fake/", "tokenrelay-responses-pass": "fakeresp/"}
 GAP_S = 0.05
 
 
@@ -134,6 +134,7 @@ def measure_target(
     timeout: float,
     deadline: float,
     no_store: bool = False,
+    quick: bool = False,
 ) -> dict[str, Any]:
     m = models(p)
 
@@ -198,6 +199,25 @@ def measure_target(
         "peak_rss_mb": g.target_peak_rss_mb,
     }
     log(f"{p.gap_streams} streams with gaps: {g.result['errors']} errors")
+
+    def scale_load(model: str, c: int, n: int, cpu: bool, body: int) -> Measured:
+        return run_loadgen(
+            port=port,
+            model=model_for(target, model),
+            concurrency=c,
+            requests=n,
+            timeout=timeout,
+            deadline=deadline,
+            target_pid=pid if cpu else None,
+            prefix=driver,
+            api_key="sk-bench",
+            path=path_for(target),
+            no_store=no_store,
+            body_bytes=body,
+        )
+
+    out |= measure_scale(target, pid, scale_load, quick)  # sections e-g (scale.py)
+    log("short streams, big bodies, thousands of streams")
     return out
 
 
@@ -376,43 +396,11 @@ def render(
                 f"| {t} | {n['wall_s']:.0f} | {n['foreign_cpu_s']:.1f} | {n['steal_s']:.1f} |"
             )
     out += responses_section(results)
+    out += render_scale(results, TARGETS)
     if failures:
         out += ["", "### Not measured", ""]
         out += [f"- {t}: {why}" for t, why in failures.items()]
     return "\n".join(out) + "\n"
-
-
-def responses_section(results: dict[str, dict[str, Any]]) -> list[str]:
-    """The Responses client paths against the chat passthrough of the same run (a
-    Responses chunk is an ``output_text.delta`` event; the framing events are not
-    counted). Targets: passthrough >= 0.9, translated >= 0.5 of the chat figure."""
-    chat = results.get("tokenrelay")
-    direct = results.get("direct")
-    if chat is None or not any(t in results for t in RESPONSES):
-        return []
-    out = [
-        "",
-        "## d. Responses clients beside the chat passthrough (same run)",
-        "",
-        "| path | added TTFT p50 c=1 ms | chunks per gateway CPU s | ratio to chat passthrough |",
-        "|---|---:|---:|---:|",
-    ]
-    base = chat["tp"]["chunks_per_cpu_s"]
-    for t, label in (
-        ("tokenrelay", "chat client, OpenAI chat upstream (passthrough)"),
-        ("tokenrelay-responses", "Responses client, OpenAI chat upstream (translated)"),
-        ("tokenrelay-responses-pass", "Responses client, Responses upstream (passthrough)"),
-    ):
-        if t not in results:
-            continue
-        r = results[t]
-        ttft = r["ttft_c1"]["ttft_ms"]["50"]
-        added = ttft - direct["ttft_c1"]["ttft_ms"]["50"] if direct is not None else None
-        per = r["tp"]["chunks_per_cpu_s"]
-        out.append(
-            f"| {label} | {signed(added)} | {fmt(per)} | {fmt(per / base if base else None)} |"
-        )
-    return out
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -487,7 +475,15 @@ def main(argv: list[str] | None = None) -> int:
                     pid = server.pid
                 with Noise() as noise:
                     results[target] = measure_target(
-                        target, port, pid, p, driver, args.timeout, args.deadline, args.no_store
+                        target,
+                        port,
+                        pid,
+                        p,
+                        driver,
+                        args.timeout,
+                        args.deadline,
+                        args.no_store,
+                        args.quick,
                     )
                 results[target]["noise"] = {
                     "foreign_cpu_s": noise.foreign_s,

@@ -39,7 +39,7 @@ from tokenrelay.events import (
 from tokenrelay.fold import Fold, Tally
 from tokenrelay.protocols.responses import codec
 from tokenrelay.protocols.responses import wire as responses_wire
-from tokenrelay.sse import ServerSentEvent, SSEDecoder
+from tokenrelay.sse import ServerSentEvent, SSEDecoder, SSENamedDecoder
 
 FIXTURES = fixture_files("openai/responses_*.sse")
 FIXTURE_IDS = [p.name for p in FIXTURES]
@@ -56,6 +56,12 @@ def _frames(raw: bytes, cut: int | None = None) -> list[ServerSentEvent]:
     if cut is None:
         return decoder.feed(raw) + decoder.flush()
     return decoder.feed(raw[:cut]) + decoder.feed(raw[cut:]) + decoder.flush()
+
+
+def _named(raw: bytes) -> list[tuple[bytes | None, bytes]]:
+    """What the passthrough reads (``Upstream.named()``)."""
+    decoder = SSENamedDecoder()
+    return decoder.feed(raw) + decoder.flush()
 
 
 def _decode(frames: list[ServerSentEvent]) -> Fold:
@@ -132,7 +138,7 @@ def test_passthrough_is_byte_exact_but_for_the_model(path: Path) -> None:
     raw = _read(path)
     tally = Tally()
     passthrough = codec.passthrough(ChatRequest("client-model", []), "client-model", tally)
-    out = b"".join(passthrough.encode(_frames(raw))) + b"".join(passthrough.close())
+    out = b"".join(passthrough.encode(_named(raw))) + b"".join(passthrough.close())
     upstream = json.loads(_frames(raw)[0].data)["response"]["model"]
     expected = raw.replace(f'"model":"{upstream}"'.encode(), b'"model":"client-model"')
     assert out == expected
@@ -145,14 +151,38 @@ def test_passthrough_is_byte_exact_but_for_the_model(path: Path) -> None:
 def test_passthrough_reports_a_malformed_frame_and_a_truncated_stream() -> None:
     created = b'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_1","model":"u"},"sequence_number":0}\n\n'
     p = codec.passthrough(ChatRequest("m", []), "m", Tally())
-    out = p.encode(_frames(created + b"event: x\ndata: {broken\n\n"))
+    out = p.encode(_named(created + b"event: x\ndata: {broken\n\n"))
     error = json.loads(_frames(out[-1])[0].data)
     assert error["type"] == "error" and error["code"] == "upstream_malformed"
     assert error["sequence_number"] == 1 and p.ended
     p = codec.passthrough(ChatRequest("m", []), "m", Tally())
-    p.encode(_frames(created))
+    p.encode(_named(created))
     end = json.loads(_frames(b"".join(p.close()))[0].data)
     assert end["code"] == "upstream_truncated" and end["sequence_number"] == 1
+
+
+def test_passthrough_forwards_events_as_they_came_with_invalid_utf8_replaced() -> None:
+    """Each delta's bytes go out as the upstream wrote them (spacing, field order, escapes
+    kept); a frame with invalid UTF-8 gets U+FFFD, so the client's JSON parser does not
+    fail; an event without a name stays without one."""
+    tally = Tally()
+    p = codec.passthrough(ChatRequest("m", []), "m", tally)
+    delta = b'{"type":"response.output_text.delta", "delta":"h\\u00e9", "sequence_number":3}'
+    bad = b'{"type":"response.output_text.delta","delta":"x\xff","sequence_number":4}'
+    plain = b'{"type":"keepalive","sequence_number":5}'
+    out = p.encode(
+        _named(b"event: response.output_text.delta\ndata: " + delta + b"\n\n")
+        + _named(b"event: response.output_text.delta\ndata: " + bad + b"\n\n")
+        + _named(b"data: " + plain + b"\n\n")
+    )
+    assert out[0] == b"event: response.output_text.delta\ndata: " + delta + b"\n\n"
+    assert out[1] == (
+        b"event: response.output_text.delta\ndata: "
+        + bad.replace(b"\xff", "\ufffd".encode())
+        + b"\n\n"
+    )
+    assert out[2] == b"data: " + plain + b"\n\n"
+    assert tally.output_chars == 4
 
 
 def test_decoder_errors_incomplete_and_truncation() -> None:
@@ -688,7 +718,7 @@ def test_a_stop_by_the_user_ends_the_stream_properly() -> None:
     assert last["response"]["usage"]["estimated"] is True and tally.finish_reason == "stop"
     created = b'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_1","model":"u"},"sequence_number":0}\n\n'
     p = codec.passthrough(ChatRequest("m", []), "m", Tally())
-    p.encode(_frames(created))
+    p.encode(_named(created))
     end = json.loads(_frames(b"".join(p.close(cancelled=True)))[0].data)
     assert end["type"] == "response.incomplete" and end["response"]["id"] == "resp_1"
     assert end["sequence_number"] == 1

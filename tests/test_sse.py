@@ -27,7 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.paths import fixture_files, fixtures_dir
 
-from tokenrelay.sse import ServerSentEvent, SSEDataDecoder, SSEDecoder, encode, encode_comment
+from tokenrelay.sse import (
+    ServerSentEvent,
+    SSEDataDecoder,
+    SSEDecoder,
+    SSENamedDecoder,
+    encode,
+    encode_comment,
+)
 
 Event = tuple[str, str | None, str | None, int | None]  # data, event, id, retry
 
@@ -240,6 +247,25 @@ def test_the_data_decoder_gives_the_same_data_undecoded(data: st.DataObject) -> 
     assert all(isinstance(p, bytes) for p in payloads)
     events = list(SSEDecoder().iter(pieces))
     assert [p.decode("utf-8", "replace") for p in payloads] == [e.data for e in events]
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.data())
+def test_the_named_decoder_gives_the_same_names_and_data_undecoded(data: st.DataObject) -> None:
+    """``SSENamedDecoder`` on any bytes, cut anywhere: each event's name and data as
+    they came, which decode (with replacement) to what ``SSEDecoder`` gives."""
+    parts = data.draw(
+        st.lists(st.one_of(st.sampled_from(_TOKENS), st.binary(max_size=4)), max_size=60),
+        label="parts",
+    )
+    raw = b"".join(parts)
+    pieces = list(_cut(raw, data.draw(cut_points(raw), label="cuts")))
+    named = list(SSENamedDecoder().iter(pieces))
+    events = list(SSEDecoder().iter(pieces))
+    assert [
+        (n.decode("utf-8", "replace") if n is not None else None, d.decode("utf-8", "replace"))
+        for n, d in named
+    ] == [(e.event, e.data) for e in events]
 
 
 @SETTINGS

@@ -14,6 +14,7 @@ scrape stays small; it is rendered off the event loop all the same.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -155,6 +156,10 @@ class Metrics:
             found = self._children[key] = metric.labels(*values)
         return found
 
+    def gaps(self, model: str) -> Gaps:
+        """A stream's tally of its inter-read gaps, for ``gap`` (``Gaps``)."""
+        return Gaps(self.child(self.gap, self.labels.model(model)))
+
     def watch(self, hub: StreamHub, deployments: Callable[[], list[Deployment]]) -> None:
         collector = _StateCollector(hub, deployments, self)
         if self.shared_dir is None:
@@ -166,3 +171,39 @@ class Metrics:
         if self.shared is not None:
             return self.shared.render()
         return generate_latest(self.registry)
+
+
+class Gaps:
+    """One stream's inter-read gaps, counted here and added to the histogram in bulk
+    (every ``FLUSH`` gaps, and when the stream's reading ends): the histogram's own
+    ``observe`` takes a lock and walks the buckets for every read, the one per-chunk
+    metric. A scrape sees a stream's gaps at most ``FLUSH`` reads late."""
+
+    FLUSH = 64
+    __slots__ = ("_bounds", "_child", "_counts", "_n", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._bounds: list[float] = child._upper_bounds  # ends with +Inf
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._n = 0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect_left(self._bounds, seconds)] += 1  # the bucket "le" it falls in
+        self._sum += seconds
+        self._n += 1
+        if self._n >= self.FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._n:
+            return
+        buckets = self._child._buckets
+        for i, count in enumerate(self._counts):
+            if count:
+                buckets[i].inc(count)
+                self._counts[i] = 0
+        self._child._sum.inc(self._sum)
+        self._sum = 0.0
+        self._n = 0

@@ -12,6 +12,8 @@ a list and joined once, so a long line costs linear time however it is split.
 
 ``SSEDataDecoder`` decodes the same way and gives each event's data as the bytes that
 came (no ``str``, no event object): what a passthrough that forwards the frames needs.
+``SSENamedDecoder`` gives each event's name and data, both as bytes: for a passthrough
+of named events (the Responses wire), which forwards both as they came.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from collections.abc import Iterable
 from contextlib import suppress
 from typing import Generic, TypeVar
 
-__all__ = ["SSEDataDecoder", "SSEDecoder", "ServerSentEvent", "encode", "encode_comment"]
+__all__ = [
+    "SSEDataDecoder",
+    "SSEDecoder",
+    "SSENamedDecoder",
+    "ServerSentEvent",
+    "encode",
+    "encode_comment",
+]
 
 T = TypeVar("T")
 
@@ -82,7 +91,7 @@ class _Decoder(Generic[T]):
         self._pending: list[bytes] = []  # pieces of an unfinished line (no CR/LF inside)
         self._head = _START  # what the start of the next read needs, see _fix_head
         self._data: list[bytes] = []  # the block's data lines, undecoded
-        self._event: str | None = None
+        self._event: bytes | None = None  # undecoded; b"" or absent: the default type
         self._retry: int | None = None
         self._id: str | None = None  # the spec's last event ID buffer
         self.last_event_id: str | None = None
@@ -127,6 +136,8 @@ class _Decoder(Generic[T]):
                 self._retry = None
             elif line[:6] == b"data: ":
                 self._data.append(line[6:])
+            elif line[:7] == b"event: ":  # named events' first line: no partition
+                self._event = line[7:]
             else:
                 self._field(line)
         return out
@@ -160,8 +171,7 @@ class _Decoder(Generic[T]):
         if name == b"data":
             self._data.append(value)
         elif name == b"event":
-            # an empty event type means the default type, as no event field does
-            self._event = value.decode("utf-8", "replace") or None
+            self._event = value
         elif name == b"id":
             if b"\0" not in value:
                 self._id = value.decode("utf-8", "replace")
@@ -193,8 +203,10 @@ class SSEDecoder(_Decoder[ServerSentEvent]):
     __doc__ = _Decoder.__doc__
 
     def _dispatch(self, data: bytes) -> ServerSentEvent:
-        # Invalid UTF-8 becomes U+FFFD, as in a browser's EventSource.
-        return ServerSentEvent(data.decode("utf-8", "replace"), self._event, self._id, self._retry)
+        # Invalid UTF-8 becomes U+FFFD, as in a browser's EventSource. An empty event
+        # type means the default type, as no event field does.
+        event = self._event.decode("utf-8", "replace") or None if self._event else None
+        return ServerSentEvent(data.decode("utf-8", "replace"), event, self._id, self._retry)
 
 
 class SSEDataDecoder(_Decoder[bytes]):
@@ -203,6 +215,14 @@ class SSEDataDecoder(_Decoder[bytes]):
 
     def _dispatch(self, data: bytes) -> bytes:
         return data
+
+
+class SSENamedDecoder(_Decoder[tuple[bytes | None, bytes]]):
+    """The same decoding; each event gives ``(name, data)`` as the bytes that came,
+    undecoded (``name`` None for the default type, as ``ServerSentEvent.event``)."""
+
+    def _dispatch(self, data: bytes) -> tuple[bytes | None, bytes]:
+        return self._event or None, data
 
 
 def _check_field(name: str, value: str) -> None:

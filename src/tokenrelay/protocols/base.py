@@ -75,10 +75,12 @@ class FramePassthrough(Protocol):
     """Upstream frames -> client bytes when both speak the same protocol: frames are
     inspected, not rebuilt, so fields the canon does not know survive. ``encode`` takes
     ``ServerSentEvent``s, or with ``payloads`` set each frame's data bytes (``Upstream.
-    payloads()``: a protocol whose frames carry nothing but data)."""
+    payloads()``: a protocol whose frames carry nothing but data), or with ``named`` set
+    each frame's ``(event name, data)`` bytes (``Upstream.named()``)."""
 
     ended: bool
     payloads: bool
+    named: bool
 
     def encode(self, frames: list[Any]) -> list[bytes]: ...
 
@@ -94,6 +96,7 @@ class InBandEnd:
 
     ended: bool
     tally: Tally
+    named = False  # a passthrough's encode() takes (event, data) bytes (FramePassthrough)
 
     @staticmethod
     def _error_frame(error: Error) -> bytes:

@@ -16,7 +16,7 @@ class Upstream(Protocol):
 
     ``protocol`` names the wire format of ``frames()`` (``None`` for an in-process
     provider, which has only ``events()``); ``payloads()`` gives only each frame's data,
-    as the bytes that came. Each item of any of them is what one network read
+    as the bytes that came; ``named()`` each frame's event name and data, as bytes. Each item of any of them is what one network read
     delivered, so the server writes it to the client in one piece.
     Iterating raises ``GatewayError`` when the upstream fails mid-stream.
     """
@@ -27,6 +27,8 @@ class Upstream(Protocol):
     def frames(self) -> AsyncIterator[list[ServerSentEvent]]: ...
 
     def payloads(self) -> AsyncIterator[list[bytes]]: ...
+
+    def named(self) -> AsyncIterator[list[tuple[bytes | None, bytes]]]: ...
 
     def events(self) -> AsyncIterator[list[Event]]: ...
 

@@ -17,7 +17,7 @@ from ..affinity import Conversation
 from ..embeddings import EmbeddingAnswer, EmbeddingRequest
 from ..events import ChatRequest, Event, GatewayError, too_deep
 from ..protocols.base import EmbeddingWire, UpstreamProtocol
-from ..sse import ServerSentEvent, SSEDataDecoder, SSEDecoder
+from ..sse import ServerSentEvent, SSEDataDecoder, SSEDecoder, SSENamedDecoder
 from .betas import BetaFilter
 from .keys import KeyPool, UpstreamKey, key_id, parse_retry_after
 from .transport import Pool, Response, TransportError
@@ -61,6 +61,9 @@ class HTTPUpstream:
 
     def payloads(self) -> AsyncIterator[list[bytes]]:
         return self._decoded(SSEDataDecoder().feed)
+
+    def named(self) -> AsyncIterator[list[tuple[bytes | None, bytes]]]:
+        return self._decoded(SSENamedDecoder().feed)
 
     async def _decoded(self, feed: Callable[[bytes], list[T]]) -> AsyncIterator[list[T]]:
         # The connection decodes each read as it arrives; what came before a failure is

@@ -92,6 +92,10 @@ class LocalUpstream:
         raise NotImplementedError("the local provider produces events, not frames")
         yield []  # pragma: no cover
 
+    async def named(self) -> AsyncIterator[list[tuple[bytes | None, bytes]]]:
+        raise NotImplementedError("the local provider produces events, not frames")
+        yield []  # pragma: no cover
+
     async def events(self) -> AsyncIterator[list[Event]]:
         # Start with the first piece at once; then one piece per tick.
         events = self._events

@@ -29,7 +29,7 @@ from ..config import Config
 from ..events import ChatRequest, GatewayError, too_deep
 from ..fold import Fold, Tally
 from ..ids import token_hex
-from ..metrics import Metrics
+from ..metrics import Gaps, Metrics
 from ..protocols.base import ClientProtocol
 from ..protocols.registry import REGISTRY
 from ..providers.base import Upstream
@@ -231,13 +231,18 @@ class Relay:
             await self._run(upstream, target, watchdog)
 
     async def _run(self, upstream: Upstream, target: Target, watchdog: Watchdog) -> None:
+        metrics = self.exchange.metrics
+        gap = metrics.gaps(self.exchange.model) if metrics is not None else None
+        try:
+            await self._read(upstream, target, watchdog, gap)
+        finally:
+            if gap is not None:
+                gap.flush()
+
+    async def _read(
+        self, upstream: Upstream, target: Target, watchdog: Watchdog, gap: Gaps | None
+    ) -> None:
         attempts, exchange = self.attempts, self.exchange
-        metrics = exchange.metrics
-        gap = (
-            metrics.child(metrics.gap, metrics.labels.model(exchange.model))
-            if metrics is not None
-            else None
-        )
         clock = time.perf_counter
         delivered = False
         while True:

@@ -95,6 +95,8 @@ class StreamTarget:
         if upstream.protocol == self.protocol.name:
             passthrough = self.protocol.passthrough(self.request, model, self.tally)
             self.encoder = passthrough
+            if passthrough.named:
+                return upstream.named()
             return upstream.payloads() if passthrough.payloads else upstream.frames()
         self.encoder = self.protocol.stream_encoder(self.request, model, self.tally)
         return upstream.events()

@@ -6,6 +6,11 @@ Each event is forwarded as the upstream wrote it (its ``event:`` name, ``obfusca
 event is validated through a small view that also fills the tally; a malformed one ends
 the stream with an ``error`` event instead of reaching the client's JSON parser.
 
+It works on each event's name and data as bytes (``Upstream.named()``): an event that is
+forwarded as it came (every delta) is not made into ``str`` and back, and no regex
+touches it; only the few events that carry a ``response`` object are rewritten. An
+event with invalid UTF-8 in it is forwarded with U+FFFD in its place.
+
 A background response (``Tally.response_id`` set: its id was given to the client before
 the upstream was called) differs in three ways: its ``response`` objects carry that id
 instead of the upstream's; its events are numbered 0, 1, 2, ... whatever the upstream's
@@ -23,7 +28,6 @@ import msgspec
 
 from ...events import ChatRequest, Error
 from ...fold import Tally, charged_usage
-from ...sse import ServerSentEvent
 from ...sse import encode as sse_encode
 from ..base import InBandEnd
 from .decoder import TERMINAL
@@ -60,10 +64,10 @@ class _View(msgspec.Struct):
 
 
 _view = msgspec.json.Decoder(_View).decode
-_MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
-_SEQUENCE = re.compile(r'"sequence_number"\s*:\s*\d+')
+_MODEL = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*\d+')
 _STATE = re.compile(
-    r'"(store|previous_response_id|background)"\s*:\s*(?:true|false|null|"(?:[^"\\]|\\.)*")'
+    rb'"(store|previous_response_id|background)"\s*:\s*(?:true|false|null|"(?:[^"\\]|\\.)*")'
 )
 
 
@@ -72,40 +76,47 @@ class _Constant:
 
     __slots__ = ("text",)
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: bytes) -> None:
         self.text = text
 
-    def __call__(self, _: re.Match[str]) -> str:
+    def __call__(self, _: re.Match[bytes]) -> bytes:
         return self.text
 
 
 class ResponsesPassthrough(InBandEnd):
     """Upstream Responses events -> the same events for a Responses client."""
 
-    payloads = False  # the events' names matter: whole ServerSentEvents
+    payloads = False
+    named = True  # encode() takes (event name, data) bytes: the names matter
 
     def __init__(self, model: str, tally: Tally, request: ChatRequest | None = None) -> None:
         self.tally = tally
         # the state fields of a Responses client's request are the gateway's (the
         # upstream was called with store: false); other requests' are left as written
         self._echo = state_echo(request)
-        self._state = {k: f'"{k}":' + json_encode(v).decode() for k, v in self._echo.items()}
+        self._state = {
+            k.encode(): b'"%b":%b' % (k.encode(), json_encode(v)) for k, v in self._echo.items()
+        }
         self.ended = False
         self._done = False
-        self._model = '"model":' + json_encode(model).decode()
+        self._model = b'"model":' + json_encode(model)
         self._seq = 0  # the next sequence number, after the upstream's last
         self._id = ""  # the upstream's response id
         self._calls = False
         self._own = tally.response_id  # a background response's id (the module docstring)
-        self._ids: tuple[str, str] | None = None  # (upstream's, ours) as JSON strings
+        self._ids: tuple[bytes, bytes] | None = None  # (upstream's, ours) as JSON strings
         self._snapshot: dict[str, Any] = {}  # the last response object before the end
         self._items: list[dict[str, Any]] = []  # the items done, in order
 
-    def encode(self, frames: list[ServerSentEvent]) -> list[bytes]:
+    def encode(self, frames: list[tuple[bytes | None, bytes]]) -> list[bytes]:
         out: list[bytes] = []
         tally = self.tally
-        for frame in frames:
-            data = frame.data
+        for event, data in frames:
+            if not data.isascii():
+                try:
+                    data.decode()
+                except UnicodeDecodeError:  # the client gets valid UTF-8 whatever came
+                    data = data.decode("utf-8", "replace").encode()
             try:
                 e = _view(data)
             except msgspec.ValidationError:
@@ -113,7 +124,7 @@ class ResponsesPassthrough(InBandEnd):
             except msgspec.DecodeError:
                 out.extend(self.fail(MALFORMED))
                 break
-            kind = e.type or frame.event or ""
+            kind = e.type or (event.decode("utf-8", "replace") if event else "")
             if self._own is not None:
                 data = self._background(data, e, kind)
             elif e.sequence_number is not None:
@@ -129,8 +140,8 @@ class ResponsesPassthrough(InBandEnd):
                 self._id = self._id or e.response.id
                 if self._state:
                     data = _STATE.sub(lambda m: self._state.get(m.group(1), m.group(0)), data)
-                model = self._model + "".join(
-                    "," + v for k, v in self._state.items() if f'"{k}"' not in data
+                model = self._model + b"".join(
+                    b"," + v for k, v in self._state.items() if b'"%b"' % k not in data
                 )  # and the state fields the upstream left out
                 data = _MODEL.sub(_Constant(model), data, count=1)
                 if kind in TERMINAL:
@@ -138,7 +149,11 @@ class ResponsesPassthrough(InBandEnd):
                 elif self._own is not None:  # (two events: created, in_progress)
                     found = json_decode(data).get("response")
                     self._snapshot = found if isinstance(found, dict) else self._snapshot
-            out.append(sse_encode(data, event=frame.event))
+            if event is not None and event.isascii() and b"\n" not in data and b"\r" not in data:
+                out.append(b"event: %b\ndata: %b\n\n" % (event, data))  # as it came
+            else:
+                name = event.decode("utf-8", "replace") if event is not None else None
+                out.append(sse_encode(data, event=name))
             if kind == "error":  # forwarded as written; it ends the stream
                 tally.error = error_from_wire({"code": e.code, "message": e.message})
                 self.ended = True
@@ -147,24 +162,24 @@ class ResponsesPassthrough(InBandEnd):
             tally.started = True
         return out
 
-    def _background(self, data: str, e: _View, kind: str) -> str:
+    def _background(self, data: bytes, e: _View, kind: str) -> bytes:
         """A background response's event: numbered in turn, with the gateway's id; the
         items done kept for the end a stop gives it."""
         seq = self._seq
         self._seq += 1
         if e.sequence_number is not None and e.sequence_number != seq:
-            data = _SEQUENCE.sub(f'"sequence_number":{seq}', data, count=1)
+            data = _SEQUENCE.sub(b'"sequence_number":%d' % seq, data, count=1)
         if e.response is not None:
             if self._ids is None and e.response.id:
-                theirs = json_encode(e.response.id).decode()
-                self._ids = (theirs, json_encode(self._own).decode())
+                assert self._own is not None
+                self._ids = (json_encode(e.response.id), json_encode(self._own))
             if self._ids is not None:
                 data = data.replace(*self._ids)
         elif kind == "response.output_item.done" and e.item is not None:
             self._items.append(e.item)
         return data
 
-    def _end(self, kind: str, response: _ResponseView, data: str | bytes) -> None:
+    def _end(self, kind: str, response: _ResponseView, data: bytes) -> None:
         self._done = True
         tally = self.tally
         final = json_decode(data).get("response")  # once a stream, for the stored state
