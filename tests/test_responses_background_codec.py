@@ -36,12 +36,17 @@ def recorded(path: Path) -> list[ServerSentEvent]:
     return decoder.feed(path.read_bytes()) + decoder.flush()
 
 
-def renumbered(frames: list[ServerSentEvent], numbers: list[int]) -> list[ServerSentEvent]:
+def renumbered(
+    frames: list[ServerSentEvent], numbers: list[int]
+) -> list[tuple[bytes | None, bytes]]:
+    """The recording renumbered, as the passthrough reads it (``Upstream.named()``: each
+    event's name and data as bytes)."""
     out = []
     for frame, n in zip(frames, numbers, strict=True):
         data = json.loads(frame.data)
         data["sequence_number"] = n
-        out.append(ServerSentEvent(json.dumps(data), frame.event))
+        event = frame.event.encode() if frame.event is not None else None
+        out.append((event, json.dumps(data).encode()))
     return out
 
 
