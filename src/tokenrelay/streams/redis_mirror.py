@@ -12,8 +12,13 @@ second), ``<id>:readers`` (a remote reader is attached: the producer's grace tim
 for it). Channel ``tokenrelay:cancel`` carries stop requests to the producing replica,
 ``tokenrelay:resumed`` the resumes another replica served (counted in the producer's
 usage record; one that lands after the record was written is not, as on one replica).
-A reader that finds the stream unfinished and the heartbeat gone gets the frames kept,
-then an error frame saying the stream was interrupted: never a hang.
+A reader that finds the stream unfinished and the heartbeat gone for ``DEAD_AFTER``
+seconds more gets the frames kept, then an error frame saying the stream was
+interrupted: never a hang. One missing heartbeat is not a death: a producer starved of
+CPU for a few seconds (a loaded machine, or Redis's writes paused) lets the key lapse
+and then refreshes it and goes on; taken for dead at once, its reader got
+``stream_interrupted`` in the middle of a live stream (an error frame has no ``id:``,
+so the client saw the last frame's id twice and lost the rest).
 
 Frames reach Redis a moment after the producer's own readers have them: the writer
 task flushes once per wake-up, off the producer's path. Awaiting Redis before
@@ -61,6 +66,7 @@ FLUSH_EVERY = 0.01  # seconds: the writer flushes at most this often (frames bat
 SOCKET_TIMEOUT = 5.0  # redis-py's per-reply timeout: a reply slower than this is an error
 BLOCK = 1.0  # seconds one XREAD of a remote reader blocks: far inside SOCKET_TIMEOUT
 READER_TTL = 4  # seconds a remote reader's mark outlives its last XREAD
+DEAD_AFTER = float(ALIVE_TTL)  # seconds the heartbeat stays gone before "interrupted"
 
 INTERRUPTED = Error(
     "upstream",
@@ -369,6 +375,7 @@ class RedisMirror:
         block = max(10, int(min(keepalive, BLOCK) * 1000))
         clock = time.monotonic
         quiet = marked = 0.0
+        lapsed = 0.0  # clock() when the heartbeat was first seen gone (0: it is there)
         while True:
             now = clock()
             if now - marked >= 1.0:  # the producer's grace waits while this mark is on
@@ -384,7 +391,7 @@ class RedisMirror:
                     return
                 position = entries[-1][0].decode()
                 seq = int(entries[-1][0].split(b"-")[1])
-                quiet = 0.0
+                quiet = lapsed = 0.0
                 yield b"".join(fields[b"f"] for _, fields in entries)
                 continue
             pipe = self.redis.pipeline(transaction=False)
@@ -404,9 +411,13 @@ class RedisMirror:
                         )
                         yield self._error_frame(stream.protocol, missing.event())
                 return
-            if not alive:
-                yield self._error_frame(stream.protocol, INTERRUPTED)
-                return
+            if alive:
+                lapsed = 0.0
+            else:
+                lapsed = lapsed or clock()
+                if clock() - lapsed >= DEAD_AFTER:
+                    yield self._error_frame(stream.protocol, INTERRUPTED)
+                    return
             if clock() - quiet >= keepalive:
                 quiet = 0.0
                 yield PING
