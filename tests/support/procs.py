@@ -56,7 +56,7 @@ def start_process(
     popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     proc = Proc(name, port, popen, log_path)
     try:
-        wait_listening(port, 20)
+        wait_listening(port, 60)  # a loaded 2-core machine can take 20 s to import and bind
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"{name} did not start:\n{proc.output()}") from None
