@@ -29,7 +29,7 @@ from tokenrelay.events import (
 from tokenrelay.fold import Tally
 from tokenrelay.protocols.base import ClientProtocol
 from tokenrelay.protocols.registry import REGISTRY
-from tokenrelay.sse import SSEDataDecoder, SSEDecoder
+from tokenrelay.sse import SSEDataDecoder, SSEDecoder, SSENamedDecoder
 
 CLIENTS = [p.client for p in REGISTRY.clients() if p.client is not None]
 IDS = [c.name for c in CLIENTS]
@@ -91,9 +91,15 @@ def test_every_passthrough_item_is_one_event(codec: ClientProtocol) -> None:
     for path in files:
         passthrough = codec.passthrough(_request(), "m", Tally())
         body = path.read_bytes()
-        frames: list[object] = list(
-            (SSEDataDecoder() if passthrough.payloads else SSEDecoder()).iter([body])
+        # what Upstream gives each kind: data payloads, (name, data) bytes, or events
+        decoder = (
+            SSEDataDecoder()
+            if passthrough.payloads
+            else SSENamedDecoder()
+            if getattr(passthrough, "named", False)
+            else SSEDecoder()
         )
+        frames: list[object] = list(decoder.iter([body]))
         written: list[bytes] = []
         for frame in frames:
             written += passthrough.encode([frame])
