@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..events import GatewayError
 from ..protocols.openai import codec as openai
-from ..store.stream_tokens import TokenStore, create_stream_tokens, prefix
+from ..store.stream_tokens import StreamTokens, TokenStore, prefix
 from ..streams.hub import parse_event_id
 from .api import read_body
 from .body import replaying
@@ -201,6 +201,15 @@ def _resumer(headers: dict[str, str]) -> Headers:
     reconnects by itself with ``Last-Event-ID``, so its frames carry ids and its stream
     gets the grace (README, "Resume")."""
     return Headers(headers={**headers, RESUME_HEADER: "1"})
+
+
+def create_stream_tokens(redis_url: str | None, ttl: float, resume_for: float) -> TokenStore:
+    """The store for this gateway: Redis's when it has one, else this process's memory."""
+    if redis_url:
+        from ..store.stream_tokens_redis import RedisStreamTokens
+
+        return RedisStreamTokens(redis_url, ttl, resume_for)
+    return StreamTokens(ttl, resume_for)
 
 
 def chat_stream_routes(streams: ChatStreams) -> list[BaseRoute]:

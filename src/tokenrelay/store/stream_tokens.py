@@ -135,12 +135,3 @@ class StreamTokens:
             del self._tickets[key]
         while len(self._tickets) >= MAX_TOKENS:
             del self._tickets[next(iter(self._tickets))]
-
-
-def create_stream_tokens(redis_url: str | None, ttl: float, resume_for: float) -> TokenStore:
-    """The store for this gateway: Redis's when it has one, else this process's memory."""
-    if redis_url:
-        from .stream_tokens_redis import RedisStreamTokens
-
-        return RedisStreamTokens(redis_url, ttl, resume_for)
-    return StreamTokens(ttl, resume_for)
