@@ -3,7 +3,8 @@ one database (replicas behind a load balancer; ``serve --workers 2`` shares the 
 way). A token minted on A starts its stream on B; a second GET of it, on either, is
 refused, as is the loser of two GETs racing on A and B; the browser's reconnect with
 ``Last-Event-ID`` re-attaches on the other one; an expired token, or one whose key was
-revoked since, starts nothing; Redis holds the token's SHA-256, never the token."""
+revoked since, starts nothing; Redis holds the token's SHA-256, never the token; Redis
+away, minting and starting are a retryable 503."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import httpx
 import pytest
 import redis
 from support.procs import FakeUpstream, Gateway, gateway_config, sse_payloads, start_gateway
-from support.services import shared_redis
+from support.services import shared_redis, start_redis
 
 from tokenrelay.sse import SSEDecoder
 
@@ -164,3 +165,28 @@ def test_an_expired_token_is_refused_on_either(pair: tuple[Gateway, Gateway]) ->
     for token in tokens:
         digest = hashlib.sha256(token.encode()).hexdigest()
         assert client.exists(f"tokenrelay:stream-token:{digest}") == 0
+
+
+def test_redis_away_is_a_retryable_503_and_the_master_key_mints_too(
+    workdir: Path, fake: FakeUpstream
+) -> None:
+    own = start_redis()
+    config = gateway_config(
+        fake, master_key=MASTER, redis_url=own.url, streams={"grace": 0, "token_ttl": TTL}
+    )
+    gw = start_gateway(workdir, config)
+    try:
+        started = get(gw, mint(gw, MASTER))  # the master key's token: owner "master"
+        assert started.status_code == 200 and text_of(started.content) == PROMPT
+        token = mint(gw, MASTER)
+        own.destroy()
+        for reply in (
+            httpx.post(f"{gw.url}/v1/chat/stream", headers=ADMIN, timeout=30),
+            get(gw, token),
+        ):
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["error"]["code"] == "stream_token_store_unavailable"
+            assert reply.headers["retry-after"] == "1"
+    finally:
+        gw.proc.stop()
+        own.destroy()
