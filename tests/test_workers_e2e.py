@@ -217,6 +217,28 @@ def test_one_key_s_limit_holds_across_workers(two: Gateway) -> None:
     pytest.fail("the admitted streams were never spread over both workers")
 
 
+def test_eventsource_tokens_minted_on_either_worker_start_on_either(two: Gateway) -> None:
+    """Tokens minted and used each on a new connection (so on either worker, as they
+    come): every one starts its stream, once; the GETs were served by both workers."""
+    key = new_key(two, models=["local/*"])
+    auth = {"Authorization": f"Bearer {key}", "Connection": "close"}
+    close = {"Connection": "close"}
+    workers: set[str | None] = set()
+    for i in range(12):
+        prompt = {"model": "local/echo", "messages": [{"role": "user", "content": f"t{i}"}]}
+        minted = httpx.post(f"{two.url}/v1/chat/stream", json=prompt, headers=auth, timeout=10)
+        assert minted.status_code == 200, minted.text
+        url = f"{two.url}{minted.json()['url']}"
+        got = httpx.get(url, headers=close, timeout=30)
+        assert got.status_code == 200, got.text
+        workers.add(got.headers.get(WORKER))
+        events = SSEDecoder().iter([got.content])
+        payloads = [json.loads(e.data) for e in events if e.data != "[DONE]"]
+        assert text_of(payloads) == f"t{i}"
+        assert httpx.get(url, headers=close, timeout=10).status_code == 401  # used
+    assert workers == {"1", "2"}
+
+
 def test_sigterm_drains_every_worker_and_a_killed_worker_comes_back(
     workdir: Path, fake: FakeUpstream
 ) -> None:

@@ -116,6 +116,7 @@ class LocalConfig(msgspec.Struct, forbid_unknown_fields=True):
 class StreamsConfig(msgspec.Struct, forbid_unknown_fields=True):
     grace: float = 10.0  # seconds an unfinished stream with no reader keeps going; 0 = stop at once
     retention: float = 300.0  # seconds a finished stream stays resumable
+    token_ttl: float = 60.0  # seconds a /v1/chat/stream token may start its stream
     max_stream_bytes: int = 8 * 1024 * 1024  # frames kept per stream (oldest dropped first)
     max_total_bytes: int = 256 * 1024 * 1024  # frames kept in all (oldest streams evicted)
 

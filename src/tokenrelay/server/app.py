@@ -206,6 +206,8 @@ def create_app(config: Config, host: str | None = None, worker: Worker | None = 
         lambda: gateway.router, accounts, admin, config.status_page, config.probes.prompt
     )
 
+    chat_streams = ChatStreams(gateway)  # its tokens in Redis with redis_url, else here
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await accounts.start()
@@ -226,6 +228,7 @@ def create_app(config: Config, host: str | None = None, worker: Worker | None = 
         await registry.aclose()
         await gateway.router.aclose()
         await kept.close()
+        await chat_streams.aclose()
         await accounts.close()
 
     api = API(gateway)
@@ -237,7 +240,7 @@ def create_app(config: Config, host: str | None = None, worker: Worker | None = 
             *kept.routes(),
             *count_routes(TokenCounter(gateway)),
             *embedding_routes(Embeddings(gateway)),
-            *chat_stream_routes(ChatStreams(gateway)),
+            *chat_stream_routes(chat_streams),
             *web_routes(),
             *admin_page_routes(),
             *stats_routes(admin),

@@ -16,13 +16,17 @@ URL (``EventSource`` sends no headers, and URLs end up in logs).
   stream: no second generation. A token starts one stream, once, within its ``ttl``.
 - In open mode (no master key) the GET needs no token: the tutorial's URL works as is.
 
+Tokens live in this process's memory, or in Redis with ``redis_url`` (any worker or
+replica then takes a token another minted). Whoever uses one is resolved again from
+the token's owner (``Authenticator.principal_of``): a key revoked since starts nothing.
+
 An API key in the query (``key``, ``api_key``) is refused, never used.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -34,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..events import GatewayError
 from ..protocols.openai import codec as openai
-from ..store.stream_tokens import StreamTokens, prefix
+from ..store.stream_tokens import StreamTokens, TokenStore, prefix
 from ..streams.hub import parse_event_id
 from .api import read_body
 from .body import replaying
@@ -75,9 +79,15 @@ def _from_query(query: Any) -> dict[str, Any]:
 
 
 class ChatStreams:
-    def __init__(self, gateway: Gateway, tokens: StreamTokens | None = None) -> None:
+    def __init__(self, gateway: Gateway, tokens: TokenStore | None = None) -> None:
         self.gateway = gateway
-        self.tokens = tokens or StreamTokens(resume_for=gateway.config.streams.retention)
+        config = gateway.config
+        self.tokens = tokens or create_stream_tokens(
+            config.redis_url, config.streams.token_ttl, config.streams.retention
+        )
+
+    async def aclose(self) -> None:
+        await self.tokens.aclose()
 
     async def mint(self, request: Request) -> Response:
         gateway = self.gateway
@@ -97,9 +107,9 @@ class ChatStreams:
                         data = {**data, "stream": True}
                     principal.check_model(openai.decode_request(data).model)
                     body = _encode(data)
+            token = await self.tokens.mint(principal.owner, body)
         except GatewayError as error:
             return _error(error)
-        token = self.tokens.mint(principal, body)
         access.info("stream token %s minted prepared=%s", prefix(token), body is not None)
         return JSONResponse(
             {
@@ -134,43 +144,51 @@ class ChatStreams:
                     openai, replaying(body, request.receive), _resumer(dict(headers))
                 )
             resume = parse_event_id(headers.get("last-event-id"))
-            ticket = self.tokens.resumable(token) if resume is not None else None
+            ticket = await self.tokens.resumable(token) if resume is not None else None
             if ticket is not None and resume is not None and resume[0] == ticket.stream_id:
-                stream = await gateway.hub.find(resume[0], ticket.principal.owner)
+                await gateway.accounts.auth.principal_of(ticket.owner)  # still allowed?
+                stream = await gateway.hub.find(resume[0], ticket.owner)
                 access.info("stream token %s resume %s", prefix(token), resume[0])
                 return gateway.attach(stream, resume[1], retry=True)
-            ticket = self.tokens.claim(token)
+            ticket = await self.tokens.claim(token)
             if ticket is None:
                 raise GatewayError(
                     "authentication",
                     "The stream token is unknown, expired or used already.",
                     code="invalid_stream_token",
                 )
+            principal = await gateway.accounts.auth.principal_of(ticket.owner)
             body = ticket.body or _encode({**_from_query(query), "stream": True})
         except GatewayError as error:
             access.info("stream token GET status=%d %s", error.status, error.code)
             return _error(error)
         plain = {k: v for k, v in headers.items() if k != "last-event-id"}
         receive = replaying(body, request.receive)
-        response = await gateway.chat(openai, receive, _resumer(plain), principal=ticket.principal)
+        response = await gateway.chat(openai, receive, _resumer(plain), principal=principal)
 
-        def started(stream_id: str) -> None:
-            self.tokens.started(ticket, stream_id)
+        async def started(stream_id: str) -> None:
+            try:
+                await self.tokens.started(ticket, stream_id)
+            except GatewayError:  # the stream goes on; only a reconnect by token fails
+                access.warning("stream token %s started %s, not kept", prefix(token), stream_id)
+                return
             access.info("stream token %s started %s", prefix(token), stream_id)
 
         return _seeing_stream_id(response, started)
 
 
-def _seeing_stream_id(app: ASGIApp, found: Callable[[str], None]) -> ASGIApp:
+def _seeing_stream_id(app: ASGIApp, found: Callable[[str], Awaitable[None]]) -> ASGIApp:
     """``app``, telling ``found`` the stream id its response starts with: a streaming
-    answer is begun inside the response (``opening.py``), so the id is known only then."""
+    answer is begun inside the response (``opening.py``), so the id is known only then.
+    Awaited before the response starts, once per stream: a reconnect (which needs the
+    id kept) can only follow."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         async def watching(message: Message) -> None:
             if message["type"] == "http.response.start":
                 for name, value in message.get("headers", ()):
                     if name == b"x-stream-id":
-                        found(value.decode())
+                        await found(value.decode())
             await send(message)
 
         await app(scope, receive, watching)
@@ -183,6 +201,15 @@ def _resumer(headers: dict[str, str]) -> Headers:
     reconnects by itself with ``Last-Event-ID``, so its frames carry ids and its stream
     gets the grace (README, "Resume")."""
     return Headers(headers={**headers, RESUME_HEADER: "1"})
+
+
+def create_stream_tokens(redis_url: str | None, ttl: float, resume_for: float) -> TokenStore:
+    """The store for this gateway: Redis's when it has one, else this process's memory."""
+    if redis_url:
+        from ..store.stream_tokens_redis import RedisStreamTokens
+
+        return RedisStreamTokens(redis_url, ttl, resume_for)
+    return StreamTokens(ttl, resume_for)
 
 
 def chat_stream_routes(streams: ChatStreams) -> list[BaseRoute]:

@@ -32,6 +32,28 @@ def _auth_error(message: str, code: str) -> GatewayError:
     return GatewayError("authentication", message, status=401, code=code, headers=_UNAUTHORIZED)
 
 
+def _store_away() -> GatewayError:
+    return GatewayError(
+        "overloaded",
+        "The key store is unavailable; retry shortly.",
+        status=503,
+        code="key_store_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _judged(key: ApiKey) -> Principal:
+    """The principal of a found key, or a 401 for a revoked or expired one (judged
+    against the clock on every request, never cached)."""
+    status = key.status()
+    if status == "revoked":
+        raise _auth_error(f"The API key {key.prefix} has been revoked.", "key_revoked")
+    if status == "expired":
+        when = key.expires_at.isoformat() if key.expires_at else "?"
+        raise _auth_error(f"The API key {key.prefix} expired at {when}Z.", "key_expired")
+    return Principal(key=key)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The caller of one request. ``key`` is ``None`` for the master key and for open
@@ -139,13 +161,26 @@ class Authenticator:
                 # one shaped like ours is refused (a typo, or a key that was deleted)
                 return Principal()
             raise _auth_error("Invalid API key.", "invalid_api_key")
-        status = key.status()
-        if status == "revoked":
-            raise _auth_error(f"The API key {key.prefix} has been revoked.", "key_revoked")
-        if status == "expired":
-            when = key.expires_at.isoformat() if key.expires_at else "?"
-            raise _auth_error(f"The API key {key.prefix} expired at {when}Z.", "key_expired")
-        return Principal(key=key)
+        return _judged(key)
+
+    async def principal_of(self, owner: str) -> Principal:
+        """The caller named by ``Principal.owner``, as it stands now (a stream token's,
+        ``stream_tokens.py``): a key looked up by its id, not cached, so a key revoked
+        or expired since is refused (401) as its secret would be."""
+        if owner == "master" and self._master is not None:
+            return Principal(master=True)
+        if owner == "open" and self.open_mode:
+            return Principal()
+        key_id = owner.removeprefix("key:")
+        if key_id == owner or self.store is None:
+            raise _auth_error("The caller of this stream token is unknown.", "invalid_api_key")
+        try:
+            key = await self.store.get_key(key_id)
+        except DRIVER_ERRORS:
+            raise _store_away() from None
+        if key is None:
+            raise _auth_error("The API key of this stream token was deleted.", "invalid_api_key")
+        return _judged(key)
 
     async def _lookup(self, secret: str) -> ApiKey | None:
         if self.store is None or not looks_like_key(secret):
@@ -161,13 +196,7 @@ class Authenticator:
             key = await self.store.find_key(secret)
         except DRIVER_ERRORS:
             # the key store is away longer than the cache holds: say so, retryably
-            raise GatewayError(
-                "overloaded",
-                "The key store is unavailable; retry shortly.",
-                status=503,
-                code="key_store_unavailable",
-                headers={"Retry-After": "1"},
-            ) from None
+            raise _store_away() from None
         if generation != self._generation:
             return key  # read while a change was announced: maybe from before it
         self._cache[digest] = (key, now + self.cache_ttl)
