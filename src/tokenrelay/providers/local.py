@@ -10,7 +10,8 @@ arguments instead, so tool use can be exercised with no keys; when the last mess
 ``local/embed`` (``POST /v1/embeddings`` only) turns each text into a deterministic
 unit vector by feature hashing: each lower-cased word adds +1 or -1 (a bit of its
 BLAKE2b hash) at the index its hash picks among ``dimensions`` (default 256, at most
-4096), and the sum is scaled to unit length. The same text always gets the same
+4096), and the sum is scaled to unit length (words that cancel out put +1 at the
+index of their joined hash). The same text always gets the same
 vector, and texts sharing words point the same way, so retrieval can be tested with
 no keys. Usage: one token per word, as ``local/echo`` counts.
 
@@ -60,10 +61,16 @@ def count_tokens(text: str) -> int:
 def embed_text(text: str, dimensions: int = EMBED_DIMENSIONS) -> list[float]:
     """``local/embed``'s vector of ``text`` (module docstring)."""
     vector = [0.0] * dimensions
-    for word in text.lower().split():
-        h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-        vector[h % dimensions] += -1.0 if h >> 63 else 1.0
+    words = text.lower().split()
+    for word in words:
+        vector[_hash(word) % dimensions] += -1.0 if _hash(word) >> 63 else 1.0
+    if words and not any(vector):  # words that cancel out (few dimensions): still a unit
+        vector[_hash(" ".join(words)) % dimensions] = 1.0  # vector, of the words alone
     return normalized(vector)
+
+
+def _hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
 
 
 def _not_this(model: str, use: str) -> GatewayError:
